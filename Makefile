@@ -1,0 +1,53 @@
+# tunesmith: the two commands a new user needs.
+#   make demo   creates .venv, installs everything, finetunes MiniLM on rotten-tomatoes with LoRA,
+#               evaluates it against its baseline and logs to MLflow (./mlflow.db).
+#   make test   creates .venv, installs everything, runs every test.
+# Each install step leaves a stamp in .venv/, so a second run skips what is installed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+PIP_FLAGS := --disable-pip-version-check --progress-bar off -q
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(VENV)/.stamp-assets
+
+$(VENV)/.stamp-venv:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_FLAGS) --upgrade pip
+	@touch $@
+
+# torch first: on these machines torch==2.13.0 is the local CPU wheel; anything else pulls CUDA.
+$(VENV)/.stamp-torch: $(VENV)/.stamp-venv constraints.txt
+	$(PIP) install $(PIP_FLAGS) torch==2.13.0
+	@touch $@
+
+$(VENV)/.stamp-project: $(VENV)/.stamp-torch pyproject.toml constraints.txt
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e ".[dev]"
+	@touch $@
+
+$(VENV)/.stamp-assets: $(VENV)/.stamp-project assets-requirements.txt
+	$(PIP) install $(PIP_FLAGS) --no-deps -r assets-requirements.txt
+	@touch $@
+
+demo: install
+	$(VENV)/bin/tunesmith demo
+
+# -n 2: the CI machine has 2 cores; integration tests that train are marked and spread evenly.
+test: install
+	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+test-fast: install
+	$(PY) -m pytest -n 2 -q -m "not integration"
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) runs mlflow.db mlruns

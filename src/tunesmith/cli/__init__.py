@@ -1,0 +1,1 @@
+"""The thin command line on top of tunesmith.pipelines."""
