@@ -1,0 +1,48 @@
+"""LoRA and its two refinements the guide names as the next step, on PEFT.
+
+- ``lora``: a frozen weight ``W`` plus a trained low-rank update ``B @ A * alpha / r``
+  (``A``: r x in, ``B``: out x r, ``B`` starts at zero so training starts from the base model).
+  Trainable parameters per adapted ``out x in`` weight: ``r * (in + out)``; r=8 on 4096x4096 is
+  65,536, 0.39% of that weight.
+- ``dora``: the update is split into a direction (LoRA) and a per-output-row magnitude vector
+  (``LoraConfig(use_dora=True)``); adds ``out`` parameters per weight and roughly doubles the
+  adapter's compute, and merges like LoRA.
+- ``lora_plus``: plain LoRA weights, but ``B`` learns ``lora_plus_ratio`` times faster than ``A``
+  (see :func:`tunesmith.methods.optimizer_param_groups`).
+
+For classification the new head trains whole (PEFT ``modules_to_save`` via task type SEQ_CLS), so
+each adapter carries its own head and adapters for different label sets can share one base.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tunesmith.config import FinetuneConfig
+from tunesmith.methods.targets import resolve_targets
+
+
+def lora_config(model: nn.Module, cfg: FinetuneConfig, *, task: str):
+    """The PEFT LoraConfig for ``cfg`` on ``model`` (targets resolved for its architecture)."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=resolve_targets(model, cfg.lora_target_modules),
+        use_dora=cfg.method == "dora",
+        task_type=TaskType.SEQ_CLS if task == "classification" else TaskType.CAUSAL_LM,
+    )
+
+
+def apply_lora(model: nn.Module, cfg: FinetuneConfig, *, task: str) -> nn.Module:
+    """Freeze ``model`` and wrap its target layers with LoRA (or DoRA); returns a PeftModel."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, cfg, task=task))
+
+
+def is_lora_b(param_name: str) -> bool:
+    """True for LoRA's B matrices (the ones LoRA+ speeds up)."""
+    return ".lora_B." in param_name or ".lora_embedding_B." in param_name
