@@ -28,17 +28,21 @@ from torch import nn
 
 from tunesmith.config import FinetuneConfig
 from tunesmith.errors import ConfigError, UsageError
+from tunesmith.methods import adapter as bottleneck
 from tunesmith.methods.full import apply_full, layer_lr_scales
 from tunesmith.methods.lora import apply_lora, is_lora_b
+from tunesmith.methods.qlora import apply_qlora
 
 log = logging.getLogger(__name__)
 
 ADAPTER_META = "tunesmith_adapter.json"
 FULL_WEIGHTS = "model.safetensors"
+BOTTLENECK_WEIGHTS = "adapter.safetensors"
 PEFT_METHODS = frozenset({"lora", "dora", "lora_plus", "qlora"})
 # Set on the model by apply_method/load_adapter so that save and merge know what they hold.
 _METHOD_ATTR = "_tunesmith_method"
 _FULL_NAME_ATTR = "_tunesmith_full_adapter"
+_BOTTLENECK_ATTR = "_tunesmith_bottleneck"
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,12 @@ def apply_method(model: nn.Module, cfg: FinetuneConfig, *, task: str) -> nn.Modu
         model = apply_full(model, cfg)
     elif method in ("lora", "dora", "lora_plus"):
         model = apply_lora(model, cfg, task=task)
+    elif method == "qlora":
+        model = apply_qlora(model, cfg, task=task)
     else:
-        raise ConfigError(f"finetune.method '{method}' is not available in this build yet.")
+        config = bottleneck.BottleneckConfig.from_finetune(cfg)
+        model = bottleneck.apply_adapter(model, config, task=task)
+        setattr(model, _BOTTLENECK_ATTR, config)
     if cfg.gradient_checkpointing and method != "full":
         # With a frozen embedding no input needs a gradient and checkpointed blocks would not
         # backpropagate into the adapters; this makes the embedding output require one.
@@ -136,7 +144,11 @@ def _is_peft(model: nn.Module) -> bool:
 
 def model_method(model: nn.Module) -> str:
     """The method a model was prepared or loaded with ("full" for a plain model)."""
-    return getattr(model, _METHOD_ATTR, None) or ("lora" if _is_peft(model) else "full")
+    if getattr(model, _METHOD_ATTR, None):
+        return getattr(model, _METHOD_ATTR)
+    if _is_peft(model):
+        return "lora"
+    return "adapter" if bottleneck.adapter_names(model) else "full"
 
 
 def _dir_size(directory: Path) -> int:
@@ -161,6 +173,11 @@ def save_adapter(model: nn.Module, directory: str | Path, meta: dict[str, Any]) 
         save_file(get_peft_model_state_dict(model, adapter_name=name), out / "adapter_model.safetensors")
         model.peft_config[name].save_pretrained(str(out))
         fmt = "peft"
+    elif bottleneck.adapter_names(model):
+        name = bottleneck.active_adapter(model)
+        save_file(bottleneck.adapter_state_dict(model, name), out / BOTTLENECK_WEIGHTS)
+        fmt = "bottleneck"
+        meta = {**meta, "adapter": _bottleneck_config(model).to_dict()}
     else:
         state = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         save_file(state, out / FULL_WEIGHTS)
@@ -178,6 +195,10 @@ def save_adapter(model: nn.Module, directory: str | Path, meta: dict[str, Any]) 
     size = _dir_size(out)
     log.info("saved %s adapter to %s (%.2f MB)", method, out, size / 1e6)
     return SavedAdapter(out, size, method)
+
+
+def _bottleneck_config(model: nn.Module) -> bottleneck.BottleneckConfig:
+    return getattr(model, _BOTTLENECK_ATTR)
 
 
 def read_adapter_meta(directory: str | Path) -> dict[str, Any]:
@@ -228,6 +249,21 @@ def load_adapter(base_model: nn.Module, directory: str | Path, name: str = "defa
             )
         setattr(base_model, _FULL_NAME_ATTR, name)
         model = base_model
+    elif info["format"] == "bottleneck":
+        from safetensors.torch import load_file
+
+        config = bottleneck.BottleneckConfig(**info["adapter"])
+        existing = getattr(base_model, _BOTTLENECK_ATTR, None)
+        if existing is not None and existing != config:
+            raise UsageError(
+                f"the adapter in {directory} is {config}, but this base holds {existing} adapters; "
+                "bottleneck adapters sharing a base must have the same type and reduction factor.",
+                hint="Load a fresh base model for it.",
+            )
+        bottleneck.add_adapter(base_model, name, config, task=info.get("task", "classification"))
+        bottleneck.load_adapter_state(base_model, name, load_file(directory / BOTTLENECK_WEIGHTS))
+        setattr(base_model, _BOTTLENECK_ATTR, config)
+        model = base_model
     else:
         raise UsageError(f"{directory}: unknown adapter format '{info['format']}'.")
     setattr(model, _METHOD_ATTR, info["method"])
@@ -238,6 +274,8 @@ def adapter_names(model: nn.Module) -> list[str]:
     """Names of the adapters loaded on ``model``."""
     if _is_peft(model):
         return list(model.peft_config)
+    if bottleneck.adapter_names(model):
+        return bottleneck.adapter_names(model)
     loaded = getattr(model, _FULL_NAME_ATTR, None)
     return [loaded] if loaded else []
 
@@ -252,6 +290,8 @@ def set_adapter(model: nn.Module, name: str) -> None:
         )
     if _is_peft(model):
         model.set_adapter(name)
+    else:
+        bottleneck.set_active(model, name)
 
 
 def merge_adapter(model: nn.Module) -> nn.Module:
@@ -264,4 +304,10 @@ def merge_adapter(model: nn.Module) -> nn.Module:
         return model
     if _is_peft(model):
         return model.merge_and_unload()
-    raise UsageError(f"method '{method}' cannot be merged into the base weights.")
+    raise UsageError(
+        "bottleneck adapters cannot be merged into the base weights: they add small layers in "
+        "series (down-projection, non-linearity, up-projection), which no weight matrix of the "
+        "base can absorb.",
+        hint="Serve the base with its adapter (`tunesmith predict --run RUN`), or train with "
+        "method lora or dora when you need one standalone model.",
+    )
