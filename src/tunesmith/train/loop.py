@@ -1,0 +1,519 @@
+"""The training loop: one readable function, :func:`fit`, on Accelerate.
+
+What one optimizer step does, in order:
+
+1. take the next *window* of ``gradient_accumulation_steps`` micro-batches from the epoch's
+   deterministic batch order (same seed and epoch -> same batches, so a resumed run sees
+   exactly the batches an uninterrupted one would);
+2. for each micro-batch: forward, ``loss_sum`` from the objective, backward (gradients of the
+   *sums* accumulate; DDP syncs only on the last micro-batch);
+3. divide the gradients by the number of targets in the whole window (across processes), so
+   accumulation is normalised by targets, not by micro-batch count;
+4. clip by global norm, AdamW step, scheduler step (linear warmup then linear decay).
+
+Around it: logging every ``logging_steps`` (train loss, lr, grad norm, tokens, samples),
+validation every epoch or every ``eval_every`` steps, the best trainable weights kept in memory
+and restored at the end, early stopping, callbacks that may request a stop, a resumable
+checkpoint in ``checkpoints/last/`` after every evaluation, and recovery from out-of-memory
+errors (halve the micro-batch, double the accumulation, same optimizer step).
+
+Costs: evaluation runs on every process over the whole validation set (simple and keeps every
+process's early-stopping decision identical; validation sets are small). Peak memory is the
+process RSS on CPU (sampled every step) and ``torch.cuda.max_memory_allocated`` on GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import FinetuneConfig
+from tunesmith.errors import ConfigError
+from tunesmith.train.encoding import EncodedDataset, batch_order, collate
+from tunesmith.train.objectives import Objective
+
+EvalFn = Callable[[Any], dict[str, float]]
+
+
+class Callback:
+    """Hooks into :func:`fit`. Return True from ``on_log``/``on_eval`` to request a stop.
+
+    ``record`` is the dict written to history.jsonl. ``on_micro_batch`` runs before each forward
+    pass (it may raise, e.g. to test out-of-memory recovery).
+    """
+
+    def on_log(self, record: dict[str, Any]) -> bool | None:
+        return None
+
+    def on_eval(self, record: dict[str, Any]) -> bool | None:
+        return None
+
+    def on_event(self, record: dict[str, Any]) -> None:
+        return None
+
+    def on_micro_batch(self, step: int, batch: dict[str, Any]) -> None:
+        return None
+
+
+@dataclass
+class FitResult:
+    steps: int
+    epochs_run: float
+    stopped_early: bool
+    best_metric: str
+    best_value: float | None
+    best_step: int | None
+    samples_per_second: float
+    tokens_per_second: float
+    peak_memory_mb: float
+    train_seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    """Everything a resumed run needs besides weights, optimizer and RNG (state.json)."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0  # windows of this epoch already done
+    best_value: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    history_len: int = 0
+    splits: int = 1  # each micro-batch is cut into this many after out-of-memory errors
+    samples: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
+    done: bool = False
+    stopped_early: bool = False
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def mixed_precision(precision: str) -> str:
+    """Accelerate's mixed_precision for ``finetune.precision`` on this machine."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        if cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "no"
+    if precision == "fp16" and not cuda:
+        raise ConfigError(
+            "'finetune.precision': fp16 needs a GPU (got fp16 on a CPU-only machine). "
+            "Allowed here: auto, fp32, bf16."
+        )
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    """A detached copy of the parameters that train (LoRA matrices, heads ...)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def default_param_groups(model: Any, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """The method's parameter groups (weight decay on matrices only, LoRA+ ...)."""
+    from tunesmith.methods import optimizer_param_groups
+
+    return optimizer_param_groups(model, cfg)
+
+
+def fit(
+    model: Any,
+    train_data: EncodedDataset,
+    *,
+    objective: Objective,
+    cfg: FinetuneConfig,
+    pad_token_id: int,
+    evaluate: EvalFn | None = None,
+    best_metric: str = "loss",
+    out_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    param_groups: list[dict[str, Any]] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` in place and leave the best weights in it.
+
+    ``evaluate(model) -> {"loss": ..., "accuracy": ...}`` scores the validation set (the model
+    is in eval mode under ``no_grad``); without it there is no validation, no best checkpoint
+    and no early stopping. ``best_metric`` names the key it maximises (``loss`` is minimised).
+    ``out_dir`` receives history.jsonl and checkpoints/last/; ``resume=True`` continues from
+    there. Raises ConfigError for settings this machine cannot run.
+    """
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(cfg.precision)
+    )
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    set_seed(cfg.seed)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    groups = param_groups if param_groups is not None else default_param_groups(model, cfg)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    accum = cfg.gradient_accumulation_steps
+    batches_per_epoch = math.ceil(len(train_data) / cfg.batch_size) // world
+    if batches_per_epoch == 0:
+        raise ConfigError(
+            f"{len(train_data)} training examples are too few for batch_size {cfg.batch_size} "
+            f"on {world} processes.",
+            hint="Lower finetune.batch_size or add training data.",
+        )
+    windows_per_epoch = math.ceil(batches_per_epoch / accum)
+    total_steps = cfg.max_steps or windows_per_epoch * cfg.num_epochs
+    num_epochs = math.ceil(total_steps / windows_per_epoch)
+    scheduler = get_scheduler(
+        "linear",
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    maximise = best_metric != "loss"
+
+    state = _State()
+    best_weights: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
+    history_path = out / "history.jsonl" if out is not None else None
+    if resume:
+        if out is None:
+            raise ConfigError("resuming needs the run folder that holds checkpoints/last/")
+        state, best_weights, history = _load_checkpoint(
+            out, unwrapped, optimizer, scheduler, history_path
+        )
+    elif history_path is not None and main:
+        history_path.write_text("")
+
+    def record(entry: dict[str, Any]) -> None:
+        history.append(entry)
+        if history_path is not None and main:
+            with history_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+
+    def event(name: str, message: str) -> None:
+        entry = {"kind": "event", "step": state.step, "event": name, "message": message}
+        record(entry)
+        for cb in callbacks:
+            cb.on_event(entry)
+
+    if resume:
+        event("resumed", f"resumed from checkpoints/last at step {state.step}")
+
+    peak_rss = 0.0
+    process = None
+    if not torch.cuda.is_available():
+        import psutil
+
+        process = psutil.Process()
+
+    def sample_memory() -> None:
+        nonlocal peak_rss
+        if process is not None:
+            peak_rss = max(peak_rss, process.memory_info().rss / 2**20)
+
+    def run_evaluation() -> bool:
+        """Validate, keep the best weights, checkpoint; True when training should stop."""
+        nonlocal best_weights
+        stop = False
+        if evaluate is not None:
+            unwrapped.eval()
+            with torch.no_grad(), accelerator.autocast():
+                metrics = evaluate(unwrapped)
+            model.train()
+            value = metrics[best_metric]
+            improved = state.best_value is None or (
+                value > state.best_value if maximise else value < state.best_value
+            )
+            entry: dict[str, Any] = {
+                "kind": "eval",
+                "step": state.step,
+                "epoch": round(state.step / windows_per_epoch, 4),
+            }
+            entry.update({f"val_{k}": v for k, v in metrics.items()})
+            entry["is_best"] = improved
+            if improved:
+                state.best_value, state.best_step, state.bad_evals = value, state.step, 0
+                best_weights = trainable_state(unwrapped)
+            else:
+                state.bad_evals += 1
+            record(entry)
+            stop = any(bool(cb.on_eval(entry)) for cb in callbacks)
+            patience = cfg.early_stopping_patience
+            if patience and state.bad_evals >= patience:
+                state.stopped_early = True
+                event(
+                    "early_stop",
+                    f"val {best_metric} did not improve for {patience} evaluations; best "
+                    f"{state.best_value:.4f} at step {state.best_step}",
+                )
+                stop = True
+        if out is not None:
+            _save_checkpoint(accelerator, out, unwrapped, optimizer, scheduler, state,
+                             best_weights, len(history))
+        return stop
+
+    def micro_batches(window: list[list[int]]) -> list[dict[str, Any]]:
+        pieces = []
+        for indices in window:
+            size = math.ceil(len(indices) / state.splits)
+            for start in range(0, len(indices), size):
+                examples = [train_data.examples[i] for i in indices[start : start + size]]
+                pieces.append(collate(examples, pad_token_id))
+        return pieces
+
+    def train_window(window: list[list[int]]) -> tuple[float, int, int, int, float]:
+        """One optimizer step; returns (loss_sum, targets, samples, tokens, grad_norm)."""
+        while True:
+            try:
+                return _step(window)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+                smallest = min(len(w) for w in window)
+                if not is_out_of_memory(exc) or math.ceil(smallest / state.splits) <= 1:
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                state.splits *= 2
+                event(
+                    "oom_recovered",
+                    f"out of memory at step {state.step + 1}: micro-batch cut to about "
+                    f"{math.ceil(cfg.batch_size / state.splits)} with {accum * state.splits} "
+                    "accumulation steps (same effective batch)",
+                )
+
+    def _step(window: list[list[int]]) -> tuple[float, int, int, int, float]:
+        pieces = micro_batches(window)
+        loss_total, targets, samples, tokens = 0.0, 0, 0, 0
+        for i, batch in enumerate(pieces):
+            for cb in callbacks:
+                cb.on_micro_batch(state.step, batch)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            last = i == len(pieces) - 1
+            with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+                loss_sum, n_targets = objective.loss(model, batch)
+            accelerator.backward(loss_sum)
+            loss_total += float(loss_sum.detach())
+            targets += int(n_targets)
+            samples += int(batch["input_ids"].shape[0])
+            tokens += int(batch["attention_mask"].sum())
+            sample_memory()
+        # Gradients hold sums over this process's targets, averaged over processes by DDP:
+        # scale to a mean over every target of the window on every process.
+        total = accelerator.reduce(torch.tensor(float(targets), device=accelerator.device), "sum")
+        scale = world / max(float(total), 1.0)
+        for p in unwrapped.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss_total, targets, samples, tokens, grad_norm
+
+    model.train()
+    bar = tqdm(
+        total=total_steps, initial=state.step, disable=not (progress and main),
+        desc="training", unit="step", dynamic_ncols=True,
+    )
+    window_loss, window_targets, window_samples, window_tokens = 0.0, 0, 0, 0
+    stop = state.done
+    while not stop and state.step < total_steps and state.epoch < num_epochs:
+        order = batch_order(
+            train_data.lengths, cfg.batch_size, seed=cfg.seed, epoch=state.epoch,
+            group_by_length=cfg.group_by_length,
+        )
+        mine = order[rank::world][:batches_per_epoch]
+        windows = [mine[i : i + accum] for i in range(0, len(mine), accum)]
+        while state.window < len(windows):
+            started = time.perf_counter()
+            loss_sum, targets, samples, tokens, grad_norm = train_window(windows[state.window])
+            state.train_seconds += time.perf_counter() - started
+            state.step += 1
+            state.window += 1
+            state.samples += samples
+            state.tokens += tokens
+            window_loss += loss_sum
+            window_targets += targets
+            window_samples += samples
+            window_tokens += tokens
+            bar.update(1)
+            if state.step % cfg.logging_steps == 0 or state.step == total_steps:
+                sums = accelerator.reduce(
+                    torch.tensor([window_loss, window_targets, window_samples, window_tokens],
+                                 dtype=torch.float64, device=accelerator.device), "sum",
+                ).tolist()
+                entry = {
+                    "kind": "train",
+                    "step": state.step,
+                    "epoch": round(state.step / windows_per_epoch, 4),
+                    "loss": sums[0] / max(sums[1], 1.0),
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": grad_norm,
+                    "tokens": int(sums[3]),
+                    "samples": int(sums[2]),
+                }
+                record(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.4f}")
+                window_loss, window_targets, window_samples, window_tokens = 0.0, 0, 0, 0
+                if any(bool(cb.on_log(entry)) for cb in callbacks):
+                    stop = True
+            finished = state.step >= total_steps
+            epoch_done = state.window == len(windows)
+            if epoch_done:
+                state.epoch, state.window = state.epoch + 1, 0
+            evaluate_now = (
+                (cfg.eval_every and state.step % cfg.eval_every == 0)
+                or (not cfg.eval_every and epoch_done)
+                or finished
+            )
+            if evaluate_now:
+                stop = run_evaluation() or stop
+            if stop or finished or epoch_done:
+                break
+    bar.close()
+
+    if not state.done:
+        state.done = True
+        if out is not None:
+            _save_checkpoint(accelerator, out, unwrapped, optimizer, scheduler, state,
+                             best_weights, len(history))
+    if best_weights is not None:
+        unwrapped.load_state_dict(best_weights, strict=False)
+        event("best_restored", f"restored the best weights (step {state.best_step}, "
+              f"val {best_metric} {state.best_value:.4f})")
+    if torch.cuda.is_available():
+        peak_rss = torch.cuda.max_memory_allocated() / 2**20
+    totals = accelerator.reduce(
+        torch.tensor([state.samples, state.tokens], dtype=torch.float64,
+                     device=accelerator.device), "sum",
+    ).tolist()
+    seconds = max(state.train_seconds, 1e-9)
+    return FitResult(
+        steps=state.step,
+        epochs_run=round(state.step / windows_per_epoch, 2),
+        stopped_early=state.stopped_early,
+        best_metric=best_metric,
+        best_value=state.best_value,
+        best_step=state.best_step,
+        samples_per_second=totals[0] / seconds,
+        tokens_per_second=totals[1] / seconds,
+        peak_memory_mb=peak_rss,
+        train_seconds=state.train_seconds,
+        history=history,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: checkpoints/last/ holds everything a resumed run needs.
+
+
+def _save_checkpoint(
+    accelerator: Any,
+    out: Path,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    state: _State,
+    best_weights: dict[str, Any] | None,
+    history_len: int,
+) -> None:
+    """Write checkpoints/last/ atomically: a temp folder renamed into place.
+
+    A SIGKILL mid-write leaves the previous last/ (or last.old/ during the swap) intact.
+    """
+    if not accelerator.is_main_process:
+        return
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    state.history_len = history_len
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".last-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.contiguous() for k, v in trainable_state(model).items()},
+              str(tmp / "trainable.safetensors"))
+    if best_weights is not None:
+        save_file({k: v.contiguous() for k, v in best_weights.items()},
+                  str(tmp / "best.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(),
+           "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
+    last, old = root / "last", root / "last.old"
+    if last.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(last, old)
+    os.rename(tmp, last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(
+    out: Path, model: Any, optimizer: Any, scheduler: Any, history_path: Path | None
+) -> tuple[_State, dict[str, Any] | None, list[dict[str, Any]]]:
+    import torch
+    from safetensors.torch import load_file
+
+    root = out / "checkpoints"
+    last = root / "last" if (root / "last" / "state.json").is_file() else root / "last.old"
+    if not (last / "state.json").is_file():
+        raise ConfigError(
+            f"no checkpoint to resume from in {root}: expected last/state.json.",
+            hint="Resume a run folder written by `tunesmith train` or `tunesmith run`.",
+        )
+    state = _State(**json.loads((last / "state.json").read_text()))
+    model.load_state_dict(load_file(str(last / "trainable.safetensors")), strict=False)
+    best = load_file(str(last / "best.safetensors")) if (last / "best.safetensors").is_file() else None
+    optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=False))
+    rng = torch.load(last / "rng.pt", weights_only=False)
+    random.setstate(rng["python"])
+    import numpy as np
+
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    history: list[dict[str, Any]] = []
+    if history_path is not None and history_path.is_file():
+        lines = history_path.read_text(encoding="utf-8").splitlines()[: state.history_len]
+        history = [json.loads(line) for line in lines]
+        # Records after the checkpoint are produced again by the resumed run.
+        history_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return state, best, history
