@@ -1,9 +1,193 @@
-"""CLI commands of this area. Register sub-parsers here; import heavy modules inside handlers."""
+"""`tunesmith init`, `stage ...`, `registry ...`, `report` and `runs compare`.
+
+Handlers call one function of :mod:`tunesmith.pipelines` (init, registry, report) and render
+its result; nothing heavy (mlflow, dvc) is imported at module level.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def _tracking_uri_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+        help="MLflow tracking and registry URI: sqlite:///mlflow.db (default, or "
+        "$MLFLOW_TRACKING_URI) or a server such as http://127.0.0.1:5000",
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add this area's commands to the top-level parser."""
+    init = commands.add_parser(
+        "init", help="scaffold a git + DVC project with the guide's five-stage pipeline",
+        description="Write params.yaml, dvc.yaml (data_ingestion -> data_preprocessing -> "
+        "prepare_finetuning -> finetune_model -> evaluate_model), .gitignore and README.md; "
+        "run `git init` and `dvc init` where needed. Then: commit, `dvc repro`.",
+    )
+    init.add_argument("directory", help="project folder (created when missing)")
+    init.add_argument("--task", help="auto | instruction | classification | qa | chat")
+    init.add_argument("--model", help="base model: a built-in name, a folder or a hub id")
+    init.add_argument("--data", help="built-in dataset name or a data file (copied, `dvc add`ed)")
+    init.add_argument("--force", action="store_true", help="rewrite an existing project's files")
+    init.set_defaults(handler=_init)
+
+    stage = commands.add_parser(
+        "stage", help="one step of the DVC pipeline that `tunesmith init` writes",
+        description="The data and evaluation steps that dvc.yaml runs; each reads params.yaml.",
+    )
+    steps = stage.add_subparsers(dest="stage", metavar="STEP")
+    ingest = steps.add_parser("ingest", help="raw dataset -> OUT (a built-in as JSONL)")
+    ingest.add_argument("--config", required=True)
+    ingest.add_argument("--out", required=True)
+    ingest.set_defaults(handler=_stage_ingest)
+    preprocess = steps.add_parser("preprocess", help="validate + de-duplicate RAW -> OUT")
+    preprocess.add_argument("--config", required=True)
+    preprocess.add_argument("--raw", required=True)
+    preprocess.add_argument("--out", required=True)
+    preprocess.set_defaults(handler=_stage_preprocess)
+    split = steps.add_parser("split", help="PROCESSED -> OUT/{train,val,test}.jsonl + manifest")
+    split.add_argument("--config", required=True)
+    split.add_argument("--processed", required=True)
+    split.add_argument("--out", required=True)
+    split.set_defaults(handler=_stage_split)
+    evaluate = steps.add_parser("evaluate", help="evaluate RUN on DATA -> METRICS, PLOTS, REPORTS")
+    evaluate.add_argument("--config", required=True)
+    evaluate.add_argument("--run", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--metrics", required=True)
+    evaluate.add_argument("--plots", required=True)
+    evaluate.add_argument("--reports", required=True)
+    evaluate.set_defaults(handler=_stage_evaluate)
+
+    registry = commands.add_parser(
+        "registry", help="MLflow model registry: register a run, promote by alias, list",
+        description="A registered version is an MLflow pyfunc model (base + adapter): "
+        "mlflow.pyfunc.load_model('models:/NAME@production').predict([...]).",
+    )
+    actions = registry.add_subparsers(dest="action", metavar="ACTION")
+    reg = actions.add_parser("register", help="register RUN (run folder or MLflow run id)")
+    reg.add_argument("run", metavar="RUN")
+    reg.add_argument("--name", required=True, help="registered model name")
+    _tracking_uri_arg(reg)
+    reg.set_defaults(handler=_registry_register)
+    prom = actions.add_parser("promote", help="point an alias of NAME at VERSION")
+    prom.add_argument("name", metavar="NAME")
+    prom.add_argument("version", metavar="VERSION", type=int)
+    prom.add_argument("--alias", required=True, choices=("staging", "production"))
+    _tracking_uri_arg(prom)
+    prom.set_defaults(handler=_registry_promote)
+    lst = actions.add_parser("list", help="registered models, versions, aliases, metrics")
+    _tracking_uri_arg(lst)
+    lst.set_defaults(handler=_registry_list)
+
+    report = commands.add_parser(
+        "report", help="write report.html (self-contained) and report.md for a run folder",
+    )
+    report.add_argument("run", metavar="RUN", help="run folder, e.g. runs/<name>")
+    report.set_defaults(handler=_report)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.init import init_project
+
+    result = init_project(args.directory, task=args.task, model=args.model, data=args.data,
+                          force=args.force)
+    done = []
+    if result.git_initialised:
+        done.append("git init")
+    if result.dvc_initialised:
+        done.append("dvc init")
+    if result.data_file:
+        done.append(f"dvc add {result.data_file}")
+    print(f"Scaffolded {result.root}: wrote {', '.join(result.written)}"
+          + (f"; ran {', '.join(done)}" if done else "") + ".")
+    print("Next:")
+    print(f"  cd {args.directory}")
+    print('  git add . && git commit -m "tunesmith project"')
+    print("  dvc repro")
+    return 0
+
+
+def _stage_ingest(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.init import ingest
+
+    path = ingest(args.config, args.out)
+    print(f"data_ingestion: wrote {path}")
+    return 0
+
+
+def _stage_preprocess(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.init import preprocess
+
+    summary = preprocess(args.config, args.raw, args.out)
+    print(f"data_preprocessing: {summary.kept} records kept, {summary.rejected} rejected, "
+          f"{summary.duplicates} duplicates removed -> {args.out}")
+    return 0
+
+
+def _stage_split(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.init import split
+
+    counts = split(args.config, args.processed, args.out)
+    print("prepare_finetuning: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + f" -> {args.out}")
+    return 0
+
+
+def _stage_evaluate(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.init import evaluate
+
+    written = evaluate(args.config, args.run, args.data, args.metrics, args.plots, args.reports)
+    print("evaluate_model: wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _registry_register(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.registry import register_run
+
+    info = register_run(args.run, args.name, tracking_uri=args.tracking_uri)
+    print(f"Registered {info.name} version {info.version} (MLflow run {info.run_id}).")
+    print(f"Promote it: tunesmith registry promote {info.name} {info.version} --alias staging")
+    return 0
+
+
+def _registry_promote(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.registry import promote_version
+
+    info = promote_version(args.name, args.version, args.alias, tracking_uri=args.tracking_uri)
+    print(f"{info.name}@{args.alias} -> version {info.version}. Load it with "
+          f"mlflow.pyfunc.load_model('models:/{info.name}@{args.alias}').")
+    return 0
+
+
+def _registry_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunesmith.pipelines.registry import list_versions
+
+    versions = list_versions(tracking_uri=args.tracking_uri)
+    if not versions:
+        print(f"No registered models in {args.tracking_uri}.")
+        return 0
+    table = Table(title=f"Registered models ({args.tracking_uri})")
+    for column in ("model", "version", "aliases", "metrics", "run"):
+        table.add_column(column)
+    for v in versions:
+        metrics = ", ".join(f"{k} {val:.4f}" for k, val in v.metrics.items())
+        table.add_row(v.name, str(v.version), ", ".join(v.aliases), metrics, v.run_id or "")
+    Console().print(table)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.report import report
+
+    paths = report(args.run)
+    print(f"Wrote {paths.html} and {paths.md}")
+    return 0

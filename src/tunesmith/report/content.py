@@ -1,0 +1,199 @@
+"""What a run report shows, read once from the run folder; html.py and md.py only render it.
+
+Every part is optional: a run that stopped before evaluation still gets a report of what it has
+(config, data, curves), and says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Pictures in the order they are shown, with their captions.
+FIGURES = (
+    ("loss.png", "Training and validation loss"),
+    ("lr.png", "Learning rate"),
+    ("confusion_matrix.png", "Confusion matrix (test split)"),
+)
+# Metrics shown first in the baseline-vs-finetuned table, when present.
+PREFERRED_METRICS = ("accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu",
+                     "rouge1", "rouge2", "rougeL", "exact_match", "token_f1")
+MAX_ROWS = 10
+
+
+@dataclass
+class MetricRow:
+    name: str
+    baseline: float | None
+    finetuned: float | None
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.finetuned is None:
+            return None
+        return self.finetuned - self.baseline
+
+
+@dataclass
+class Finding:
+    severity: str  # "info" | "warning" | "problem"
+    message: str
+
+
+@dataclass
+class ReportContent:
+    run_dir: Path
+    title: str
+    facts: dict[str, str]  # run name, task, model, method, git commit, data hash ...
+    config_yaml: str
+    data_summary: dict[str, Any]  # counts, labels per split, rejects, duplicates
+    training: dict[str, Any]  # metrics.json "train" plus what history says
+    metric_rows: list[MetricRow]
+    baseline_kind: str | None
+    figures: list[tuple[Path, str]]  # (png, caption), only those that exist
+    diagnosis: list[Finding]
+    examples_title: str  # "Worst errors" or "Generation samples"
+    examples: list[dict[str, Any]]
+    environment: dict[str, Any]
+    missing: list[str] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rows.append(json.loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def _metric_rows(metrics: dict[str, Any]) -> list[MetricRow]:
+    baseline = metrics.get("baseline") or {}
+    finetuned = metrics.get("finetuned") or {}
+    numeric = [k for k in {**baseline, **finetuned}
+               if isinstance(baseline.get(k, finetuned.get(k)), (int, float))
+               and not isinstance(baseline.get(k, finetuned.get(k)), bool)]
+    ordered = [k for k in PREFERRED_METRICS if k in numeric]
+    ordered += sorted(k for k in numeric if k not in ordered)
+    return [MetricRow(k, baseline.get(k), finetuned.get(k)) for k in ordered]
+
+
+def _data_summary(run_dir: Path, run_meta: dict[str, Any]) -> dict[str, Any]:
+    manifest = _read_json(run_dir / "data" / "manifest.json")
+    if not manifest and run_meta.get("data_dir"):
+        manifest = _read_json(Path(run_meta["data_dir"]) / "manifest.json")
+    if not manifest:
+        return {}
+    return {
+        "source": (manifest.get("source") or {}).get("dataset"),
+        "counts": manifest.get("counts", {}),
+        "label_distribution": manifest.get("label_distribution", {}),
+        "rejects_by_reason": manifest.get("rejects_by_reason", {}),
+        "split": manifest.get("split", {}),
+        "overlap_check": (manifest.get("overlap_check") or {}).get("passed"),
+    }
+
+
+def _diagnosis(history: list[dict[str, Any]]) -> list[Finding]:
+    """The advisor's findings, as the training loop recorded them in history.jsonl."""
+    findings = []
+    for record in history:
+        if record.get("kind") == "event" and record.get("event") in ("diagnosis", "early_stop",
+                                                                     "oom_recovered"):
+            severity = record.get("severity") or ("info" if record["event"] == "early_stop"
+                                                  else "warning")
+            findings.append(Finding(str(severity), str(record.get("message", record["event"]))))
+    return findings
+
+
+def gather(run_dir: str | Path) -> ReportContent:
+    """Read everything a report shows from a run folder."""
+    root = Path(run_dir)
+    run_meta = _read_json(root / "run.json")
+    metrics = _read_json(root / "metrics.json")
+    history = _read_jsonl(root / "history.jsonl")
+    config_path = root / "config.yaml"
+    config_yaml = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
+    config = yaml.safe_load(config_yaml) or {} if config_yaml else {}
+
+    task = run_meta.get("task") or metrics.get("task") or "?"
+    facts = {
+        "run": str(run_meta.get("run_name") or root.name),
+        "task": task,
+        "model": str(run_meta.get("model") or config.get("finetune", {}).get("model", "?")),
+        "method": str(run_meta.get("method") or config.get("finetune", {}).get("method", "?")),
+    }
+    for key in ("git_commit", "data_sha256", "mlflow_run_id"):
+        if run_meta.get(key):
+            facts[key] = str(run_meta[key])
+
+    training = dict(metrics.get("train") or {})
+    train_records = [r for r in history if r.get("kind") == "train"]
+    eval_records = [r for r in history if r.get("kind") == "eval"]
+    if train_records:
+        training.setdefault("steps", train_records[-1].get("step"))
+        training["final_train_loss"] = train_records[-1].get("loss")
+    if eval_records:
+        best = [r for r in eval_records if r.get("is_best")] or eval_records[-1:]
+        training["best_val_loss"] = best[-1].get("val_loss")
+        training["best_step"] = best[-1].get("step")
+
+    figures = [(root / "plots" / name, caption) for name, caption in FIGURES
+               if (root / "plots" / name).is_file()]
+    errors_path, samples_path = root / "errors.jsonl", root / "samples.jsonl"
+    if task == "classification":
+        examples_title, examples = "Worst errors (most confident mistakes)", _read_jsonl(errors_path, MAX_ROWS)
+    else:
+        examples_title, examples = "Generation samples", _read_jsonl(samples_path, MAX_ROWS)
+
+    missing = []
+    if not metrics.get("finetuned"):
+        missing.append("evaluation (metrics.json has no finetuned scores: run `tunesmith evaluate`)")
+    if not history:
+        missing.append("training history (history.jsonl)")
+    return ReportContent(
+        run_dir=root,
+        title=f"tunesmith run {facts['run']}",
+        facts=facts,
+        config_yaml=config_yaml,
+        data_summary=_data_summary(root, run_meta),
+        training=training,
+        metric_rows=_metric_rows(metrics),
+        baseline_kind=(metrics.get("baseline") or {}).get("kind"),
+        figures=figures,
+        diagnosis=_diagnosis(history),
+        examples_title=examples_title,
+        examples=examples,
+        environment={"versions": run_meta.get("versions", {}),
+                     "hardware": run_meta.get("hardware", {})},
+        missing=missing,
+    )
+
+
+def fmt(value: Any) -> str:
+    """Numbers to 4 significant decimals, everything else as text."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
