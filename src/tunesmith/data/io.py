@@ -255,9 +255,14 @@ def write_jsonl(records: Iterable[Record], path: str | Path) -> int:
 def read_records(
     path: str | Path, task: Task | None = None, *, column_map: dict[str, str] | None = None
 ) -> list[Record]:
-    """All records of a clean file (e.g. a split file). Any bad row raises :class:`DataError`."""
+    """All records of a clean file (e.g. a split file). Any bad row raises :class:`DataError`.
+
+    An empty file gives ``[]`` (a split whose ratio is 0 is written empty).
+    """
     from tunesmith.data.validate import open_records
 
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        return []
     stream = open_records(path, task=task, column_map=column_map)
     records: list[Record] = []
     bad = []
@@ -272,6 +277,4 @@ def read_records(
             f"{path}: {len(bad)} bad record(s): {shown}",
             hint=f"See them all with `tunesmith data check {path}`.",
         )
-    if not records:
-        raise DataError(f"{path}: no records.")
     return records

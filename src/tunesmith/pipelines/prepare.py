@@ -21,7 +21,7 @@ from tunesmith.assets import dataset_file, is_builtin_dataset, iter_builtin_reco
 from tunesmith.config import PrepareConfig
 from tunesmith.data.dedup import deduplicate
 from tunesmith.data.detect import DETECT_HINT
-from tunesmith.data.io import read_records, sha256_file, write_jsonl
+from tunesmith.data.io import read_records, record_line, sha256_file, write_jsonl
 from tunesmith.data.leakage import overlap_check
 from tunesmith.data.split import SPLITS, split_records
 from tunesmith.data.validate import ReadSummary, RecordStream, Reject, open_records
@@ -120,12 +120,6 @@ def _label_distribution(records: list[Record]) -> dict[str, int]:
     return dict(sorted(Counter(r.target_text() for r in records).items()))
 
 
-def _reread(path: Path, task: str) -> list[Record]:
-    if path.stat().st_size == 0:
-        return []
-    return read_records(path, task=task)  # type: ignore[arg-type]
-
-
 def prepare_data(
     cfg: PrepareConfig,
     out_dir: str | Path,
@@ -168,7 +162,7 @@ def prepare_data(
     for name, part in split.parts().items():
         path = out / f"{name}.jsonl"
         write_jsonl(part, path)
-        reread[name] = _reread(path, task)
+        reread[name] = read_records(path, task=task)  # type: ignore[arg-type]
         files[path.name] = {"records": len(part), "sha256": sha256_file(path)}
     files[REJECTS] = {"records": summary.rejected, "sha256": sha256_file(rejects_path)}
     overlap = overlap_check(reread, near=cfg.dedup == "near", threshold=cfg.near_duplicate_threshold)
@@ -212,3 +206,187 @@ def prepare_data(
         task=task, train=split.train, val=split.val, test=split.test, labels=labels,
         manifest=manifest, data_sha256=data_sha, out_dir=out,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The `tunesmith data` commands other than split (which is prepare_data).
+
+
+def load_tokenizer(model: str) -> Any:
+    """Only the tokenizer of ``model``: a built-in, a local folder or a hub id.
+
+    SmolLM2's tokenizer is read from its converted copy when there is one, else straight from
+    the GGUF file (no model conversion needed just to count tokens).
+    """
+    from transformers import AutoTokenizer
+
+    from tunesmith import assets
+    from tunesmith.models.loader import converted_gguf_dir
+
+    try:
+        source = assets.model_source(model)
+        if isinstance(source, str):
+            return AutoTokenizer.from_pretrained(source)
+        if source.gguf:
+            converted = converted_gguf_dir(source.name)
+            if (converted / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(str(converted))
+            gguf = assets.builtin_model_path(source.name)
+            return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        return AutoTokenizer.from_pretrained(str(assets.builtin_model_path(source.name)))
+    except (OSError, ValueError) as exc:
+        raise assets.unknown_model_error(model, str(exc).splitlines()[0]) from None
+
+
+def token_counter(tokenizer: Any) -> Any:
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    return count
+
+
+@dataclass
+class DataReport:
+    """What `data check` and `data stats` found; ``to_dict()`` is the JSON they can write."""
+
+    task: str | None
+    summary: ReadSummary
+    rejects: list[Reject]  # the first few, for showing
+    dedup: Any  # DedupReport, or None when not checked
+    lengths: dict[str, Any] | None
+    length_unit: str
+    size: dict[str, str]
+    label_counts: dict[str, int]
+    balance: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, **self.summary.to_dict(),
+            "rejects_shown": [r.to_dict() for r in self.rejects],
+            "duplicates": self.dedup.to_dict() if self.dedup is not None else None,
+            "lengths": self.lengths, "length_unit": self.length_unit, "size": self.size,
+            "label_counts": self.label_counts, "balance": self.balance,
+        }
+
+
+def inspect_data(
+    dataset: str,
+    *,
+    task: str | None = None,
+    column_map: dict[str, str] | None = None,
+    dedup: str = "exact",
+    threshold: float = 0.9,
+    model: str | None = None,
+    max_length: int = 512,
+    rejects_path: str | Path | None = None,
+    show_rejects: int = 20,
+) -> DataReport:
+    """Stream ``dataset`` once: validate, find duplicates, measure lengths and label balance.
+
+    Holds per record only an 8-byte hash, its line and its lengths (``dedup="near"`` adds a
+    128-value MinHash signature), never the text. Lengths are in the tokens of ``model`` when
+    given, else in words.
+    """
+    from tunesmith.data.dedup import DedupReport, ExactIndex, NearIndex
+    from tunesmith.data.stats import LengthStats, label_balance, size_advice, words
+
+    stream, _ = open_source(dataset, task=task, column_map=column_map)
+    counter, specials, unit = words, 0, "words"
+    if model is not None:
+        tokenizer = load_tokenizer(model)
+        counter, unit = token_counter(tokenizer), f"{model} tokens"
+        specials = tokenizer.num_special_tokens_to_add(pair=False)
+    lengths = LengthStats(counter, specials, generative=stream.task != "classification")
+    report = DedupReport(dedup, threshold if dedup == "near" else None)
+    exact = ExactIndex() if dedup != "none" else None
+    near = NearIndex(threshold, keep_shingles=False) if dedup == "near" else None
+    labels: Counter[str] = Counter()
+    shown: list[Reject] = []
+    rejects_file = open(rejects_path, "w", encoding="utf-8", newline="\n") if rejects_path else None  # noqa: SIM115
+    try:
+        for item in stream:
+            if isinstance(item, Reject):
+                if len(shown) < show_rejects:
+                    shown.append(item)
+                if rejects_file is not None:
+                    rejects_file.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+                continue
+            dup = exact.check(item) if exact is not None else None
+            if dup is None and near is not None:
+                dup = near.check(item)
+            if dup is not None:
+                report.note(dup)
+                continue
+            lengths.add(item)
+            if item.task == "classification":
+                labels[item.target_text()] += 1
+    finally:
+        if rejects_file is not None:
+            rejects_file.close()
+    summary = stream.summary
+    unique = summary.accepted - report.removed
+    label_counts = dict(sorted(labels.items()))
+    return DataReport(
+        task=summary.task, summary=summary, rejects=shown,
+        dedup=report if dedup != "none" else None,
+        lengths=lengths.summary(max_length) if unique else None, length_unit=unit,
+        size=size_advice(unique), label_counts=label_counts, balance=label_balance(label_counts),
+    )
+
+
+def convert_data(
+    dataset: str,
+    dest: str | Path,
+    *,
+    task: str | None = None,
+    column_map: dict[str, str] | None = None,
+) -> tuple[ReadSummary, Path | None]:
+    """Write the valid records of ``dataset`` (any format) as JSONL in the guide's field names.
+
+    Rejects go next to it as ``<dest stem>.rejects.jsonl`` (returned; None when there are none).
+    """
+    stream, _ = open_source(dataset, task=task, column_map=column_map)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rejects_path = dest.with_name(dest.stem + ".rejects.jsonl")
+    with open(dest, "w", encoding="utf-8", newline="\n") as out, \
+            open(rejects_path, "w", encoding="utf-8", newline="\n") as rejects:
+        for item in stream:
+            if isinstance(item, Reject):
+                rejects.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+            else:
+                out.write(record_line(item))
+    if not stream.summary.rejected:
+        rejects_path.unlink()
+        return stream.summary, None
+    return stream.summary, rejects_path
+
+
+@dataclass
+class LeakageResult:
+    report: Any  # LeakReport
+    summary_a: ReadSummary
+    summary_b: ReadSummary
+
+
+def leakage_between(
+    a: str,
+    b: str,
+    *,
+    task: str | None = None,
+    column_map: dict[str, str] | None = None,
+    near: bool = True,
+    threshold: float = 0.9,
+) -> LeakageResult:
+    """Records of ``b`` whose input is (nearly) in ``a``; bad rows of either file are skipped."""
+    from tunesmith.data.leakage import find_leaks
+
+    stream_a, _ = open_source(a, task=task, column_map=column_map)
+    stream_b, _ = open_source(b, task=task or stream_a.task, column_map=column_map)
+    records_a = (r for r in stream_a if not isinstance(r, Reject))
+    records_b = (r for r in stream_b if not isinstance(r, Reject))
+    report = find_leaks(records_a, records_b, near=near, threshold=threshold)
+    for summary in (stream_a.summary, stream_b.summary):
+        if not summary.accepted:
+            raise no_records_error(summary)
+    return LeakageResult(report, stream_a.summary, stream_b.summary)
