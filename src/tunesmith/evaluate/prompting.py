@@ -1,0 +1,79 @@
+"""The generative baseline: the same model before finetuning, prompted zero-shot and few-shot.
+
+Zero-shot uses exactly the prompt the finetuned model is trained and evaluated with, so the
+comparison isolates what finetuning changed. Few-shot puts ``k`` worked examples before it, as
+earlier user/assistant turns of the conversation. The examples are drawn (with the seed) from
+the TRAIN split only, never from the test split being scored.
+
+Classification on a causal model is not scored by parsing free text: an instruct model answers
+in sentences ("This review is positive, as it ...") that a parser misses. Instead
+:func:`predict_labels` scores each label word's likelihood after the prompt (the tokens of the
+label and the end-of-turn token) and picks the most likely, which measures what the model
+knows whatever its phrasing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from tunesmith.records import Record
+from tunesmith.train.causal import IGNORE_INDEX, prompt_ids, record_messages, response_ids
+
+
+def few_shot_turns(
+    train: Sequence[Record], k: int, *, seed: int, labels: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """``k`` worked examples from the train split as alternating user/assistant turns.
+
+    Each example contributes its final exchange (the last user turn and the reply to it).
+    """
+    if k <= 0 or not train:
+        return []
+    rng = random.Random(seed)
+    turns: list[dict[str, str]] = []
+    for record in rng.sample(list(train), min(k, len(train))):
+        turns += record_messages(record, labels)[-2:]
+    return turns
+
+
+def prompt_messages(
+    record: Record, shots: Sequence[dict[str, str]] = (), labels: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """The conversation that asks for ``record``'s final reply, after any few-shot turns.
+
+    A system message of the record stays first, before the shots.
+    """
+    messages = record_messages(record, labels)[:-1]
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    return system + list(shots) + messages[len(system) :]
+
+
+def reference(record: Record, labels: Sequence[str] = ()) -> str:
+    return record_messages(record, labels)[-1]["content"]
+
+
+def predict_labels(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[dict[str, str]]],
+    labels: Sequence[str],
+    batch_size: int = 8,
+) -> list[str]:
+    """For each prompt, the label whose reply tokens are most likely (summed log-probability).
+
+    One forward pass per (prompt, label) pair; costs ``len(labels)`` forward passes per example.
+    """
+    from tunesmith.evaluate.generation import row_nlls
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    for messages in prompts:
+        prompt = prompt_ids(tokenizer, messages)
+        for label in labels:
+            answer = response_ids(tokenizer, messages, label)
+            rows.append({"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer})
+    nll = [total for total, _ in row_nlls(model, rows, pad_id, batch_size)]
+    per_prompt = [nll[i : i + len(labels)] for i in range(0, len(nll), len(labels))]
+    return [labels[min(range(len(labels)), key=scores.__getitem__)] for scores in per_prompt]
