@@ -1,0 +1,133 @@
+"""`tunesmith evaluate`: score a trained run on its test split against the baseline.
+
+``evaluate(run_dir, test_file=None)`` (the DVC ``evaluate`` stage) reads the run folder that
+``train`` wrote, scores the unchanged pretrained model (the baseline) and the finetuned one on
+the test split, and completes metrics.json (``baseline``, ``finetuned``, ``delta``), writes
+errors.jsonl and plots/confusion_matrix.png, and logs all of it to the run's MLflow run.
+
+Task families plug in through :data:`EVALUATORS`; classification is here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import Config, load_config
+from tunesmith.errors import UsageError
+from tunesmith.pipelines.train import read_split, write_json
+
+# Metrics compared between baseline and finetuned model (and shown in the console table).
+CLASSIFICATION_KEYS = ("accuracy", "precision", "recall", "f1")
+
+
+@dataclass
+class EvaluateResult:
+    run_dir: Path
+    metrics: dict[str, Any]  # the whole metrics.json
+    errors: list[dict[str, Any]]  # worst errors (classification) or samples (generative)
+
+
+def _evaluate_classification(
+    run_dir: Path, run_meta: dict[str, Any], cfg: Config, data_dir: Path, test_file: Path,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Probe baseline and finetuned scores; writes errors.jsonl and the confusion matrix."""
+    from tunesmith.data.io import read_records
+    from tunesmith.evaluate.classification import probe_baseline, score, worst_errors
+    from tunesmith.methods import load_adapter
+    from tunesmith.models import load_model
+    from tunesmith.report.plots import plot_confusion_matrix
+    from tunesmith.train.encoding import encode_classification
+
+    labels = run_meta["labels"]
+    train_records = read_split(data_dir, "train", "classification")
+    test_records = read_records(test_file, task="classification")
+    loaded = load_model(run_meta["model"], task="classification", labels=labels)
+    max_length = cfg.prepare.max_length
+    train_enc = encode_classification(train_records, loaded.tokenizer, labels, max_length)
+    test_enc = encode_classification(test_records, loaded.tokenizer, labels, max_length)
+    pad = loaded.tokenizer.pad_token_id
+
+    log(f"baseline: logistic-regression probe on the frozen {run_meta['model']} embeddings "
+        f"({len(train_enc)} train, {len(test_enc)} test examples)")
+    baseline, _ = probe_baseline(loaded.model, train_enc, test_enc, pad, seed=cfg.prepare.seed)
+    model = load_adapter(loaded.model, run_dir / "adapter")
+    scores = score(model, test_enc, pad)
+    finetuned = {k: scores.metrics[k] for k in (*CLASSIFICATION_KEYS, "loss")}
+    errors = worst_errors(test_records, scores, labels, cfg.evaluation.num_samples)
+    with (run_dir / "errors.jsonl").open("w", encoding="utf-8") as fh:
+        for error in errors:
+            fh.write(json.dumps(error, ensure_ascii=False) + "\n")
+    plot_confusion_matrix(scores.confusion, labels, run_dir / "plots" / "confusion_matrix.png")
+    metrics = {
+        "baseline": baseline,
+        "finetuned": finetuned,
+        "delta": {k: finetuned[k] - baseline[k] for k in CLASSIFICATION_KEYS},
+        "confusion_matrix": {"labels": labels, "matrix": scores.confusion},
+    }
+    return metrics, errors
+
+
+# The dispatch point for task families: generative tasks add "instruction", "qa" and "chat".
+EVALUATORS: dict[str, Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]]] = {
+    "classification": _evaluate_classification,
+}
+
+
+def read_run(run_dir: str | Path) -> tuple[Path, dict[str, Any], Config]:
+    """A run folder's run.json and config.yaml; UsageError when it is not a run folder."""
+    root = Path(run_dir)
+    if not (root / "run.json").is_file() or not (root / "config.yaml").is_file():
+        raise UsageError(
+            f"{root} is not a tunesmith run folder (run.json or config.yaml is missing).",
+            hint="Pass a folder written by `tunesmith train` or `tunesmith run`, e.g. runs/<name>.",
+        )
+    run_meta = json.loads((root / "run.json").read_text(encoding="utf-8"))
+    return root, run_meta, load_config(root / "config.yaml")
+
+
+def evaluate(
+    run_dir: str | Path,
+    test_file: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> EvaluateResult:
+    """Score run ``run_dir`` on ``test_file`` (default: test.jsonl of the run's data folder).
+
+    Raises UsageError (not a run folder, unsupported task), DataError (missing test split).
+    """
+    root, run_meta, cfg = read_run(run_dir)
+    if not (root / "adapter").is_dir():
+        raise UsageError(f"{root} has no adapter/: the run did not finish training.",
+                         hint=f"Finish it with `tunesmith train --resume {root}`.")
+    data = Path(data_dir or run_meta.get("data_dir") or root / "data")
+    test = Path(test_file) if test_file else data / "test.jsonl"
+    if not test.is_file():
+        read_split(test.parent, test.stem)  # raises the DataError that says what to do
+    task = run_meta["task"]
+    if task not in EVALUATORS:
+        raise UsageError(f"evaluation of '{task}' runs is not available in this build "
+                         f"(available: {', '.join(EVALUATORS)}).")
+    results, errors = EVALUATORS[task](root, run_meta, cfg, data, test, log)
+
+    metrics_path = root / "metrics.json"
+    previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = {"task": task, **results, "train": previous.get("train", {})}
+    write_json(metrics_path, metrics)
+
+    if cfg.tracking.enabled and run_meta.get("mlflow_run_id"):
+        from tunesmith.track.experiment import MlflowTracker
+
+        tracker = MlflowTracker(cfg, run_meta["run_name"])
+        tracker.start(run_meta["mlflow_run_id"])
+        try:
+            tracker.log_final(metrics)
+            tracker.log_run_folder(root)
+        finally:
+            tracker.finish()
+    return EvaluateResult(root, metrics, errors)

@@ -1,0 +1,296 @@
+"""`tunesmith train`: finetune on prepared split files (the DVC ``finetune`` stage).
+
+``train(cfg, data_dir, out_dir)`` reads ``train.jsonl`` and ``val.jsonl`` from ``data_dir``,
+loads the model, applies the finetuning method, runs :func:`tunesmith.train.loop.fit` and
+writes into ``out_dir``: config.yaml, run.json, history.jsonl, checkpoints/last/, adapter/,
+plots/loss.png, plots/lr.png and metrics.json's ``train`` section (the evaluate stage adds the
+rest).
+
+Each task family plugs in through :data:`TASKS`: how to encode its records, the objective, the
+validation function and the metric that picks the best checkpoint. Classification is here; the
+generative tasks register theirs from their own modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import Config, save_config
+from tunesmith.errors import DataError, UsageError
+from tunesmith.records import Record
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TaskPlan:
+    """What the loop needs for one task: encoded train data, objective, validation."""
+
+    train_data: Any  # EncodedDataset
+    objective: Any  # Objective
+    evaluate: Callable[[Any], dict[str, float]] | None
+    best_metric: str  # the validation key that picks the best checkpoint ("loss" is minimised)
+    notes: list[str]  # lines for the console (truncation counts ...)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task family. ``labels`` sizes a classification head (None for generative tasks);
+    ``plan`` encodes the splits for the loaded model."""
+
+    labels: Callable[[Sequence[Record]], list[str] | None]
+    plan: Callable[[Any, Sequence[Record], Sequence[Record], Config], TaskPlan]
+
+
+def _classification_labels(records: Sequence[Record]) -> list[str]:
+    from tunesmith.train.encoding import label_list
+
+    labels = label_list(records)
+    if len(labels) < 2:
+        raise DataError(
+            f"the training split has a single label ({labels[0] if labels else 'none'}): a "
+            "classifier needs at least two.",
+            hint="Check the label column (prepare.column_map) or add examples of other labels.",
+        )
+    return labels
+
+
+def _classification_plan(
+    loaded: Any, train_records: Sequence[Record], val_records: Sequence[Record], cfg: Config
+) -> TaskPlan:
+    from tunesmith.evaluate.classification import score
+    from tunesmith.train.encoding import encode_classification
+    from tunesmith.train.objectives import ClassificationObjective
+
+    labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+    max_length = cfg.prepare.max_length
+    train_data = encode_classification(train_records, loaded.tokenizer, labels, max_length)
+    val_data = encode_classification(val_records, loaded.tokenizer, labels, max_length)
+    pad = loaded.tokenizer.pad_token_id
+    notes = []
+    truncated = train_data.n_truncated + val_data.n_truncated
+    if truncated:
+        notes.append(f"{truncated} examples were longer than prepare.max_length={max_length} "
+                     "tokens and were truncated.")
+    best = cfg.finetune.best_metric if cfg.finetune.best_metric != "auto" else "f1"
+    evaluate = (lambda model: score(model, val_data, pad).metrics) if len(val_data) else None
+    return TaskPlan(train_data, ClassificationObjective(), evaluate, best, notes)
+
+
+# The dispatch point for task families: generative tasks add "instruction", "qa" and "chat".
+TASKS: dict[str, TaskSpec] = {
+    "classification": TaskSpec(labels=_classification_labels, plan=_classification_plan),
+}
+
+
+def task_spec(task: str) -> TaskSpec:
+    if task not in TASKS:
+        raise UsageError(
+            f"training for '{task}' records is not available in this build "
+            f"(available: {', '.join(TASKS)}).",
+        )
+    return TASKS[task]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    task: str
+    labels: list[str] | None
+    fit: Any  # FitResult
+    trainable_params: int
+    trainable_percent: float
+    notes: list[str]
+
+
+def read_split(data_dir: str | Path, split: str, task: str | None = None) -> list[Record]:
+    """Records of ``<data_dir>/<split>.jsonl`` (the files ``tunesmith data split`` writes)."""
+    from tunesmith.data.io import read_records
+
+    path = Path(data_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(
+            f"no {split} split in {data_dir}: {path.name} is missing.",
+            hint="Prepare the data first: `tunesmith data split DATASET --out DIR` (or use "
+            "`tunesmith run`, which prepares, trains and evaluates).",
+        )
+    return read_records(path, task=task)  # type: ignore[arg-type]
+
+
+def data_sha256(data_dir: str | Path) -> str:
+    """The prepared data's identity: the manifest's hash when `prepare` wrote one, else one
+    hash over the split files present."""
+    manifest = Path(data_dir) / "manifest.json"
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text(encoding="utf-8")).get("data_sha256")
+        if recorded:
+            return str(recorded)
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        path = Path(data_dir) / f"{split}.jsonl"
+        if path.is_file():
+            digest.update(split.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and the hardware, recorded in run.json."""
+    import accelerate
+    import peft
+    import torch
+    import transformers
+
+    hardware: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
+    }
+    if torch.cuda.is_available():
+        hardware["gpu"] = torch.cuda.get_device_name(0)
+    return {
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "accelerate": accelerate.__version__,
+        },
+        "hardware": hardware,
+    }
+
+
+def default_run_name(cfg: Config, task: str | None) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    model = Path(cfg.finetune.model).name.replace("/", "-")
+    parts = [task] if task else []
+    return "-".join([*parts, model, cfg.finetune.method, stamp])
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def train(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Finetune ``cfg.finetune.model`` on ``data_dir``'s train/val splits into ``out_dir``.
+
+    ``resume=True`` continues from ``out_dir/checkpoints/last`` with the config saved there.
+    Raises DataError (missing or bad split files), AssetError (unknown model), ConfigError.
+    """
+    from tunesmith.methods import apply_method, save_adapter, trainable_summary
+    from tunesmith.models import load_model
+    from tunesmith.report.plots import plot_loss, plot_lr
+    from tunesmith.track.experiment import MlflowTracker
+    from tunesmith.train.loop import fit
+
+    out = Path(out_dir)
+    task_hint = None if cfg.prepare.task == "auto" else cfg.prepare.task
+    train_records = read_split(data_dir, "train", task_hint)
+    val_records = read_split(data_dir, "val", task_hint) if (Path(data_dir) / "val.jsonl").is_file() else []
+    task = train_records[0].task
+    spec = task_spec(task)
+    labels = spec.labels(train_records)
+    out.mkdir(parents=True, exist_ok=True)
+    run_json_path = out / "run.json"
+    previous = json.loads(run_json_path.read_text()) if resume and run_json_path.is_file() else {}
+    run_name = previous.get("run_name") or cfg.tracking.run_name or out.name
+    save_config(cfg, out / "config.yaml")
+
+    log(f"loading {cfg.finetune.model} for {task}"
+        + (f" ({len(labels)} labels: {', '.join(labels)})" if labels else ""))
+    loaded = load_model(
+        cfg.finetune.model, task=task, labels=labels, load_in_4bit=cfg.finetune.method == "qlora",
+        compute_dtype=cfg.finetune.qlora_compute_dtype if cfg.finetune.method == "qlora" else "float32",
+    )
+    plan = spec.plan(loaded, train_records, val_records, cfg)
+    for note in plan.notes:
+        log(note)
+    model = apply_method(loaded.model, cfg.finetune, task=task)
+    summary = trainable_summary(model)
+    log(f"{cfg.finetune.method}: {summary}")
+
+    run_meta: dict[str, Any] = {
+        "run_name": run_name,
+        "task": task,
+        "model": cfg.finetune.model,
+        "method": cfg.finetune.method,
+        **({"labels": labels} if labels else {}),
+        **environment(),
+        "git_commit": git_commit(),
+        "data_sha256": data_sha256(data_dir),
+        "data_dir": str(Path(data_dir).resolve()),
+    }
+    tracker = None
+    if cfg.tracking.enabled:
+        tracker = MlflowTracker(cfg, run_name)
+        tracker.start(previous.get("mlflow_run_id") if resume else None)
+        tracker.set_tags({"git_commit": run_meta["git_commit"] or "",
+                          "data_sha256": run_meta["data_sha256"], "task": task})
+        run_meta["mlflow_run_id"] = tracker.run_id
+    write_json(run_json_path, run_meta)
+
+    status = "FAILED"
+    try:
+        result = fit(
+            model,
+            plan.train_data,
+            objective=plan.objective,
+            cfg=cfg.finetune,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+            evaluate=plan.evaluate,
+            best_metric=plan.best_metric,
+            out_dir=out,
+            callbacks=[*callbacks, *([tracker] if tracker else [])],
+            resume=resume,
+            progress=progress,
+        )
+        save_adapter(model, out / "adapter", {"base_model": cfg.finetune.model, "task": task,
+                                              **({"labels": labels} if labels else {})})
+        plot_loss(result.history, out / "plots" / "loss.png")
+        plot_lr(result.history, out / "plots" / "lr.png")
+        train_stats = {
+            "samples_per_second": round(result.samples_per_second, 2),
+            "tokens_per_second": round(result.tokens_per_second, 1),
+            "peak_memory_mb": round(result.peak_memory_mb, 1),
+            "trainable_params": summary.trainable,
+            "trainable_percent": round(summary.percent, 4),
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "train_seconds": round(result.train_seconds, 1),
+            "steps": result.steps,
+        }
+        write_json(out / "metrics.json", {"task": task, "train": train_stats})
+        if tracker:
+            tracker.log_final({"train": train_stats})
+        status = "FINISHED"
+    finally:
+        if tracker:
+            tracker.finish(status)
+    return TrainResult(out, task, labels, result, summary.trainable, summary.percent, plan.notes)
