@@ -91,6 +91,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     report.add_argument("run", metavar="RUN", help="run folder, e.g. runs/<name>")
     report.set_defaults(handler=_report)
 
+    # `runs` (list) is the core command in cli/run.py, registered before this module (see
+    # COMMAND_MODULES in cli/main.py); `compare` joins it as a sub-command so that `runs` is one
+    # group in one place. Without it (another order), `runs compare` stands on its own.
+    runs = commands.choices.get("runs")
+    if runs is None:
+        runs = commands.add_parser("runs", help="compare runs")
+    add_runs_compare(runs.add_subparsers(dest="runs_action", metavar="ACTION"))
+
 
 def _init(args: argparse.Namespace) -> int:
     from tunesmith.pipelines.init import init_project
@@ -190,4 +198,47 @@ def _report(args: argparse.Namespace) -> int:
 
     paths = report(args.run)
     print(f"Wrote {paths.html} and {paths.md}")
+    return 0
+
+
+def add_runs_compare(runs_actions: argparse._SubParsersAction) -> None:
+    """Add `compare` under the `runs` command group."""
+    compare = runs_actions.add_parser(
+        "compare", help="params that differ and metric deltas of two runs",
+        description="RUN_A and RUN_B are run folders (runs/<name>, models/run) or MLflow run ids.",
+    )
+    compare.add_argument("run_a", metavar="RUN_A")
+    compare.add_argument("run_b", metavar="RUN_B")
+    _tracking_uri_arg(compare)
+    compare.set_defaults(handler=_runs_compare)
+
+
+def _runs_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunesmith.pipelines.registry import compare_runs
+
+    result = compare_runs(args.run_a, args.run_b, tracking_uri=args.tracking_uri)
+    console = Console(width=max(100, Console().width))
+    console.print(f"A: {result.a.label}\nB: {result.b.label}")
+    if result.params:
+        params = Table(title="Params that differ")
+        for column in ("param", "A", "B"):
+            params.add_column(column)
+        for p in result.params:
+            params.add_row(p.key, "-" if p.a is None else p.a, "-" if p.b is None else p.b)
+        console.print(params)
+    else:
+        console.print("Same params.")
+    metrics = Table(title="Metrics (delta = B - A)")
+    for column in ("metric", "A", "B", "delta"):
+        metrics.add_column(column, justify="left" if column == "metric" else "right")
+
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    for m in result.metrics:
+        metrics.add_row(m.key, show(m.a), show(m.b), "-" if m.delta is None else f"{m.delta:+.4f}")
+    console.print(metrics)
     return 0

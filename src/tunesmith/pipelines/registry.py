@@ -1,4 +1,4 @@
-"""`tunesmith registry register|promote|list`: one function per command.
+"""`tunesmith registry register|promote|list` and `runs compare`: one function per command.
 
 The work is in :mod:`tunesmith.track.registry`; these are the typed entry points the CLI calls
 (and that scripts can call too).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunesmith.track.compare import Comparison, compare_snapshots, snapshot
 from tunesmith.track.registry import ModelVersionInfo, list_models, promote, register
 
 
@@ -24,3 +25,11 @@ def promote_version(name: str, version: int, alias: str, *, tracking_uri: str) -
 def list_versions(*, tracking_uri: str) -> list[ModelVersionInfo]:
     """Every registered model version with its aliases and key metrics."""
     return list_models(tracking_uri=tracking_uri)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, *, tracking_uri: str) -> Comparison:
+    """`tunesmith runs compare A B`: params that differ and metric deltas (B minus A).
+
+    Each run is a run folder or an MLflow run id in ``tracking_uri``.
+    """
+    return compare_snapshots(snapshot(run_a, tracking_uri), snapshot(run_b, tracking_uri))

@@ -1,0 +1,118 @@
+"""report.html / report.md from a run folder, and report.html in a real headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tunesmith.config import Config
+
+
+def _synthetic_run(root: Path) -> Path:
+    from tunesmith.report.plots import plot_confusion_matrix, plot_loss, plot_lr
+
+    run = root / "runs" / "sentiment-demo"
+    (run / "data").mkdir(parents=True)
+    history = [{"kind": "train", "step": s, "epoch": s / 20, "loss": 0.7 - 0.01 * s,
+                "lr": 2e-3 * min(1.0, s / 4) * (1 - s / 40), "grad_norm": 0.8} for s in range(1, 40)]
+    history += [{"kind": "eval", "step": 20, "epoch": 1.0, "val_loss": 0.55, "val_accuracy": 0.74,
+                 "val_f1": 0.73, "is_best": True},
+                {"kind": "eval", "step": 39, "epoch": 2.0, "val_loss": 0.58, "val_accuracy": 0.73,
+                 "val_f1": 0.72, "is_best": False},
+                {"kind": "event", "step": 39, "event": "diagnosis", "severity": "warning",
+                 "message": "validation loss rose while train loss fell: overfitting <begins>"}]
+    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    plot_loss(history, run / "plots" / "loss.png")
+    plot_lr(history, run / "plots" / "lr.png")
+    plot_confusion_matrix([[50, 10], [14, 26]], ["fresh", "rotten"], run / "plots" / "confusion_matrix.png")
+    (run / "config.yaml").write_text(Config().to_yaml())
+    (run / "run.json").write_text(json.dumps({
+        "run_name": "sentiment-demo", "task": "classification", "model": "minilm", "method": "lora",
+        "labels": ["fresh", "rotten"], "git_commit": "abc123", "data_sha256": "f" * 64,
+        "versions": {"torch": "2.13.0"}, "hardware": {"cpu_count": 2}}))
+    (run / "metrics.json").write_text(json.dumps({
+        "task": "classification",
+        "baseline": {"accuracy": 0.70, "precision": 0.69, "recall": 0.68, "f1": 0.685,
+                     "majority_rate": 0.57, "kind": "probe"},
+        "finetuned": {"accuracy": 0.76, "precision": 0.75, "recall": 0.74, "f1": 0.745},
+        "delta": {"accuracy": 0.06}, "train": {"samples_per_second": 31.5, "steps": 39}}))
+    (run / "data" / "manifest.json").write_text(json.dumps({
+        "source": {"dataset": "rotten-tomatoes"}, "counts": {"read": 100, "train": 80, "val": 10, "test": 10},
+        "label_distribution": {"train": {"fresh": 46, "rotten": 34}}, "rejects_by_reason": {"empty text": 2},
+        "split": {"method": "stratified"}, "overlap_check": {"passed": True}}))
+    (run / "errors.jsonl").write_text(json.dumps(
+        {"text": "not <b>bad</b> at all & fun", "label": "fresh", "predicted": "rotten",
+         "confidence": 0.93}) + "\n")
+    return run
+
+
+def test_report_html_is_self_contained_and_md_has_every_section(in_tmp):
+    from tunesmith.pipelines.report import report
+
+    run = _synthetic_run(in_tmp)
+    paths = report(run)
+    html = paths.html.read_text()
+    # Images are embedded (no file references), and user text is escaped.
+    assert html.count('src="data:image/png;base64,') == 3
+    assert "plots/" not in html and "<script" not in html and "http" not in html
+    assert "not &lt;b&gt;bad&lt;/b&gt; at all &amp; fun" in html
+    first_png = html.split('src="data:image/png;base64,')[1].split('"')[0]
+    assert base64.b64decode(first_png)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "+0.0600" in html  # accuracy delta 0.76 - 0.70
+    md = paths.md.read_text()
+    for section in ("## Baseline vs finetuned", "## Diagnosis", "## Training", "## Data",
+                    "## Worst errors", "## Config", "## Environment"):
+        assert section in md
+    assert "| accuracy | 0.7000 | 0.7600 | +0.0600 |" in md
+    assert "![Training and validation loss](plots/loss.png)" in md
+    assert "overfitting <begins>" in md
+
+
+def test_report_of_an_unevaluated_run_says_what_is_missing(in_tmp):
+    from tunesmith.pipelines.report import report
+
+    run = in_tmp / "half"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"run_name": "half", "task": "classification"}))
+    md = report(run).md.read_text()
+    assert "**Missing:** evaluation" in md and "Not evaluated yet." in md
+
+
+def test_report_rejects_a_folder_that_is_not_a_run(in_tmp):
+    from tunesmith.errors import UsageError
+    from tunesmith.pipelines.report import report
+
+    with pytest.raises(UsageError, match="not a run folder"):
+        report(in_tmp)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                    "(apt-get install -y chromium); the Makefile/CI install it")
+def test_report_html_renders_in_headless_chromium(in_tmp):
+    from tunesmith.pipelines.report import report
+
+    paths = report(_synthetic_run(in_tmp))
+    shot = in_tmp / "report.png"
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={in_tmp / 'chromium-profile'}", "--window-size=1100,2400",
+         f"--screenshot={shot}", paths.html.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1100, 2400)
+    # A blank or error page is one colour; the report has text, tables and three plots.
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 200
