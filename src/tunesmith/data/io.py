@@ -166,6 +166,15 @@ class _Lines:
         self._pushed.extendleft(reversed(items))
 
 
+def _csv_reason(exc: csv.Error) -> str:
+    message = str(exc)
+    if "NUL" in message:
+        return "NUL byte in CSV"
+    if "field larger" in message:
+        return "CSV field too large"
+    return "bad CSV quoting"
+
+
 def _iter_delimited(path: Path, delimiter: str) -> Iterator[Row]:
     with open(path, "rb") as fh:
         lines = _Lines(fh)
@@ -186,9 +195,8 @@ def _iter_delimited(path: Path, delimiter: str) -> Iterator[Row]:
                 first = taken[0]
                 lines.push_back(taken[1:])
                 reader = csv.reader(lines, delimiter=delimiter, strict=True)
-                if header is None:
-                    raise DataError(f"{path}: the header line cannot be read ({exc}).") from None
-                yield Row(first[0], _clip(first[1].rstrip("\r\n")), error="bad CSV quoting", detail=str(exc))
+                # Before the header too: the next readable line becomes the header.
+                yield Row(first[0], _clip(first[1].rstrip("\r\n")), error=_csv_reason(exc), detail=str(exc))
                 continue
             taken = lines.taken
             start = taken[0][0]
