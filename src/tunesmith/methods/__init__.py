@@ -43,6 +43,7 @@ PEFT_METHODS = frozenset({"lora", "dora", "lora_plus", "qlora"})
 _METHOD_ATTR = "_tunesmith_method"
 _FULL_NAME_ATTR = "_tunesmith_full_adapter"
 _BOTTLENECK_ATTR = "_tunesmith_bottleneck"
+_COMPUTE_DTYPE_ATTR = "_tunesmith_compute_dtype"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def apply_method(model: nn.Module, cfg: FinetuneConfig, *, task: str) -> nn.Modu
         model = apply_lora(model, cfg, task=task)
     elif method == "qlora":
         model = apply_qlora(model, cfg, task=task)
+        # Saved with the adapter: the base must be quantised the same way to reproduce it.
+        setattr(model, _COMPUTE_DTYPE_ATTR, cfg.qlora_compute_dtype)
     else:
         config = bottleneck.BottleneckConfig.from_finetune(cfg)
         model = bottleneck.apply_adapter(model, config, task=task)
@@ -173,6 +176,8 @@ def save_adapter(model: nn.Module, directory: str | Path, meta: dict[str, Any]) 
         save_file(get_peft_model_state_dict(model, adapter_name=name), out / "adapter_model.safetensors")
         model.peft_config[name].save_pretrained(str(out))
         fmt = "peft"
+        if getattr(model, _COMPUTE_DTYPE_ATTR, None):
+            meta = {**meta, "compute_dtype": getattr(model, _COMPUTE_DTYPE_ATTR)}
     elif bottleneck.adapter_names(model):
         name = bottleneck.active_adapter(model)
         save_file(bottleneck.adapter_state_dict(model, name), out / BOTTLENECK_WEIGHTS)

@@ -1,0 +1,198 @@
+"""`tunesmith predict`, `tunesmith merge` and `tunesmith compare-methods`.
+
+- :func:`predict`: load one base and the adapters of one or more runs, predict with each.
+- :func:`merge`: fold a run's LoRA/DoRA/QLoRA adapter into its base, save a standalone model.
+- :func:`compare_methods`: prepare the data once, train and evaluate each method on it (each in
+  a fresh process, so peak memory is that method's own), and write the guide's Method Comparison
+  Table with measured columns to ``comparison.md``, ``comparison.json``,
+  ``plots/comparison.png`` and MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import METHODS, Config
+from tunesmith.errors import ConfigError, UsageError
+
+# Guide: full finetuning wants 1e-5 to 5e-5; a LoRA-sized rate would wreck the pretrained weights.
+FULL_LR_CEILING = 5e-5
+
+
+def predict(runs: Sequence[str | Path], texts: Sequence[str], adapters: Sequence[str] | None = None,
+            *, max_new_tokens: int = 64) -> list[Any]:
+    """Predictions of every text with each adapter in ``adapters`` (default: all of them).
+
+    ``runs`` are run folders (or adapter folders); each adapter is named after its run folder,
+    or ``NAME=PATH`` names it explicitly. Returns :class:`tunesmith.serve.predict.Prediction`s.
+    """
+    from tunesmith.serve.predict import AdapterServer
+
+    if not texts:
+        raise UsageError("no text to predict.", hint="Pass one or more texts after the options.")
+    names = [r.split("=", 1)[0] if isinstance(r, str) and "=" in r else None for r in runs]
+    paths = [r.split("=", 1)[1] if isinstance(r, str) and "=" in r else r for r in runs]
+    server = AdapterServer.from_paths(paths, names if all(names) else None)
+    chosen = list(adapters) if adapters else list(server.adapters)
+    unknown = [a for a in chosen if a not in server.adapters]
+    if unknown:
+        raise UsageError(f"no adapter named {', '.join(unknown)}.",
+                         hint="Loaded: " + ", ".join(server.adapters))
+    out = []
+    for name in chosen:
+        out.extend(server.predict(texts, name, max_new_tokens=max_new_tokens))
+    return out
+
+
+def merge(run: str | Path, out_dir: str | Path) -> Any:
+    """Merge run ``run``'s adapter into its base; returns a :class:`~tunesmith.serve.merge.MergeResult`."""
+    from tunesmith.serve.merge import merge_adapter_dir
+    from tunesmith.serve.predict import adapter_dir
+
+    return merge_adapter_dir(adapter_dir(run), out_dir)
+
+
+@dataclass
+class CompareResult:
+    out_dir: Path
+    metric: str
+    results: list[Any]  # MethodResult per method, in the order asked
+    markdown: str
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"--methods: unknown method(s) {', '.join(bad) or '(none given)'}.",
+                          hint="Choose from: " + ", ".join(METHODS))
+    return list(dict.fromkeys(methods))
+
+
+def method_learning_rate(cfg: Config, method: str, overrides: dict[str, float]) -> float:
+    if method in overrides:
+        return overrides[method]
+    if method == "full":
+        return min(cfg.finetune.learning_rate, FULL_LR_CEILING)
+    return cfg.finetune.learning_rate
+
+
+def _metric_for(task: str, finetuned: dict[str, Any]) -> str:
+    if task == "classification":
+        return "accuracy"
+    return next(m for m in ("token_f1", "rougeL", "exact_match", "perplexity", "loss") if m in finetuned)
+
+
+def _train_and_evaluate(cfg: Config, data_dir: Path, run_dir: Path, progress: bool) -> dict[str, Any]:
+    from tunesmith.pipelines.evaluate import evaluate
+    from tunesmith.pipelines.train import train
+
+    train(cfg, data_dir, run_dir, progress=progress)
+    return evaluate(run_dir).metrics
+
+
+def _in_fresh_process(*args: Any) -> dict[str, Any]:
+    # A new process per method: RSS never shrinks back within one, so a later method would
+    # inherit an earlier one's peak memory.
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_train_and_evaluate, args)
+
+
+def compare_methods(
+    cfg: Config,
+    methods: Sequence[str],
+    out_dir: str | Path | None = None,
+    *,
+    learning_rates: dict[str, float] | None = None,
+    fresh_process: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> CompareResult:
+    """Train and evaluate each of ``methods`` on the same prepared data; tabulate.
+
+    Each method runs as ``cfg`` with ``finetune.method`` set and its learning rate from
+    ``learning_rates``, else ``finetune.learning_rate`` (full: at most 5e-5, the guide's range).
+    ``fresh_process=False`` runs in this process (tests; peak memory is then cumulative).
+    Writes ``<out>/<method>/`` run folders and the table files; raises UsageError when ``out``
+    already holds a comparison.
+    """
+    from tunesmith.methods.compare import (
+        MethodResult,
+        comparison_markdown,
+        plot_comparison,
+        results_json,
+    )
+    from tunesmith.pipelines.prepare import prepare_data
+    from tunesmith.pipelines.train import write_json
+
+    overrides = dict(learning_rates or {})
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = cfg.tracking.run_name or f"compare-{Path(cfg.prepare.dataset).stem}-{Path(cfg.finetune.model).name}-{stamp}"
+    out = Path(out_dir) if out_dir is not None else Path("runs") / name
+    if (out / "comparison.json").exists():
+        raise UsageError(f"{out} already holds a comparison.", hint="Choose another --out.")
+    log(f"preparing {cfg.prepare.dataset} once into {out / 'data'}")
+    prepared = prepare_data(cfg.prepare, out / "data")
+    log(f"{prepared.task}: {len(prepared.train)} train, {len(prepared.val)} val, "
+        f"{len(prepared.test)} test; methods: {', '.join(methods)}")
+
+    results: list[MethodResult] = []
+    metric = ""
+    for method in methods:
+        lr = method_learning_rate(cfg, method, overrides)
+        tracking = cfg.tracking.model_copy(update={"run_name": f"{name}-{method}"})
+        finetune = cfg.finetune.model_copy(update={"method": method, "learning_rate": lr})
+        method_cfg = cfg.model_copy(update={"finetune": finetune, "tracking": tracking})
+        log(f"--- {method} (learning rate {lr:g}) ---")
+        run_dir = out / method
+        args = (method_cfg, out / "data", run_dir, progress)
+        metrics = _in_fresh_process(*args) if fresh_process else _train_and_evaluate(*args)
+        metric = metric or _metric_for(prepared.task, metrics["finetuned"])
+        results.append(MethodResult.from_metrics(method, lr, metrics, metric, len(prepared.train), run_dir))
+
+    f = cfg.finetune
+    settings = (
+        f"Measured by `tunesmith compare-methods` on {cfg.prepare.dataset} "
+        f"({len(prepared.train)} train / {len(prepared.test)} test examples), model {f.model}, "
+        f"batch {f.batch_size} x {f.gradient_accumulation_steps}, "
+        + (f"max_steps {f.max_steps}" if f.max_steps else f"{f.num_epochs} epoch(s)")
+        + f", LoRA r {f.lora_r}, adapter {f.adapter_type}/{f.adapter_reduction_factor}. "
+        "Peak memory is the training process's RSS on CPU (max allocated on CUDA); time per epoch "
+        "is train examples / measured throughput."
+    )
+    markdown = comparison_markdown(results, metric, settings)
+    (out / "comparison.md").write_text(markdown, encoding="utf-8")
+    write_json(out / "comparison.json", results_json(results, metric))
+    plot_comparison(results, metric, out / "plots" / "comparison.png")
+    if cfg.tracking.enabled:
+        _log_comparison(cfg, name, out, results, metric)
+    return CompareResult(out, metric, results, markdown)
+
+
+def _log_comparison(cfg: Config, name: str, out: Path, results: Sequence[Any], metric: str) -> None:
+    """One MLflow run for the table: a metric per method and column, and the files."""
+    import mlflow
+
+    from tunesmith.track.experiment import MlflowTracker
+
+    tracker = MlflowTracker(cfg, name)
+    tracker.start()
+    try:
+        values = {}
+        for r in results:
+            values.update({f"{r.method}_trainable_percent": r.trainable_percent,
+                           f"{r.method}_peak_memory_mb": r.peak_memory_mb,
+                           f"{r.method}_seconds_per_epoch": r.seconds_per_epoch,
+                           f"{r.method}_test_{metric}": r.metric})
+        mlflow.log_metrics(values)
+        for path in (out / "comparison.md", out / "comparison.json", out / "plots" / "comparison.png"):
+            mlflow.log_artifact(str(path))
+        tracker.set_tags({"kind": "compare-methods"})
+    finally:
+        tracker.finish()
