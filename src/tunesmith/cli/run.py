@@ -1,9 +1,234 @@
-"""CLI commands of this area. Register sub-parsers here; import heavy modules inside handlers."""
+"""``tunesmith run|demo|train|evaluate|config show|runs``: the core commands.
+
+Exit codes: 0 done; 1 bad data, unknown model or a failed run; 2 a bad config or command line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config key, e.g. --set finetune.lora_r=16 (repeatable)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add this area's commands to the top-level parser."""
+    run = commands.add_parser(
+        "run", help="prepare data, finetune, evaluate against the baseline (one run folder)",
+        description="Load and validate the data, remove duplicates, split 80/10/10, finetune, "
+        "evaluate baseline and finetuned model on the test split, log to MLflow. Writes "
+        "runs/<run-name>/ (or --out).",
+    )
+    run.add_argument("--config", help="params.yaml (default: the built-in defaults)")
+    _add_set(run)
+    run.add_argument("--out", help="the run folder (default runs/<run-name>)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo", help="finetune MiniLM on rotten-tomatoes with LoRA in minutes, against its baseline",
+        description="The run command with a built-in preset sized for 2 CPU cores: "
+        "rotten-tomatoes + MiniLM + LoRA. It says why its settings differ from the guide's.",
+    )
+    _add_set(demo)
+    demo.add_argument("--out", help="the run folder (default runs/<run-name>)")
+    demo.add_argument("--show-config", action="store_true",
+                      help="print the demo preset as YAML (usable with --config) and exit")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_demo)
+
+    train = commands.add_parser(
+        "train", help="finetune on prepared split files (the DVC finetune stage)",
+        description="Finetune on DIR/train.jsonl with DIR/val.jsonl for validation; writes the "
+        "adapter, history, checkpoints and plots into --out.",
+    )
+    train.add_argument("--config", help="params.yaml (default: the built-in defaults, or the "
+                       "resumed run's config.yaml)")
+    _add_set(train)
+    train.add_argument("--data", help="folder holding train.jsonl and val.jsonl (from `tunesmith data split`)")
+    train.add_argument("--out", help="the run folder to write")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue RUN_DIR from its checkpoints/last (same result as not stopping)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score a trained run on its test split against the baseline",
+        description="Scores the pretrained model (baseline) and the finetuned one on the test "
+        "split; completes metrics.json, errors.jsonl and the confusion matrix.",
+    )
+    evaluate.add_argument("run_dir", help="a run folder written by `tunesmith train` or `run`")
+    evaluate.add_argument("--data", help="folder holding train.jsonl and test.jsonl "
+                          "(default: the data the run was trained on)")
+    evaluate.add_argument("--test", help="a test file to score instead of DATA/test.jsonl")
+    evaluate.set_defaults(handler=_evaluate)
+
+    config = commands.add_parser("config", help="show the resolved config")
+    sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    show = sub.add_parser("show", help="print the resolved config as YAML that --config accepts")
+    show.add_argument("--config", help="params.yaml to resolve (default: the built-in defaults)")
+    _add_set(show)
+    show.set_defaults(handler=_config_show)
+
+    runs = commands.add_parser("runs", help="list runs with their key metrics")
+    runs.add_argument("--dir", default="runs", help="the folder holding run folders (default runs)")
+    runs.set_defaults(handler=_runs)
+
+
+def _quiet() -> None:
+    """Our progress bars and tables only: no weight-loading bars, no MLflow/alembic INFO lines."""
+    import logging
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic", "peft", "transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def _render_result(task: str, metrics: dict[str, Any], out: Path) -> None:
+    """The baseline vs finetuned table and where the outputs are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    baseline, finetuned = metrics.get("baseline", {}), metrics.get("finetuned", {})
+    delta = metrics.get("delta", {})
+    kind = baseline.get("kind", "baseline")
+    table = Table(title=f"{task} on the test split")
+    table.add_column("metric")
+    table.add_column(f"baseline ({kind})", justify="right")
+    table.add_column("finetuned", justify="right")
+    table.add_column("delta", justify="right")
+    for key in delta:
+        change = delta[key]
+        style = "green" if isinstance(change, float) and change > 0 else "red"
+        table.add_row(key, _fmt(baseline.get(key)), _fmt(finetuned.get(key)),
+                      f"[{style}]{change:+.4f}[/{style}]" if isinstance(change, float) else "-")
+    if "majority_rate" in baseline:
+        table.add_row("majority class", _fmt(baseline["majority_rate"]), "", "")
+    console = Console()
+    console.print(table)
+    train = metrics.get("train", {})
+    if train:
+        console.print(
+            f"trained {train.get('steps')} steps ({train.get('epochs_run')} epochs"
+            f"{', stopped early' if train.get('stopped_early') else ''}) in "
+            f"{train.get('train_seconds')} s: {train.get('samples_per_second')} samples/s, "
+            f"{train.get('tokens_per_second')} tokens/s, peak memory "
+            f"{train.get('peak_memory_mb')} MB, {train.get('trainable_params'):,} trainable "
+            f"params ({train.get('trainable_percent')}%)"
+        )
+    console.print(
+        f"outputs: {out}/ (metrics.json, history.jsonl, adapter/, plots/, errors.jsonl); "
+        "MLflow: `mlflow ui --backend-store-uri sqlite:///mlflow.db`"
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    _quiet()
+    from tunesmith.config import load_config
+    from tunesmith.pipelines.run import run
+
+    cfg = load_config(args.config, args.overrides)
+    result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
+    _render_result(result.task, result.metrics, result.run_dir)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _quiet()
+    from tunesmith.pipelines.run import DEMO_REASONS, demo_config, run
+
+    cfg = demo_config(args.overrides)
+    if args.show_config:
+        sys.stdout.write(cfg.to_yaml())
+        return 0
+    _err("tunesmith demo: LoRA-finetune MiniLM on rotten-tomatoes and compare with its baseline.")
+    _err("The demo departs from the guide's starting points:")
+    flat = cfg.flat()
+    for key, reason in DEMO_REASONS.items():
+        _err(f"  {key} = {flat[key]}: {reason}")
+    result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
+    _render_result(result.task, result.metrics, result.run_dir)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    _quiet()
+    import json
+
+    from tunesmith.config import load_config
+    from tunesmith.errors import UsageError
+    from tunesmith.pipelines.train import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"{run_dir} is not a run folder (config.yaml is missing).")
+        cfg = load_config(args.config or run_dir / "config.yaml", args.overrides)
+        meta_path = run_dir / "run.json"
+        data = args.data or (json.loads(meta_path.read_text()).get("data_dir") if meta_path.is_file() else None)
+        out = Path(args.out) if args.out else run_dir
+        if out != run_dir:
+            raise UsageError("--resume continues the run in its own folder: leave --out out.")
+    else:
+        if not args.data or not args.out:
+            raise UsageError("train needs --data DIR (train.jsonl, val.jsonl) and --out DIR.",
+                             hint="Or `tunesmith run`, which prepares the data as well.")
+        cfg = load_config(args.config, args.overrides)
+        data, out = args.data, Path(args.out)
+    if not data:
+        raise UsageError("where is the data? pass --data DIR.")
+    result = train(cfg, data, out, resume=bool(args.resume), progress=not args.no_progress, log=_err)
+    fit = result.fit
+    best = f"best val {fit.best_metric} {fit.best_value:.4f} at step {fit.best_step}" if fit.best_value is not None else "no validation"
+    print(f"trained {fit.steps} steps in {fit.train_seconds:.0f} s ({best}); adapter in {out}/adapter")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _quiet()
+    from tunesmith.pipelines.evaluate import evaluate
+
+    result = evaluate(args.run_dir, args.test, data_dir=args.data, log=_err)
+    _render_result(result.metrics.get("task", ""), result.metrics, result.run_dir)
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.config import show_config
+
+    sys.stdout.write(show_config(args.config, args.overrides))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunesmith.pipelines.config import list_runs
+
+    runs = list_runs(args.dir)
+    if not runs:
+        print(f"no runs in {args.dir}/ yet: try `tunesmith demo`.")
+        return 0
+    table = Table(title=f"runs in {args.dir}/ (newest first)")
+    for column in ("run", "task", "model", "method", "status", "metric", "baseline", "finetuned", "steps"):
+        table.add_column(column, justify="right" if column in ("baseline", "finetuned", "steps") else "left")
+    for r in runs:
+        table.add_row(r.name, r.task, r.model, r.method, r.status, r.metric or "-",
+                      _fmt(r.baseline), _fmt(r.finetuned), str(r.steps or "-"))
+    Console().print(table)
+    return 0
