@@ -54,7 +54,12 @@ def describe_fields(data: dict[str, Any]) -> str:
 def detect_task(
     rows: list[dict[str, Any]], column_map: dict[str, str] | None = None
 ) -> tuple[Task | None, str | None]:
-    """The format most of ``rows`` fit, or (None, a message saying what was found and what to do)."""
+    """The format most of ``rows`` fit, or (None, a message saying what was found and what to do).
+
+    No rows (none of the first ones could be parsed) is (None, None): their own reasons say why.
+    """
+    if not rows:
+        return None, None
     full = dict.fromkeys(TASKS, 0)
     for data in rows:
         for task in TASKS:
