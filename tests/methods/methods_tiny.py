@@ -63,3 +63,27 @@ def train_steps(model, groups, ids: torch.Tensor, *, task: str, steps: int = 3) 
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
+
+
+def save_tiny_base(folder, kind: str):
+    """A tiny random model plus the real MiniLM tokenizer in ``folder``: loadable by name (path)."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.assets import builtin_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(builtin_model_path("minilm"))
+    torch.manual_seed(0)
+    if kind == "bert":
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, num_labels=2)
+        model = BertForSequenceClassification(config)
+    else:
+        model = LlamaForCausalLM(_llama_config_vocab(tokenizer.vocab_size, tokenizer.pad_token_id))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _llama_config_vocab(vocab: int, pad: int) -> LlamaConfig:
+    return LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=2, intermediate_size=64, pad_token_id=pad)

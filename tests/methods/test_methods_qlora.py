@@ -1,0 +1,60 @@
+"""QLoRA on CPU: an NF4 base (bitsandbytes), LoRA on top; merge dequantises first."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from methods_tiny import outputs, save_tiny_base, train_steps
+
+from tunesmith.config import FinetuneConfig
+from tunesmith.methods import (
+    apply_method,
+    load_adapter,
+    optimizer_param_groups,
+    save_adapter,
+    trainable_summary,
+)
+from tunesmith.models import load_model
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    return save_tiny_base(tmp_path_factory.mktemp("qlora") / "base", "llama")
+
+
+def test_qlora_trains_on_a_4bit_base_and_merges_dequantised(base_dir, tmp_path):
+    from tunesmith.serve.merge import merge_adapter_dir
+
+    plain_total = trainable_summary(load_model(base_dir, task="instruction").model).total
+    loaded = load_model(base_dir, task="instruction", load_in_4bit=True)
+    q_proj = loaded.model.model.layers[0].self_attn.q_proj
+    assert type(q_proj).__name__ == "Linear4bit" and q_proj.weight.quant_state.quant_type == "nf4"
+
+    cfg = FinetuneConfig(method="qlora", learning_rate=1e-2)
+    model = apply_method(loaded.model, cfg, task="instruction")
+    summary = trainable_summary(model)
+    # q_proj and v_proj in 2 blocks, r 8, 32x32: 4 x 8 x (32 + 32); 4-bit weights counted as weights.
+    assert summary.trainable == 2048
+    assert summary.total == plain_total + 2048
+
+    ids = torch.randint(1, 1000, (4, 9), generator=torch.Generator().manual_seed(1))
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    before = outputs(model, ids)
+    train_steps(model, optimizer_param_groups(model, cfg), ids, task="instruction")
+    after = outputs(model, ids)
+    assert not torch.allclose(before, after)
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+    meta = {"base_model": base_dir, "task": "instruction"}
+    save_adapter(model, tmp_path / "adapter", meta)
+    reloaded = load_adapter(load_model(base_dir, task="instruction", load_in_4bit=True).model,
+                            tmp_path / "adapter").eval()
+    torch.testing.assert_close(outputs(reloaded, ids), after, rtol=0, atol=1e-6)
+
+    result = merge_adapter_dir(tmp_path / "adapter", tmp_path / "merged")
+    assert result.method == "qlora"
+    assert result.precision == "float32 (dequantised from NF4 4-bit)"
+    assert result.max_abs_diff < 1e-4
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    config = (tmp_path / "merged" / "config.json").read_text()
+    assert "quantization_config" not in config and '"dtype": "float32"' in config
