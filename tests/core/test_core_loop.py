@@ -1,0 +1,154 @@
+"""The training loop on a tiny random BERT: learning, accumulation, early stopping, best
+weights, resume and out-of-memory recovery."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from core_tiny import finetune_cfg, tiny_bert, tokenizer, toy_data, trainable
+
+from tunesmith.methods import apply_method
+from tunesmith.train.loop import Callback, fit
+from tunesmith.train.objectives import ClassificationObjective
+
+PAD = 0
+
+
+def _model(seed=0, dropout=0.1, cfg=None):
+    return apply_method(tiny_bert(seed, dropout), cfg or finetune_cfg(), task="classification")
+
+
+def _fit(model, data, cfg, **kw):
+    kw.setdefault("progress", False)
+    return fit(model, data, objective=ClassificationObjective(), cfg=cfg,
+               pad_token_id=tokenizer().pad_token_id, **kw)
+
+
+def _val_loss(data):
+    objective = ClassificationObjective()
+
+    def evaluate(model):
+        from tunesmith.train.encoding import collate
+
+        loss, n = objective.loss(model, collate(data.examples, tokenizer().pad_token_id))
+        return {"loss": float(loss) / n}
+
+    return evaluate
+
+
+def test_loss_decreases_and_history_is_written(tmp_path):
+    data = toy_data(64)
+    cfg = finetune_cfg(num_epochs=6, learning_rate=3e-3, logging_steps=4)
+    result = _fit(_model(), data, cfg, evaluate=_val_loss(toy_data(16)), out_dir=tmp_path)
+    train = [r for r in result.history if r["kind"] == "train"]
+    assert train[-1]["loss"] < 0.6 * train[0]["loss"]
+    assert result.steps == 6 * 8 and result.epochs_run == 6
+    lines = [json.loads(x) for x in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert lines == result.history
+    assert {"step", "epoch", "loss", "lr", "grad_norm", "tokens", "samples"} <= set(train[0])
+    evals = [r for r in lines if r["kind"] == "eval"]
+    assert len(evals) == 6 and "val_loss" in evals[0]  # once per epoch
+    assert result.tokens_per_second > 0 and result.peak_memory_mb > 0
+    assert (tmp_path / "checkpoints" / "last" / "state.json").is_file()
+
+
+def test_accumulation_is_normalised_by_targets():
+    # 6 examples: one batch of 6, or micro-batches of 4 and 2 (one optimizer step each way).
+    # Averaging per micro-batch would weight the 2 like the 4; normalising by targets does not.
+    data = toy_data(6)
+    one = _model(dropout=0.0, cfg=finetune_cfg(batch_size=6, max_steps=1))
+    _fit(one, data, finetune_cfg(batch_size=6, max_steps=1))
+    two = _model(dropout=0.0, cfg=finetune_cfg(batch_size=4, max_steps=1))
+    _fit(two, data, finetune_cfg(batch_size=4, gradient_accumulation_steps=2, max_steps=1))
+    start = trainable(tiny_bert(0, 0.0))
+    a, b = trainable(one), trainable(two)
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # it did train
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def test_early_stopping_and_best_weights_restored(tmp_path):
+    losses = iter([0.5, 0.3, 0.9, 0.8, 0.7, 0.6])
+    snapshots = {}
+
+    def scripted(model):
+        snapshots[len(snapshots) + 1] = trainable(model)
+        return {"loss": next(losses)}
+
+    model = _model()
+    cfg = finetune_cfg(max_steps=6, eval_every=1, early_stopping_patience=2)
+    result = _fit(model, toy_data(48), cfg, evaluate=scripted, out_dir=tmp_path)
+    assert result.stopped_early and result.steps == 4  # no better than 0.3 at steps 3 and 4
+    assert (result.best_step, result.best_value) == (2, 0.3)
+    events = [r["event"] for r in result.history if r["kind"] == "event"]
+    assert events == ["early_stop", "best_restored"]
+    now = trainable(model)
+    for key, value in snapshots[2].items():
+        assert torch.equal(now[key], value)
+    assert any(not torch.equal(now[k], snapshots[4][k]) for k in now)
+
+
+class _Interrupt(Callback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_log(self, record):
+        if record["step"] == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    data, val = toy_data(40), _val_loss(toy_data(8))
+    cfg = finetune_cfg(max_steps=10, eval_every=3, group_by_length=True, weight_decay=0.01,
+                       warmup_ratio=0.2)
+    straight = _model()
+    full = _fit(straight, data, cfg, evaluate=val, out_dir=tmp_path / "a")
+
+    with pytest.raises(KeyboardInterrupt):  # killed after the checkpoint at step 6
+        _fit(_model(), data, cfg, evaluate=val, out_dir=tmp_path / "b", callbacks=[_Interrupt(8)])
+    state = json.loads((tmp_path / "b" / "checkpoints" / "last" / "state.json").read_text())
+    assert state["step"] == 6
+    resumed_model = _model(seed=1)  # other init: everything that trains comes from the checkpoint
+    resumed = _fit(resumed_model, data, cfg, evaluate=val, out_dir=tmp_path / "b", resume=True)
+
+    a, b = trainable(straight), trainable(resumed_model)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    assert resumed.steps == full.steps and resumed.best_step == full.best_step
+    strip = [r for r in resumed.history if r.get("event") != "resumed"]
+    assert [r.get("loss") for r in strip] == pytest.approx([r.get("loss") for r in full.history])
+
+
+class _OomOnce(Callback):
+    def __init__(self):
+        self.raised = False
+
+    def on_micro_batch(self, step, batch):
+        if step == 1 and not self.raised:
+            self.raised = True
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_halves_micro_batch_and_keeps_the_step(tmp_path):
+    data, cfg = toy_data(32), finetune_cfg(max_steps=3)
+    plain = _model(dropout=0.0)
+    _fit(plain, data, cfg)
+    recovered = _model(dropout=0.0)
+    result = _fit(recovered, data, cfg, callbacks=[_OomOnce()], out_dir=tmp_path)
+    events = [r for r in result.history if r["kind"] == "event"]
+    assert [e["event"] for e in events] == ["oom_recovered"] and events[0]["step"] == 1
+    assert result.steps == 3
+    a, b = trainable(plain), trainable(recovered)
+    for key in a:  # same effective batch, so the same weights
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def test_other_errors_are_not_swallowed():
+    class Boom(Callback):
+        def on_micro_batch(self, step, batch):
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        _fit(_model(), toy_data(16), finetune_cfg(max_steps=1), callbacks=[Boom()])
