@@ -39,3 +39,12 @@ def tiny_llama(smol_tokenizer):
         bos_token_id=smol_tokenizer.bos_token_id,
     )
     return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_llama, smol_tokenizer):
+    """The tiny Llama saved as a model folder (``finetune.model: <folder>``)."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama.save_pretrained(path)
+    smol_tokenizer.save_pretrained(path)
+    return path

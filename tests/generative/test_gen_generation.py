@@ -16,14 +16,9 @@ from tunesmith.evaluate.forgetting import (
     text_windows,
     warning_message,
 )
-from tunesmith.evaluate.generation import (
-    GenerationSettings,
-    generate,
-    response_perplexity,
-    write_samples,
-)
-from tunesmith.evaluate.prompting import predict_labels
-from tunesmith.train.causal import encode_messages, prompt_ids
+from tunesmith.evaluate.generation import GenerationSettings, generate, write_samples
+from tunesmith.evaluate.prompting import label_nlls, most_likely
+from tunesmith.train.causal import encode_messages, prompt_ids, response_loss
 
 PROMPTS = [
     [{"role": "user", "content": "Hi"}],
@@ -49,8 +44,8 @@ def test_sampling_is_seeded(smol_tokenizer, tiny_llama):
 
 def test_label_likelihood_picks_the_most_likely_label(smol_tokenizer, tiny_llama):
     labels = ["fresh", "rotten"]
-    chosen = predict_labels(tiny_llama, smol_tokenizer, PROMPTS, labels, batch_size=2)
-    for messages, label in zip(PROMPTS, chosen, strict=True):
+    scores = label_nlls(tiny_llama, smol_tokenizer, PROMPTS, labels, batch_size=3)
+    for messages, per_label in zip(PROMPTS, scores, strict=True):
         nll = {}
         for candidate in labels:
             example = encode_messages(smol_tokenizer, messages + [{"role": "assistant", "content": candidate}])
@@ -58,13 +53,16 @@ def test_label_likelihood_picks_the_most_likely_label(smol_tokenizer, tiny_llama
             targets = torch.tensor([example["labels"]])
             with torch.no_grad():
                 loss = tiny_llama(input_ids=ids, labels=targets).loss
-            nll[candidate] = float(loss) * int((targets[:, 1:] != -100).sum())
-        assert label == min(nll, key=nll.get)
+            n = int((targets[:, 1:] != -100).sum())
+            nll[candidate] = float(loss) * n
+            assert per_label[labels.index(candidate)][1] == n
+        assert [t for t, _ in per_label] == pytest.approx([nll[c] for c in labels], rel=1e-4)
+        assert most_likely(labels, per_label) == min(nll, key=nll.get)
 
 
 def test_response_perplexity_matches_the_models_loss(smol_tokenizer, tiny_llama):
     example = encode_messages(smol_tokenizer, PROMPTS[0] + [{"role": "assistant", "content": "Hello there"}])
-    result = response_perplexity(tiny_llama, [example], smol_tokenizer.pad_token_id)
+    result = response_loss(tiny_llama, [example], smol_tokenizer.pad_token_id)
     with torch.no_grad():
         loss = tiny_llama(input_ids=torch.tensor([example["input_ids"]]), labels=torch.tensor([example["labels"]])).loss
     assert result["loss"] == pytest.approx(float(loss), rel=1e-5)

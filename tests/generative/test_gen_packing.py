@@ -88,6 +88,9 @@ def test_objective_backpropagates_only_through_labelled_positions(smol_tokenizer
 def test_packing_gain_by_hand():
     # Lengths 10, 10, 30, 30 in batches of 2 (length-grouped): 2x30 + 2x10 = 80 tokens.
     assert padded_tokens([10, 30, 10, 30], 2) == 80
+    # In the given order: [10, 30] [10, 30] -> 60 + 60 = 120 tokens.
+    assert padded_tokens([10, 30, 10, 30], 2, grouped=False) == 120
+    assert plan_packing([10, 30, 10, 30], 2, 40, "auto", grouped=False).gain == pytest.approx(1.5)
     # Packed into rows of 40: [30, 10] [30, 10] -> one batch of two 40-token rows = 80 tokens.
     plan = plan_packing([10, 30, 10, 30], batch_size=2, max_length=40, setting="auto")
     assert (plan.tokens_unpacked, plan.tokens_packed, plan.rows) == (80, 80, 2)

@@ -21,6 +21,7 @@ from typing import Any
 from tunesmith import assets
 from tunesmith.errors import DataError
 from tunesmith.evaluate.text_metrics import perplexity
+from tunesmith.train.causal import nll_per_row
 
 REMEDIES = (
     "Use LoRA instead of full finetuning",
@@ -66,10 +67,8 @@ def text_windows(tokenizer: Any, text: str, window: int = 256, max_windows: int 
 
 
 def general_perplexity(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], batch_size: int = 4) -> float:
-    from tunesmith.evaluate.generation import row_nlls
-
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    per_row = row_nlls(model, rows, pad_id, batch_size)
+    per_row = nll_per_row(model, rows, pad_id, batch_size)
     return perplexity(sum(t for t, _ in per_row), sum(n for _, n in per_row))
 
 

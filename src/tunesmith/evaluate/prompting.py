@@ -7,7 +7,7 @@ the TRAIN split only, never from the test split being scored.
 
 Classification on a causal model is not scored by parsing free text: an instruct model answers
 in sentences ("This review is positive, as it ...") that a parser misses. Instead
-:func:`predict_labels` scores each label word's likelihood after the prompt (the tokens of the
+:func:`label_nlls` scores each label word's likelihood after the prompt (the tokens of the
 label and the end-of-turn token) and picks the most likely, which measures what the model
 knows whatever its phrasing.
 """
@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunesmith.records import Record
-from tunesmith.train.causal import IGNORE_INDEX, prompt_ids, record_messages, response_ids
+from tunesmith.train.causal import (
+    IGNORE_INDEX,
+    nll_per_row,
+    prompt_ids,
+    record_messages,
+    response_ids,
+)
 
 
 def few_shot_turns(
@@ -54,26 +60,45 @@ def reference(record: Record, labels: Sequence[str] = ()) -> str:
     return record_messages(record, labels)[-1]["content"]
 
 
-def predict_labels(
+def reply_rows(
+    tokenizer: Any,
+    prompts: Sequence[list[dict[str, str]]],
+    replies: Sequence[str],
+    max_length: int | None = None,
+) -> list[dict[str, list[int]]]:
+    """Rows that score each reply after its prompt: only the reply's tokens (and EOS) count.
+
+    A row longer than ``max_length`` loses the start of its prompt (the oldest turns).
+    """
+    rows = []
+    for messages, reply in zip(prompts, replies, strict=True):
+        prompt = prompt_ids(tokenizer, messages)
+        answer = response_ids(tokenizer, messages, reply)
+        if max_length is not None:
+            prompt = prompt[max(0, len(prompt) + len(answer) - max_length) :]
+        rows.append({"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer})
+    return rows
+
+
+def label_nlls(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[list[dict[str, str]]],
     labels: Sequence[str],
     batch_size: int = 8,
-) -> list[str]:
-    """For each prompt, the label whose reply tokens are most likely (summed log-probability).
+    max_length: int | None = None,
+) -> list[list[tuple[float, int]]]:
+    """Per prompt, per label: the summed NLL of that label's reply tokens, and their count.
 
-    One forward pass per (prompt, label) pair; costs ``len(labels)`` forward passes per example.
+    One forward pass per (prompt, label) pair: ``len(labels)`` passes per example.
     """
-    from tunesmith.evaluate.generation import row_nlls
-
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = []
-    for messages in prompts:
-        prompt = prompt_ids(tokenizer, messages)
-        for label in labels:
-            answer = response_ids(tokenizer, messages, label)
-            rows.append({"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer})
-    nll = [total for total, _ in row_nlls(model, rows, pad_id, batch_size)]
-    per_prompt = [nll[i : i + len(labels)] for i in range(0, len(nll), len(labels))]
-    return [labels[min(range(len(labels)), key=scores.__getitem__)] for scores in per_prompt]
+    expanded = [messages for messages in prompts for _ in labels]
+    rows = reply_rows(tokenizer, expanded, list(labels) * len(prompts), max_length)
+    scores = nll_per_row(model, rows, pad_id, batch_size)
+    return [scores[i : i + len(labels)] for i in range(0, len(scores), len(labels))]
+
+
+def most_likely(labels: Sequence[str], scores: Sequence[tuple[float, int]]) -> str:
+    """The label with the lowest summed NLL (the highest likelihood of the whole reply)."""
+    return labels[min(range(len(labels)), key=lambda i: scores[i][0])]

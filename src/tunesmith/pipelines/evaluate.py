@@ -18,7 +18,9 @@ from typing import Any
 
 from tunesmith.config import Config, load_config
 from tunesmith.errors import UsageError
+from tunesmith.evaluate import generation
 from tunesmith.pipelines.train import read_split, write_json
+from tunesmith.train import causal
 
 # Metrics compared between baseline and finetuned model (and shown in the console table).
 CLASSIFICATION_KEYS = ("accuracy", "precision", "recall", "f1")
@@ -76,6 +78,10 @@ def _evaluate_classification(
 EVALUATORS: dict[str, Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]]] = {
     "classification": _evaluate_classification,
 }
+# Hook (generative engineer): prompting baselines, generation scores, forgetting check.
+EVALUATORS.update(dict.fromkeys(
+    (*causal.GENERATIVE_TASKS, causal.CLASSIFICATION_AS_INSTRUCTION), generation.evaluate_run
+))
 
 
 def read_run(run_dir: str | Path) -> tuple[Path, dict[str, Any], Config]:

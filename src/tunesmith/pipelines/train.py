@@ -27,6 +27,7 @@ from typing import Any
 from tunesmith.config import Config, save_config
 from tunesmith.errors import DataError, UsageError
 from tunesmith.records import Record
+from tunesmith.train import causal
 
 SPLITS = ("train", "val", "test")
 
@@ -90,6 +91,11 @@ def _classification_plan(
 TASKS: dict[str, TaskSpec] = {
     "classification": TaskSpec(labels=_classification_labels, plan=_classification_plan),
 }
+# Hook (generative engineer): causal-LM families, incl. classification records on a causal LM.
+TASKS.update(dict.fromkeys(
+    (*causal.GENERATIVE_TASKS, causal.CLASSIFICATION_AS_INSTRUCTION),
+    TaskSpec(labels=causal.instruction_labels, plan=causal.causal_plan),
+))
 
 
 def task_spec(task: str) -> TaskSpec:
@@ -214,7 +220,8 @@ def train(
     task_hint = None if cfg.prepare.task == "auto" else cfg.prepare.task
     train_records = read_split(data_dir, "train", task_hint)
     val_records = read_split(data_dir, "val", task_hint) if (Path(data_dir) / "val.jsonl").is_file() else []
-    task = train_records[0].task
+    # Hook (generative engineer): classification records on a causal LM train as instructions.
+    task = causal.training_task(train_records[0].task, cfg.finetune.model)
     spec = task_spec(task)
     labels = spec.labels(train_records)
     out.mkdir(parents=True, exist_ok=True)

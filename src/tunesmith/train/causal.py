@@ -23,7 +23,7 @@ the response spans are exact, and the prompt part of each span is tokenized exac
 generation prompt is at evaluation time.
 
 **Packing.** :func:`pack` puts short examples into rows of up to ``max_length`` tokens with
-``position_ids`` restarting at 0 for each example. The collator passes no attention mask, so
+``position_ids`` restarting at 0 for each example. The model gets no attention mask, so
 transformers 5 derives one segment per example from the position ids
 (``masking_utils.find_packed_sequence_indices``) and builds a block-diagonal causal mask on the
 sdpa and eager kernels (and varlen flash attention on GPU): no token attends to another
@@ -41,7 +41,8 @@ are prompt tokens that need none.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,13 +246,17 @@ def pack(examples: Sequence[dict[str, list[int]]], max_length: int) -> list[dict
     return rows
 
 
-def padded_tokens(lengths: Iterable[int], batch_size: int) -> int:
+def padded_tokens(lengths: Sequence[int], batch_size: int, *, grouped: bool = True) -> int:
     """Tokens computed when batches of ``batch_size`` are padded to their longest example.
 
-    Assumes length-grouped batches (sorted lengths), the best case without packing.
+    ``grouped``: batches of similar lengths (what ``finetune.group_by_length`` does, sorted
+    here: its best case); otherwise batches in the given order.
     """
-    ordered = sorted(lengths, reverse=True)
-    return sum(ordered[i] * len(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size))
+    ordered = sorted(lengths, reverse=True) if grouped else list(lengths)
+    return sum(
+        max(ordered[i : i + batch_size]) * len(ordered[i : i + batch_size])
+        for i in range(0, len(ordered), batch_size)
+    )
 
 
 @dataclass(frozen=True)
@@ -266,18 +271,25 @@ class PackingPlan:
 
 
 def plan_packing(
-    lengths: Sequence[int], batch_size: int, max_length: int, setting: bool | str
+    lengths: Sequence[int],
+    batch_size: int,
+    max_length: int,
+    setting: bool | str,
+    *,
+    grouped: bool = True,
 ) -> PackingPlan:
     """Decide whether to pack (``setting`` True, False or "auto") and report the gain.
 
-    "auto" packs when packing cuts the tokens computed per epoch by at least 10% compared
-    with length-grouped dynamic padding: below that, packing only makes fewer, longer rows
-    (attention cost grows with row length) for no saving.
+    The gain is the tokens computed per epoch (padding included) by dynamically padded
+    batches, length-grouped when ``grouped``, over those of packed rows. "auto" packs when the
+    gain is at least 1.10x: below that, packing only makes fewer, longer rows (attention cost
+    grows with row length) for no saving. Length grouping already removes most padding, so the
+    gain is largest without it or when lengths vary a lot.
     """
-    unpacked = padded_tokens(lengths, batch_size)
+    unpacked = padded_tokens(lengths, batch_size, grouped=grouped)
     fake = [{"input_ids": [0] * n, "labels": [0] * n} for n in lengths]
     rows = pack(fake, max_length)
-    packed = padded_tokens([len(r["input_ids"]) for r in rows], batch_size)
+    packed = padded_tokens([len(r["input_ids"]) for r in rows], batch_size, grouped=grouped)
     gain = unpacked / packed if packed else 1.0
     if setting == "auto":
         enabled = gain >= 1.1
@@ -293,10 +305,11 @@ def plan_packing(
 
 
 def collate(rows: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str, Any]:
-    """Pad rows (packed or not) to the longest; tensors ``input_ids``, ``labels``, ``position_ids``.
+    """Pad rows (packed or not) to the longest: ``input_ids``, ``labels``, ``position_ids``.
 
-    No ``attention_mask``: causal attention plus position ids that restart per example (and
-    for the padding block) is the whole mask; see the module docstring.
+    ``attention_mask`` (1 on real tokens) is there for counting real tokens; the objective does
+    not give it to the model, since causal attention plus position ids that restart per example
+    (and for the padding block) is the whole mask (see the module docstring).
     """
     import torch
 
@@ -304,6 +317,7 @@ def collate(rows: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         n = len(row["input_ids"])
         input_ids[i, :n] = torch.tensor(row["input_ids"])
@@ -311,7 +325,8 @@ def collate(rows: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str
         positions = row.get("position_ids") or list(range(n))
         position_ids[i, :n] = torch.tensor(positions)
         position_ids[i, n:] = torch.arange(width - n)
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+        attention_mask[i, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": attention_mask}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +349,12 @@ def _labelled_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
     inner = _unwrap(model)
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
-    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    inputs = {"input_ids": batch["input_ids"], "use_cache": False}
+    # Packed rows (see collate) carry position ids; plain right-padded batches an attention mask.
+    for key in ("position_ids", "attention_mask"):
+        if key in batch:
+            inputs[key] = batch[key]
+            break
     if _head_is_plain(inner):
         hidden = inner.get_decoder()(**inputs).last_hidden_state[:, :-1]
         logits = inner.get_output_embeddings()(hidden[keep])
@@ -368,3 +388,129 @@ class CausalLMObjective:
 
     def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
         return causal_lm_loss(model, batch)
+
+
+def nll_per_row(
+    model: Any, rows: Sequence[dict[str, list[int]]], pad_token_id: int, batch_size: int = 8
+) -> list[tuple[float, int]]:
+    """Per row, in order: summed next-token NLL over its labelled tokens and their count.
+
+    Evaluation only (no gradients); rows of similar length are batched together.
+    """
+    import torch
+
+    model.eval()
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            sums, counts = row_nll(model, collate([rows[i] for i in chunk], pad_token_id))
+            for i, total, n in zip(chunk, sums.tolist(), counts.tolist(), strict=True):
+                out[i] = (total, n)
+    return out
+
+
+def response_loss(
+    model: Any, rows: Sequence[dict[str, list[int]]], pad_token_id: int, batch_size: int = 8
+) -> dict[str, float]:
+    """``{"loss": mean NLL per labelled token, "perplexity": exp(loss)}`` over ``rows``."""
+    per_row = nll_per_row(model, rows, pad_token_id, batch_size)
+    total, count = sum(t for t, _ in per_row), sum(n for _, n in per_row)
+    loss = total / count if count else math.nan
+    return {"loss": loss, "perplexity": math.exp(loss) if count else math.inf}
+
+
+# ---------------------------------------------------------------------------------------------
+# The task family's plan for the training pipeline (tunesmith.pipelines.train.TASKS)
+
+GENERATIVE_TASKS = ("instruction", "qa", "chat")
+# Classification records finetuning a causal LM: trained as instructions (see record_messages)
+# and scored by label likelihood (tunesmith.evaluate.prompting.predict_labels).
+CLASSIFICATION_AS_INSTRUCTION = "classification-as-instruction"
+
+
+def model_is_causal(name: str) -> bool:
+    """Whether ``name`` (built-in, folder or hub id) is a decoder LM, without loading weights."""
+    from transformers import AutoConfig
+
+    from tunesmith.models.loader import resolve_model_path
+
+    path, kind = resolve_model_path(name)
+    if kind is not None:
+        return kind == "causal"
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return False  # the loader reports an unknown model with its own message
+    return any(a.endswith("ForCausalLM") for a in getattr(config, "architectures", None) or [])
+
+
+def training_task(record_task: str, model_name: str) -> str:
+    """The task family to train: the records' task, except classification on a causal LM."""
+    if record_task == "classification" and model_is_causal(model_name):
+        return CLASSIFICATION_AS_INSTRUCTION
+    return record_task
+
+
+def instruction_labels(records: Sequence[Record]) -> list[str] | None:
+    """The label words of classification records (None for generative records)."""
+    labels = sorted({r.label for r in records if isinstance(r, ClassificationRecord)})
+    if not labels:
+        return None
+    if len(labels) < 2:
+        raise DataError(
+            f"the training split has a single label ({labels[0]}): a classifier needs two or more.",
+            hint="Check the label column (prepare.column_map) or add examples of other labels.",
+        )
+    return labels
+
+
+@dataclass
+class CausalPlan:
+    """What the training loop needs (the fields of ``pipelines.train.TaskPlan``)."""
+
+    train_data: Any  # tunesmith.train.encoding.EncodedDataset of (packed) rows
+    objective: CausalLMObjective
+    evaluate: Any  # model -> {"loss", "perplexity"} on the validation responses, or None
+    best_metric: str
+    notes: list[str]
+    packing: PackingPlan
+
+
+def causal_plan(loaded: Any, train_records: Sequence[Record], val_records: Sequence[Record], cfg: Any) -> CausalPlan:
+    """Encode the splits for a causal LM, pack the training rows when it pays, say so."""
+    from tunesmith.train.encoding import EncodedDataset
+
+    labels = instruction_labels(train_records) or ()
+    tokenizer = loaded.tokenizer
+    max_length = cfg.prepare.max_length
+    batch_size = cfg.finetune.batch_size
+    train = encode_records(train_records, tokenizer, max_length, labels)
+    val = encode_records(val_records, tokenizer, max_length, labels)
+    if not train.examples:
+        raise DataError(
+            f"no training example keeps a response within prepare.max_length={max_length} tokens.",
+            hint="Raise prepare.max_length.",
+        )
+    notes = []
+    if train.n_truncated + val.n_truncated:
+        notes.append(
+            f"{train.n_truncated + val.n_truncated} examples were longer than prepare.max_length="
+            f"{max_length} tokens and were cut at the end."
+        )
+    if train.n_dropped + val.n_dropped:
+        notes.append(f"{train.n_dropped + val.n_dropped} examples kept no response token after the cut and were dropped.")
+    packing = plan_packing(
+        train.lengths, batch_size, max_length, cfg.finetune.packing, grouped=cfg.finetune.group_by_length
+    )
+    notes.append(
+        f"{packing.reason} ({packing.tokens_unpacked:,} -> {packing.tokens_packed:,} tokens per "
+        f"epoch; {len(train.examples)} examples in {packing.rows} rows of <= {max_length})"
+    )
+    rows = pack(train.examples, max_length) if packing.enabled else train.examples
+    data = EncodedDataset(rows, [len(r["input_ids"]) for r in rows], train.n_truncated)
+    best = cfg.finetune.best_metric if cfg.finetune.best_metric != "auto" else "loss"
+    pad = tokenizer.pad_token_id
+    evaluate = (lambda model: response_loss(model, val.examples, pad, batch_size)) if val.examples else None
+    return CausalPlan(data, CausalLMObjective(), evaluate, best, notes, packing)

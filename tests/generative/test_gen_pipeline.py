@@ -1,0 +1,67 @@
+"""`tunesmith run` on generative tasks, end to end with a tiny random Llama (fast)."""
+
+from __future__ import annotations
+
+import json
+
+from tunesmith.config import validate_config
+from tunesmith.pipelines.run import run
+
+QUESTIONS = [(f"What is {a} plus {b}?", str(a + b)) for a in range(8) for b in range(6)]
+REVIEWS = [(f"A {w} film, truly {w}.", label) for w, label in
+           [("great", "fresh"), ("awful", "rotten"), ("lovely", "fresh"), ("boring", "rotten")] * 12]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def _config(dataset, model_dir, **evaluation):
+    return validate_config({
+        "prepare": {"dataset": dataset, "max_length": 128, "dedup": "none"},
+        "finetune": {"model": str(model_dir), "max_steps": 3, "batch_size": 4, "learning_rate": 1e-3,
+                     "eval_every": 3, "packing": True},
+        "evaluation": {"generation_limit": 3, "max_new_tokens": 4, "few_shot_k": 2, "num_samples": 2,
+                       **evaluation},
+        "tracking": {"enabled": False},
+    })
+
+
+def test_qa_run_writes_baselines_finetuned_delta_forgetting_and_samples(in_tmp, tiny_llama_dir):
+    data = _write(in_tmp / "qa.jsonl", [{"question": q, "answer": a} for q, a in QUESTIONS])
+    result = run(_config(data, tiny_llama_dir), in_tmp / "run", progress=False, log=lambda _: None)
+    metrics = json.loads((in_tmp / "run" / "metrics.json").read_text())
+    assert metrics["task"] == "qa" and result.task == "qa"
+    assert set(metrics["baselines"]) == {"zero_shot", "few_shot"}
+    keys = {"bleu", "rouge1", "rouge2", "rougeL", "exact_match", "token_f1", "perplexity", "loss"}
+    for section in ("finetuned", "delta", *(f"baselines.{k}" for k in metrics["baselines"])):
+        part = metrics
+        for name in section.split("."):
+            part = part[name]
+        assert keys <= set(part)
+    assert metrics["baseline"]["kind"] in metrics["baselines"]
+    baseline = metrics["baselines"][metrics["baseline"]["kind"]]
+    assert metrics["delta"]["perplexity"] == metrics["finetuned"]["perplexity"] - baseline["perplexity"]
+    forgetting = metrics["forgetting"]
+    assert forgetting["text"] == "hamlet" and forgetting["perplexity_before"] > 1
+    assert metrics["generation"]["examples"] == 3
+    samples = [json.loads(line) for line in (in_tmp / "run" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2
+    assert set(samples[0]) >= {"prompt", "reference", "baseline", "finetuned", "zero_shot", "few_shot"}
+    history = [json.loads(line) for line in (in_tmp / "run" / "history.jsonl").read_text().splitlines()]
+    assert any(h["kind"] == "eval" and "val_perplexity" in h for h in history)
+
+
+def test_classification_on_a_causal_lm_trains_as_instructions(in_tmp, tiny_llama_dir):
+    data = _write(in_tmp / "reviews.jsonl", [{"text": t, "label": y} for t, y in REVIEWS])
+    run(_config(data, tiny_llama_dir, forgetting_text=None), in_tmp / "run", progress=False,
+        log=lambda _: None)
+    run_meta = json.loads((in_tmp / "run" / "run.json").read_text())
+    assert run_meta["task"] == "classification-as-instruction"
+    assert run_meta["labels"] == ["fresh", "rotten"]
+    metrics = json.loads((in_tmp / "run" / "metrics.json").read_text())
+    assert {"accuracy", "precision", "recall", "f1", "perplexity"} <= set(metrics["finetuned"])
+    assert "forgetting" not in metrics
+    samples = [json.loads(line) for line in (in_tmp / "run" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["finetuned"] in ("fresh", "rotten") for s in samples)
