@@ -1,0 +1,157 @@
+"""Is `tunesmith estimate-memory` right? Predicted vs measured peak training memory.
+
+For MiniLM (classification) and SmolLM2-135M (causal LM), with full finetuning, LoRA and QLoRA,
+at two micro-batch sizes, each row runs in its own subprocess so its peak is clean:
+
+1. import torch/transformers/peft, then read the process RSS (``base``);
+2. load the real model with ``tunesmith.models.load_model``, apply the method with
+   ``tunesmith.methods.apply_method``, build AdamW over ``optimizer_param_groups``;
+3. reset the kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), so loading transients
+   (GGUF/safetensors reading, 4-bit quantisation) do not count;
+4. train a few steps on fixed-shape batches (``batch x length`` random tokens: the estimate's
+   ``max_length`` is then exact), forward + backward + AdamW step + ``zero_grad``;
+5. measured = peak RSS (``VmHWM``) - base: the memory training added to the process.
+
+The prediction is ``estimate_memory(model_shape(name), method, batch, length, fp32, adamw)``'s
+``total_gb``: weights + gradients + optimizer states + activations. Linux only (``/proc``).
+Memory is not affected by other jobs sharing the CPU, so the figures hold on a busy machine.
+
+    python bench/memory_accuracy.py            # every row, prints the table, writes the JSON
+    python bench/memory_accuracy.py --quick    # MiniLM rows only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROWS = [
+    # (model, task, method, batch, length)
+    ("minilm", "classification", "full", 8, 128),
+    ("minilm", "classification", "full", 32, 128),
+    ("minilm", "classification", "lora", 8, 128),
+    ("minilm", "classification", "lora", 32, 128),
+    ("minilm", "classification", "qlora", 8, 128),
+    ("minilm", "classification", "qlora", 32, 128),
+    ("smollm2-135m-instruct", "instruction", "full", 2, 128),
+    ("smollm2-135m-instruct", "instruction", "full", 8, 128),
+    ("smollm2-135m-instruct", "instruction", "lora", 2, 128),
+    ("smollm2-135m-instruct", "instruction", "lora", 8, 128),
+    ("smollm2-135m-instruct", "instruction", "qlora", 2, 128),
+    ("smollm2-135m-instruct", "instruction", "qlora", 8, 128),
+]
+STEPS = 3
+TOLERANCE = 0.15
+RESULTS = Path(__file__).resolve().parent / "results" / "memory_accuracy.json"
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure(model_name: str, task: str, method: str, batch: int, length: int) -> dict:
+    """One row, in this process: see the module docstring."""
+    import gc
+
+    import peft  # noqa: F401 - imported before the base reading, like torch
+    import torch
+    import transformers  # noqa: F401
+
+    from tunesmith.config import FinetuneConfig
+    from tunesmith.methods import apply_method, optimizer_param_groups
+    from tunesmith.models import load_model
+
+    torch.manual_seed(0)
+    gc.collect()
+    base_kb = _status_kb("VmRSS")
+    labels = ["negative", "positive"] if task == "classification" else None
+    loaded = load_model(model_name, task=task, labels=labels, load_in_4bit=method == "qlora")
+    cfg = FinetuneConfig(model=model_name, method=method)
+    model = apply_method(loaded.model, cfg, task=task)
+    model.train()
+    optimizer = torch.optim.AdamW(optimizer_param_groups(model, cfg), lr=1e-5)
+    gc.collect()
+    setup_kb = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+    vocab = model.config.vocab_size
+    for _ in range(STEPS):
+        ids = torch.randint(5, min(vocab, 30000), (batch, length))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        target = torch.randint(0, 2, (batch,)) if task == "classification" else ids
+        loss = model(**inputs, labels=target).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        del loss
+    peak_kb = _status_kb("VmHWM")
+    return {"setup_mb": (setup_kb - base_kb) / 1024, "measured_mb": (peak_kb - base_kb) / 1024}
+
+
+def predict(model_name: str, method: str, batch: int, length: int) -> dict:
+    from tunesmith.advise.memory import estimate_memory, model_shape
+
+    est = estimate_memory(model_shape(model_name), method=method, batch_size=batch,
+                          max_length=length)
+    return {k: v for k, v in est.to_json().items() if k.endswith("_gb")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="MiniLM rows only")
+    parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    if args.row is not None:
+        model_name, task, method, batch, length = ROWS[args.row]
+        print(json.dumps(measure(model_name, task, method, batch, length)))
+        return 0
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = [i for i, r in enumerate(ROWS) if not args.quick or r[0] == "minilm"]
+    results = []
+    header = f"{'model':<22} {'method':<6} {'batch':>5} {'len':>4} {'predicted':>10} {'measured':>9} {'error':>7}"
+    print(header)
+    for index in rows:
+        model_name, task, method, batch, length = ROWS[index]
+        started = time.time()
+        child = subprocess.run([sys.executable, __file__, "--row", str(index)],
+                               capture_output=True, text=True, check=False)
+        if child.returncode != 0:
+            print(f"{model_name:<22} {method:<6} {batch:>5} {length:>4} failed: "
+                  f"{child.stderr.strip().splitlines()[-1] if child.stderr.strip() else '?'}")
+            results.append({"model": model_name, "method": method, "batch": batch,
+                            "length": length, "error": child.stderr[-2000:]})
+            continue
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        predicted = predict(model_name, method, batch, length)
+        measured_gb = measured["measured_mb"] * 1024 * 1024 / 1e9
+        error = predicted["total_gb"] / measured_gb - 1
+        print(f"{model_name:<22} {method:<6} {batch:>5} {length:>4} "
+              f"{predicted['total_gb']:>8.3f}GB {measured_gb:>7.3f}GB {error:>+7.1%}")
+        results.append({
+            "model": model_name, "method": method, "batch": batch, "length": length,
+            "predicted": predicted, "measured_gb": round(measured_gb, 4),
+            "setup_gb": round(measured["setup_mb"] * 1024 * 1024 / 1e9, 4),
+            "relative_error": round(error, 4), "within_tolerance": abs(error) <= TOLERANCE,
+            "seconds": round(time.time() - started, 1),
+        })
+    ok = [r for r in results if r.get("within_tolerance")]
+    print(f"{len(ok)} of {len(results)} rows within {TOLERANCE:.0%}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "what": "predicted total_gb vs measured peak RSS added by training (GB = 1e9 bytes)",
+        "steps": STEPS, "tolerance": TOLERANCE, "rows": results,
+    }, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

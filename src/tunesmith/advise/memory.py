@@ -1,0 +1,533 @@
+"""How much memory finetuning takes: weights, gradients, optimizer states, activations.
+
+The guide's accounting, made exact and extended: full finetuning of 7B parameters in fp32 with
+AdamW is weights 28 GB + gradients 28 GB + optimizer states 56 GB = 112 GB, plus activations.
+GB here is 1e9 bytes, as in the guide.
+
+Parameter counts come from the model built on PyTorch's meta device (shapes only: nothing is
+downloaded or allocated, so a 70B config is counted on a laptop in a second). A method's
+trainable parameters follow from the shapes: LoRA adds ``r x (in + out)`` per target layer
+(found with :func:`tunesmith.methods.targets.resolve_targets`, the same lookup training uses),
+DoRA adds a magnitude vector of ``out`` per target, a bottleneck adapter adds
+``2 x hidden x (hidden / reduction) + biases`` per site, and a classification head trains whole.
+
+Activations are what autograd keeps for the backward pass, per token and per layer, as
+``a x hidden + b x intermediate + c x heads x seq_len`` elements. The coefficients were measured
+on transformers 5 / torch 2.13 by counting the bytes of every tensor autograd saved (a
+``saved_tensors_hooks`` count, parameters excluded) for BERT- and Llama-style layers at several
+widths and lengths; the fit was exact to within 1%. Frozen bases (LoRA, adapters) keep fewer
+tensors (no weight gradients need the layer inputs). Gradient checkpointing keeps only each
+layer's input plus one layer recomputed at a time. Causal LMs add the logits: ``vocab`` floats
+per token, held about three times at the peak (logits, log-probabilities, their gradient), which
+on small LMs with large vocabularies (SmolLM2: 49k) is the biggest single part.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tunesmith import assets
+from tunesmith.errors import ConfigError, UsageError
+
+GB = 1e9  # the guide's gigabyte: 7B x 4 bytes = 28 GB
+
+Precision = Literal["fp32", "bf16", "mixed"]
+Optimizer = Literal["adamw", "adamw-8bit", "sgd"]
+EstimateMethod = Literal["full", "lora", "qlora", "adapter", "dora", "lora_plus"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "mixed")
+OPTIMIZERS: tuple[str, ...] = ("adamw", "adamw-8bit", "sgd")
+
+# Elements saved per token per layer: (a, b, c) in a*hidden + b*intermediate + c*heads*seq_len.
+# Measured (see the module docstring). Encoders (BERT, eager/math attention with dropout) keep
+# the attention probabilities, their dropout output and mask (c = 3); Llama-style decoders run
+# SDPA's fused kernel, which keeps no seq_len x seq_len matrix.
+ACTIVATION_COEFFICIENTS: dict[tuple[str, bool], tuple[float, float, float]] = {
+    ("encoder", True): (10.0, 2.0, 3.0),  # (kind, base trains)
+    ("encoder", False): (8.0, 1.0, 3.0),
+    ("causal", True): (9.5, 4.0, 0.0),
+    ("causal", False): (6.5, 3.0, 0.0),
+}
+# bitsandbytes' 4-bit matmul keeps every linear layer's input for the backward pass even though
+# the weight is frozen: about 3 x hidden (q/k/v and gate/up share theirs) + hidden + intermediate.
+QLORA_EXTRA_PER_LAYER = (4.0, 1.0, 0.0)
+# Embedding output, its LayerNorm and dropout: elements per token outside the layers.
+EMBEDDING_ELEMENTS_PER_HIDDEN = 3.0
+# Copies of the logits alive at the peak of a causal LM's step: logits, log-softmax, gradient.
+LOGIT_COPIES = 3.0
+# NF4 with double quantisation: 4 bits per weight, an 8-bit absmax per 64 weights and a 32-bit
+# constant per 256 absmax blocks (QLoRA paper, section 2).
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
+# Bytes per element of activations, weights, gradients and optimizer states by precision.
+# mixed: fp32 weights and states, bf16 activations, and autocast's bf16 copy of each weight.
+_BYTES = {
+    "fp32": {"weight": 4, "extra_weight_copy": 0, "grad": 4, "state": 4, "act": 4},
+    "bf16": {"weight": 2, "extra_weight_copy": 0, "grad": 2, "state": 2, "act": 2},
+    "mixed": {"weight": 4, "extra_weight_copy": 2, "grad": 4, "state": 4, "act": 2},
+}
+
+# SmolLM2-135M-Instruct's architecture (its GGUF metadata, as transformers reads it), used when
+# the converted copy under $TUNESMITH_HOME/models/ does not exist yet: reading the GGUF's config
+# takes about 18 s.
+SMOLLM2_135M_CONFIG: dict[str, Any] = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "vocab_size": 49152,
+    "max_position_embeddings": 8192,
+    "rope_theta": 100000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": True,
+}
+ENCODER_TYPES = frozenset({
+    "bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "albert", "xlm-roberta",
+    "mpnet", "modernbert", "camembert",
+})
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the estimator needs to know about a model: sizes, not weights."""
+
+    name: str
+    kind: str  # "encoder" | "causal"
+    total_params: int
+    layers: int | None = None
+    hidden: int | None = None
+    heads: int | None = None
+    intermediate: int | None = None
+    vocab: int | None = None
+    # Body linear layers (outside heads): (full name, in_features, out_features).
+    linears: tuple[tuple[str, int, int], ...] = ()
+    head_params: int = 0  # classification head (trains with every method)
+    standin: bool = False  # built from --params, not a real config
+
+    @property
+    def has_dimensions(self) -> bool:
+        return bool(self.layers and self.hidden)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "total_params": self.total_params,
+            "layers": self.layers, "hidden": self.hidden, "heads": self.heads,
+            "intermediate": self.intermediate, "vocab": self.vocab,
+        }
+
+
+@dataclass(frozen=True)
+class MemoryPart:
+    key: str  # weights | gradients | optimizer | activations
+    bytes: float
+    formula: str
+
+
+@dataclass
+class MemoryEstimate:
+    shape: ModelShape
+    method: str
+    batch_size: int
+    max_length: int
+    precision: str
+    optimizer: str
+    gradient_checkpointing: bool
+    trainable_params: int
+    parts: list[MemoryPart]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> float:
+        return sum(p.bytes for p in self.parts)
+
+    @property
+    def total_gb(self) -> float:
+        return self.total_bytes / GB
+
+    def part(self, key: str) -> MemoryPart | None:
+        return next((p for p in self.parts if p.key == key), None)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": self.shape.to_dict(),
+            "method": self.method,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "precision": self.precision,
+            "optimizer": self.optimizer,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "trainable_params": self.trainable_params,
+        }
+        for key in ("weights", "gradients", "optimizer", "activations"):
+            part = self.part(key)
+            out[f"{key}_gb"] = round(part.bytes / GB, 4) if part else None
+        out["total_gb"] = round(self.total_gb, 4)
+        out["formulas"] = {p.key: p.formula for p in self.parts}
+        out["notes"] = self.notes
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Model shapes
+
+
+def _config_source(model: str) -> tuple[Any, str | None]:
+    """A transformers config for ``model`` (built-in name, folder, config.json or hub id) and
+    the kind when known."""
+    from transformers import AutoConfig
+
+    builtin = assets.BUILTIN_MODELS.get(model)
+    if builtin is not None and builtin.gguf:
+        from tunesmith.models import converted_gguf_dir
+
+        converted = converted_gguf_dir(builtin.name) / "config.json"
+        if converted.is_file():
+            return AutoConfig.from_pretrained(str(converted.parent)), builtin.kind
+        if builtin.name != "smollm2-135m-instruct":  # pragma: no cover - one GGUF built-in today
+            raise UsageError(f"no architecture known for {builtin.name} before its conversion.")
+        data = dict(SMOLLM2_135M_CONFIG)
+        return AutoConfig.for_model(data.pop("model_type"), **data), builtin.kind
+    if builtin is not None:
+        return AutoConfig.from_pretrained(str(assets.builtin_model_path(builtin.name))), builtin.kind
+    path = Path(model)
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not a readable config.json ({exc}).") from None
+        if "model_type" not in data:
+            raise ConfigError(f"{path}: no 'model_type' field, so its architecture is unknown.",
+                              hint="Point --model at a transformers config.json.")
+        return AutoConfig.for_model(data.pop("model_type"), **data), None
+    try:
+        return AutoConfig.from_pretrained(model), None
+    except (OSError, ValueError) as exc:
+        raise assets.unknown_model_error(model, str(exc).splitlines()[0]) from None
+
+
+def _kind(config: Any) -> str:
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "causal"
+    if config.model_type in ENCODER_TYPES:
+        return "encoder"
+    return "causal"
+
+
+def _dim(config: Any, *names: str) -> int | None:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def model_shape(model: str, *, num_labels: int = 2) -> ModelShape:
+    """The shape of ``model`` from its config, built on the meta device (nothing allocated).
+
+    Encoders are counted with a ``num_labels`` classification head, causal LMs with their LM
+    head (tied embeddings counted once). Raises AssetError for an unknown name, ConfigError for
+    an unreadable config file.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from tunesmith.methods.targets import HEAD_NAMES, linear_layers
+
+    config, kind = _config_source(model)
+    kind = kind or _kind(config)
+    if kind == "encoder":
+        config.num_labels = num_labels
+    auto = AutoModelForSequenceClassification if kind == "encoder" else AutoModelForCausalLM
+    with torch.device("meta"):
+        built = auto.from_config(config)
+    total = sum(p.numel() for p in built.parameters())
+    linears = tuple(
+        (name, module.weight.shape[1], module.weight.shape[0])
+        if isinstance(module, torch.nn.Linear)
+        else (name, module.weight.shape[0], module.weight.shape[1])  # GPT-2's Conv1D is (in, out)
+        for name, module in linear_layers(built).items()
+    )
+    head_params = 0
+    if kind == "encoder":
+        head_params = sum(
+            p.numel() for n, p in built.named_parameters() if HEAD_NAMES.intersection(n.split("."))
+        )
+    hidden = _dim(config, "hidden_size", "n_embd", "d_model", "dim")
+    heads = _dim(config, "num_attention_heads", "n_head", "n_heads")
+    return ModelShape(
+        name=model,
+        kind=kind,
+        total_params=total,
+        layers=_dim(config, "num_hidden_layers", "n_layer", "n_layers", "num_layers"),
+        hidden=hidden,
+        heads=heads,
+        intermediate=_dim(config, "intermediate_size", "n_inner", "ffn_dim", "hidden_dim")
+        or (4 * hidden if hidden else None),
+        vocab=_dim(config, "vocab_size") if kind == "causal" else None,
+        linears=linears,
+        head_params=head_params,
+    )
+
+
+def standin_shape(
+    params: float,
+    *,
+    layers: int | None = None,
+    hidden: int | None = None,
+    heads: int | None = None,
+    intermediate: int | None = None,
+    vocab: int | None = None,
+    kind: str = "causal",
+) -> ModelShape:
+    """A model known only by its size (``--params 7e9``); dimensions make activations possible."""
+    if params <= 0:
+        raise UsageError(f"--params must be a positive number of parameters, got {params:g}.")
+    return ModelShape(
+        name=f"{params:.3g} parameters",
+        kind=kind,
+        total_params=int(params),
+        layers=layers,
+        hidden=hidden,
+        heads=heads or (max(1, hidden // 64) if hidden else None),
+        intermediate=intermediate or (4 * hidden if hidden else None),
+        vocab=vocab,
+        standin=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainable parameters by method
+
+
+def _targets(shape: ModelShape, targets: str | list[str]) -> list[tuple[str, int, int]]:
+    from tunesmith.methods.targets import ATTENTION_NAMES
+
+    leaves = {name.rsplit(".", 1)[-1] for name, _, _ in shape.linears}
+    if targets == "attention":
+        chosen = next((set(f) for f in ATTENTION_NAMES if set(f) <= leaves), set())
+        if not chosen:
+            raise ConfigError(
+                f"could not find the attention query/value projections of {shape.name}.",
+                hint="Give finetune.lora_target_modules as a list, chosen from: "
+                + ", ".join(sorted(leaves)),
+            )
+    elif targets == "all-linear":
+        chosen = leaves
+    else:
+        missing = [t for t in targets if t not in leaves]
+        if missing:
+            raise ConfigError(
+                f"finetune.lora_target_modules: {', '.join(missing)} not among the linear layers "
+                f"of {shape.name}.",
+                hint="Available: " + ", ".join(sorted(leaves)),
+            )
+        chosen = set(targets)
+    return [lin for lin in shape.linears if lin[0].rsplit(".", 1)[-1] in chosen]
+
+
+def trainable_params(
+    shape: ModelShape,
+    method: str,
+    *,
+    lora_r: int = 8,
+    lora_targets: str | list[str] = "attention",
+    adapter_type: str = "pfeiffer",
+    adapter_reduction_factor: int = 16,
+) -> tuple[int, str, list[str]]:
+    """(trainable count, its formula, notes) for ``method`` on ``shape``, without building it."""
+    notes: list[str] = []
+    head = shape.head_params
+    head_text = f" + head {head:,}" if head else ""
+    if method == "full":
+        return shape.total_params, f"all {shape.total_params:,} parameters", notes
+    if method in ("lora", "qlora", "dora", "lora_plus"):
+        if shape.standin:
+            if not shape.has_dimensions:
+                notes.append("LoRA parameters left out (give --layers and --hidden to count them).")
+                return 0, "LoRA parameters unknown", notes
+            # Stand-in: the guide's q_proj/v_proj, square hidden x hidden.
+            count = shape.layers * 2 * lora_r * 2 * shape.hidden  # type: ignore[operator]
+            return count, f"{shape.layers} layers x 2 targets x r {lora_r} x (h + h)", notes
+        targets = _targets(shape, lora_targets)
+        count = sum(lora_r * (i + o) for _, i, o in targets)
+        formula = f"r {lora_r} x (in + out) over {len(targets)} target layers"
+        if method == "dora":
+            count += sum(o for _, _, o in targets)
+            formula += " + magnitude (out) per target"
+        return count + head, formula + head_text, notes
+    if method == "adapter":
+        if not shape.has_dimensions:
+            notes.append("adapter parameters left out (give --layers and --hidden to count them).")
+            return 0, "adapter parameters unknown", notes
+        width = max(1, shape.hidden // adapter_reduction_factor)  # type: ignore[operator]
+        sites = shape.layers * (2 if adapter_type == "houlsby" else 1)  # type: ignore[operator]
+        per_site = 2 * shape.hidden * width + width + shape.hidden  # type: ignore[operator]
+        return (
+            sites * per_site + head,
+            f"{sites} sites x (2 x h {shape.hidden} x {width} + biases){head_text}",
+            notes,
+        )
+    raise UsageError(f"unknown method '{method}' (allowed: full, lora, qlora, adapter, dora).")
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate
+
+
+def _activation_part(
+    shape: ModelShape, method: str, batch: int, seq: int, act_bytes: int, checkpointing: bool,
+    notes: list[str],
+) -> MemoryPart | None:
+    if not shape.has_dimensions:
+        notes.append("activations left out: give --layers and --hidden (and --vocab for an LM's "
+                     "logits) to include them.")
+        return None
+    h, layers = shape.hidden, shape.layers
+    i = shape.intermediate or 4 * h  # type: ignore[operator]
+    heads = shape.heads or max(1, h // 64)  # type: ignore[operator]
+    a, b, c = ACTIVATION_COEFFICIENTS[(shape.kind, method == "full")]
+    if method == "qlora":
+        a, b, c = a + QLORA_EXTRA_PER_LAYER[0], b + QLORA_EXTRA_PER_LAYER[1], c
+    per_layer = a * h + b * i + c * heads * seq  # type: ignore[operator]
+    tokens = batch * seq
+    if checkpointing:
+        # Each layer keeps its input; one layer at a time is recomputed in full.
+        layer_elems = tokens * (layers * h + per_layer)  # type: ignore[operator]
+        layer_text = f"B x L x (layers {layers} x h {h} + one layer {per_layer:,.0f})"
+    else:
+        layer_elems = tokens * layers * per_layer  # type: ignore[operator]
+        layer_text = (f"B x L x layers {layers} x ({a:g}h + {b:g}i + {c:g} heads x L = "
+                      f"{per_layer:,.0f})")
+    total = layer_elems + tokens * EMBEDDING_ELEMENTS_PER_HIDDEN * h  # type: ignore[operator]
+    text = f"({layer_text} + {EMBEDDING_ELEMENTS_PER_HIDDEN:g}h per token) x {act_bytes} bytes"
+    if shape.kind == "causal":
+        if shape.vocab:
+            # Logits stay fp32 (the loss upcasts them) whatever the activation precision.
+            total_bytes = total * act_bytes + LOGIT_COPIES * tokens * shape.vocab * 4
+            text += f" + logits {LOGIT_COPIES:g} x B x L x vocab {shape.vocab:,} x 4 bytes"
+            return MemoryPart("activations", total_bytes, text)
+        notes.append("LM logits left out: give --vocab to include them.")
+    return MemoryPart("activations", total * act_bytes, text)
+
+
+def estimate_memory(
+    shape: ModelShape,
+    *,
+    method: str = "lora",
+    batch_size: int = 8,
+    max_length: int = 512,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    gradient_checkpointing: bool = False,
+    lora_r: int = 8,
+    lora_targets: str | list[str] = "attention",
+    adapter_type: str = "pfeiffer",
+    adapter_reduction_factor: int = 16,
+    keep_best_copy: bool = False,
+) -> MemoryEstimate:
+    """Peak training memory for one micro-batch of ``batch_size`` x ``max_length`` tokens.
+
+    ``keep_best_copy`` adds the copy of the trainable weights that tunesmith's loop keeps for
+    the best checkpoint (counted with the weights). Raises UsageError for unknown choices.
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'.")
+    if optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{optimizer}'.")
+    if batch_size < 1 or max_length < 1:
+        raise UsageError("--batch-size and --max-length must be at least 1.")
+    sizes = _BYTES[precision]
+    trainable, trainable_text, notes = trainable_params(
+        shape, method, lora_r=lora_r, lora_targets=lora_targets, adapter_type=adapter_type,
+        adapter_reduction_factor=adapter_reduction_factor,
+    )
+    total = shape.total_params
+    parts: list[MemoryPart] = []
+
+    added = 0 if method == "full" else trainable - shape.head_params
+    if method == "qlora":
+        if shape.standin:
+            quantised = total
+            notes.append("QLoRA stand-in: every parameter counted as 4-bit.")
+        else:
+            quantised = sum(i * o for _, i, o in shape.linears)
+        rest = total - quantised
+        # The method's matrices train in fp32 over the 4-bit base; the rest stays unquantised.
+        weight_bytes = quantised * NF4_BYTES_PER_PARAM + (rest + added) * sizes["weight"]
+        weight_text = (f"{quantised:,} linear weights x {NF4_BYTES_PER_PARAM:.4f} bytes (NF4) + "
+                       f"{rest + added:,} others x {sizes['weight']} bytes")
+    else:
+        weight_bytes = (total + added) * sizes["weight"]
+        weight_text = f"{total + added:,} parameters x {sizes['weight']} bytes"
+        if sizes["extra_weight_copy"]:
+            weight_bytes += total * sizes["extra_weight_copy"]
+            weight_text += f" + bf16 autocast copy {total:,} x {sizes['extra_weight_copy']} bytes"
+    if keep_best_copy and trainable:
+        weight_bytes += trainable * sizes["weight"]
+        weight_text += f" + best-checkpoint copy {trainable:,} x {sizes['weight']} bytes"
+    parts.append(MemoryPart("weights", weight_bytes, weight_text))
+
+    parts.append(MemoryPart(
+        "gradients", trainable * sizes["grad"],
+        f"{trainable:,} trainable ({trainable_text}) x {sizes['grad']} bytes",
+    ))
+    if optimizer == "adamw":
+        state_bytes, state_text = 2 * sizes["state"], f"2 states x {sizes['state']} bytes"
+    elif optimizer == "adamw-8bit":
+        state_bytes, state_text = 2, "2 states x 1 byte (8-bit)"
+    else:
+        state_bytes, state_text = sizes["state"], f"1 momentum state x {sizes['state']} bytes"
+    parts.append(MemoryPart(
+        "optimizer", trainable * state_bytes, f"{trainable:,} trainable x {state_text}"
+    ))
+    activations = _activation_part(
+        shape, method, batch_size, max_length, sizes["act"], gradient_checkpointing, notes
+    )
+    if activations is not None:
+        parts.append(activations)
+    return MemoryEstimate(
+        shape=shape, method=method, batch_size=batch_size, max_length=max_length,
+        precision=precision, optimizer=optimizer, gradient_checkpointing=gradient_checkpointing,
+        trainable_params=trainable, parts=parts, notes=notes,
+    )
+
+
+def config_precision(precision: str, *, cuda: bool) -> str:
+    """The estimator's precision for ``finetune.precision`` on this machine (the loop's rule:
+    auto is fp32 on CPU and bf16 autocast on a GPU)."""
+    if precision == "fp32" or (precision == "auto" and not cuda):
+        return "fp32"
+    return "mixed"
+
+
+def largest_batch_that_fits(
+    shape: ModelShape, budget_bytes: float, *, limit: int = 4096, **kwargs: Any
+) -> int:
+    """The largest micro-batch (a power of two, at most ``limit``) whose estimate fits in
+    ``budget_bytes``; 0 when even a batch of 1 does not fit."""
+    best = 0
+    batch = 1
+    while batch <= limit:
+        if estimate_memory(shape, batch_size=batch, **kwargs).total_bytes > budget_bytes:
+            break
+        best = batch
+        batch *= 2
+    return best
+
+
+def format_bytes(n: float) -> str:
+    return f"{n / GB:.2f} GB" if n >= 0.1 * GB else f"{n / 1e6:.0f} MB"
+
+
+def human_params(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.{0 if value >= 100 or math.isclose(value, round(value)) else 1}f}{unit}"
+    return str(int(n))
