@@ -11,18 +11,12 @@ LABELS = ["fresh", "rotten"]
 TEXTS = ["a moving, funny film", "dull and far too long", "the cast shines", "a mess"]
 
 
-def make_tiny_run(root: Path, *, name: str = "tiny", lora_r: int = 4, seed: int = 0) -> Path:
-    """Write base/ (tiny BERT + the real MiniLM tokenizer) and a run folder that adapts it.
-
-    The LoRA B matrices and the head are set to non-zero values so the adapter changes outputs.
-    """
+def make_tiny_base(root: Path) -> Path:
+    """``root/base``: a 2-layer, 32-wide random BERT with the real MiniLM tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from tunesmith.assets import builtin_model_path
-    from tunesmith.config import Config
-    from tunesmith.methods import apply_method, save_adapter
-    from tunesmith.models import load_model
 
     base = root / "base"
     if not base.exists():
@@ -32,6 +26,21 @@ def make_tiny_run(root: Path, *, name: str = "tiny", lora_r: int = 4, seed: int 
                             num_attention_heads=2, intermediate_size=64)
         BertForSequenceClassification(config).save_pretrained(base)
         tokenizer.save_pretrained(base)
+    return base
+
+
+def make_tiny_run(root: Path, *, name: str = "tiny", lora_r: int = 4, seed: int = 0) -> Path:
+    """Write base/ (tiny BERT + the real MiniLM tokenizer) and a run folder that adapts it.
+
+    The LoRA B matrices and the head are set to non-zero values so the adapter changes outputs.
+    """
+    import torch
+
+    from tunesmith.config import Config
+    from tunesmith.methods import apply_method, save_adapter
+    from tunesmith.models import load_model
+
+    base = make_tiny_base(root)
     cfg = Config.model_validate({
         "prepare": {"dataset": "rotten-tomatoes", "max_length": 64},
         "finetune": {"model": str(base), "lora_r": lora_r, "lora_target_modules": ["query", "value"]},
@@ -70,3 +79,8 @@ def make_tiny_run(root: Path, *, name: str = "tiny", lora_r: int = 4, seed: int 
 @pytest.fixture
 def tiny_run(tmp_path) -> Path:
     return make_tiny_run(tmp_path)
+
+
+@pytest.fixture
+def tiny_base(tmp_path) -> Path:
+    return make_tiny_base(tmp_path)

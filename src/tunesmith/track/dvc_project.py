@@ -50,6 +50,7 @@ STAGE_NAMES = (
     "finetune_model",
     "evaluate_model",
 )
+DATA_STAGES = STAGE_NAMES[:3]
 
 GITIGNORE = """\
 # MLflow's embedded store and artifacts (the runs are tracked there, not in git)
@@ -99,7 +100,8 @@ def stages(data_file: str | None) -> dict:
             "outs": ["data/finetuning"],
         },
         "finetune_model": {
-            "cmd": "tunesmith train --config params.yaml --data data/finetuning --out models/run",
+            "cmd": "tunesmith train --config params.yaml --data data/finetuning --out models/run "
+            "--no-progress",
             "deps": ["data/finetuning/train.jsonl", "data/finetuning/val.jsonl",
                      "data/finetuning/manifest.json"],
             "params": list(FINETUNE_PARAMS),
@@ -205,7 +207,7 @@ def scaffold(root: Path, config: Config, *, data_file: Path | None = None,
             shutil.copyfile(data_file, target)
         relative_data = target.relative_to(root).as_posix()
         with Repo(str(root)) as repo:
-            repo.add(relative_data)
+            repo.add(str(target))
         config = config.model_copy(update={
             "prepare": config.prepare.model_copy(update={"dataset": relative_data})})
         result.data_file = relative_data
