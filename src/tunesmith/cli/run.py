@@ -54,6 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue RUN_DIR from its checkpoints/last (same result as not stopping)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Hook (performance engineer): data-parallel training, see tunesmith.train.distributed.
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train in N processes (DDP via torchrun: one per GPU, or gloo on CPU)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -167,6 +170,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     _quiet()
+    # Hook (performance engineer): --nproc N re-runs this command in N processes under
+    # torchrun; each of them comes back here without --nproc.
+    if args.nproc != 1:
+        from tunesmith.train.distributed import launch, train_argv
+
+        return launch(train_argv(args), args.nproc)
     import json
 
     from tunesmith.config import load_config

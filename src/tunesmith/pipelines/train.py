@@ -232,6 +232,13 @@ def train(
 
     log(f"loading {cfg.finetune.model} for {task}"
         + (f" ({len(labels)} labels: {', '.join(labels)})" if labels else ""))
+    # Hook (performance engineer): seed before the model is built, so a fresh classification
+    # head and the LoRA matrices start alike in every run with this seed (and every process):
+    # without it two runs, or a killed run and its uninterrupted twin, start from different
+    # random weights.
+    from transformers import set_seed
+
+    set_seed(cfg.finetune.seed)
     loaded = load_model(
         cfg.finetune.model, task=task, labels=labels, load_in_4bit=cfg.finetune.method == "qlora",
         compute_dtype=cfg.finetune.qlora_compute_dtype if cfg.finetune.method == "qlora" else "float32",
