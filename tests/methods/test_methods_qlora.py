@@ -58,3 +58,21 @@ def test_qlora_trains_on_a_4bit_base_and_merges_dequantised(base_dir, tmp_path):
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
     config = (tmp_path / "merged" / "config.json").read_text()
     assert "quantization_config" not in config and '"dtype": "float32"' in config
+
+
+def test_qlora_classification_keeps_the_new_head_trainable(tmp_path):
+    from tunesmith.serve.merge import merge_adapter_dir
+
+    base = save_tiny_base(tmp_path / "base", "bert")
+    loaded = load_model(base, task="classification", labels=["neg", "pos"], load_in_4bit=True)
+    cfg = FinetuneConfig(method="qlora", learning_rate=1e-2)
+    model = apply_method(loaded.model, cfg, task="classification")
+    head = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
+    assert head, "the classification head must train"
+    ids = torch.randint(1, 1000, (4, 9), generator=torch.Generator().manual_seed(1))
+    before = outputs(model, ids)
+    train_steps(model, optimizer_param_groups(model, cfg), ids, task="classification")
+    assert not torch.allclose(before, outputs(model, ids))
+    save_adapter(model, tmp_path / "adapter",
+                 {"base_model": base, "task": "classification", "labels": ["neg", "pos"]})
+    assert merge_adapter_dir(tmp_path / "adapter", tmp_path / "merged").max_abs_diff < 1e-4
