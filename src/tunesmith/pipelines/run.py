@@ -95,7 +95,12 @@ def run(
     log(f"preparing {cfg.prepare.dataset} into {out / 'data'}")
     prepared = prepare_data(cfg.prepare, out / "data")
     counts = {"train": len(prepared.train), "val": len(prepared.val), "test": len(prepared.test)}
-    log(f"{prepared.task}: {counts['train']} train, {counts['val']} val, {counts['test']} test")
+    read = prepared.manifest.get("counts", {})
+    rejected = read.get("rejected", 0)
+    log(f"{prepared.task}: read {read.get('read', '?')} records, {rejected} rejected"
+        + (f" (reasons and lines in {out / 'data' / 'rejects.jsonl'})" if rejected else "")
+        + f", {read.get('duplicates_removed', 0)} duplicates removed; "
+        f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
     training = train(cfg, out / "data", out, progress=progress, log=log)
     evaluation = evaluate(out, log=log)
     return RunResult(out, training.task, evaluation.metrics, training, evaluation, counts)
