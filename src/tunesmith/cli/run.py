@@ -16,6 +16,12 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set finetune.lora_r=16 (repeatable)")
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    _add_set(p)
+    p.add_argument("--out", help="the run folder (default runs/<run-name>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
         "run", help="prepare data, finetune, evaluate against the baseline (one run folder)",
@@ -24,9 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "runs/<run-name>/ (or --out).",
     )
     run.add_argument("--config", help="params.yaml (default: the built-in defaults)")
-    _add_set(run)
-    run.add_argument("--out", help="the run folder (default runs/<run-name>)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_run_options(run)
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser(
@@ -34,11 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="The run command with a built-in preset sized for 2 CPU cores: "
         "rotten-tomatoes + MiniLM + LoRA. It says why its settings differ from the guide's.",
     )
-    _add_set(demo)
-    demo.add_argument("--out", help="the run folder (default runs/<run-name>)")
+    _add_run_options(demo)
     demo.add_argument("--show-config", action="store_true",
                       help="print the demo preset as YAML (usable with --config) and exit")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
 
     train = commands.add_parser(

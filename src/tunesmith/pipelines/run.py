@@ -12,7 +12,7 @@ with the changes that make it finish in minutes on 2 CPU cores and beat its base
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,12 +73,14 @@ def run(
     out_dir: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    callbacks: Sequence[Any] = (),
 ) -> RunResult:
     """Prepare ``cfg.prepare.dataset``, finetune, evaluate against the baseline.
 
     Writes ``runs/<run-name>/`` under the working directory (or ``out_dir``); the run name is
     ``tracking.run_name`` or ``<task>-<model>-<method>-<timestamp>``. Raises UsageError when
     ``out_dir`` already holds a run, DataError/AssetError/ConfigError for bad input.
+    ``callbacks`` (:class:`tunesmith.train.loop.Callback`) see every history record as it comes.
     """
     from tunesmith.pipelines.prepare import prepare_data
 
@@ -101,6 +103,6 @@ def run(
         + (f" (reasons and lines in {out / 'data' / 'rejects.jsonl'})" if rejected else "")
         + f", {read.get('duplicates_removed', 0)} duplicates removed; "
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
-    training = train(cfg, out / "data", out, progress=progress, log=log)
+    training = train(cfg, out / "data", out, progress=progress, log=log, callbacks=callbacks)
     evaluation = evaluate(out, log=log)
     return RunResult(out, training.task, evaluation.metrics, training, evaluation, counts)
