@@ -24,8 +24,8 @@ def _synthetic_run(root: Path) -> Path:
                  "val_f1": 0.73, "is_best": True},
                 {"kind": "eval", "step": 39, "epoch": 2.0, "val_loss": 0.58, "val_accuracy": 0.73,
                  "val_f1": 0.72, "is_best": False},
-                {"kind": "event", "step": 39, "event": "diagnosis", "severity": "warning",
-                 "message": "validation loss rose while train loss fell: overfitting <begins>"}]
+                {"kind": "event", "step": 39, "event": "early_stop",
+                 "message": "no val f1 improvement in 1 evaluation <patience>"}]
     (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     plot_loss(history, run / "plots" / "loss.png")
     plot_lr(history, run / "plots" / "lr.png")
@@ -70,7 +70,10 @@ def test_report_html_is_self_contained_and_md_has_every_section(in_tmp):
         assert section in md
     assert "| accuracy | 0.7000 | 0.7600 | +0.0600 |" in md
     assert "![Training and validation loss](plots/loss.png)" in md
-    assert "overfitting <begins>" in md
+    # The advisor reads the curves: val loss up 5% while train loss fell is overfitting.
+    assert "**Verdict:** overfitting" in md and "What to change:" in md
+    assert "no val f1 improvement in 1 evaluation <patience>" in md
+    assert "&lt;patience&gt;" in html
 
 
 def test_report_of_an_unevaluated_run_says_what_is_missing(in_tmp):

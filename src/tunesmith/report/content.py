@@ -40,7 +40,7 @@ class MetricRow:
 
 @dataclass
 class Finding:
-    severity: str  # "info" | "warning" | "problem"
+    severity: str  # "info" | "warning"
     message: str
 
 
@@ -55,7 +55,9 @@ class ReportContent:
     metric_rows: list[MetricRow]
     baseline_kind: str | None
     figures: list[tuple[Path, str]]  # (png, caption), only those that exist
+    verdict: str | None  # the advisor's one-line verdict on the curves
     diagnosis: list[Finding]
+    remedies: list[str]
     examples_title: str  # "Worst errors" or "Generation samples"
     examples: list[dict[str, Any]]
     environment: dict[str, Any]
@@ -106,16 +108,28 @@ def _data_summary(run_dir: Path, run_meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _diagnosis(history: list[dict[str, Any]]) -> list[Finding]:
-    """The advisor's findings, as the training loop recorded them in history.jsonl."""
-    findings = []
-    for record in history:
-        if record.get("kind") == "event" and record.get("event") in ("diagnosis", "early_stop",
-                                                                     "oom_recovered"):
-            severity = record.get("severity") or ("info" if record["event"] == "early_stop"
-                                                  else "warning")
-            findings.append(Finding(str(severity), str(record.get("message", record["event"]))))
-    return findings
+def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any]) -> tuple[str | None, list[Finding], list[str]]:
+    """The advisor's verdict on the curves, its findings and remedies, plus the loop's events
+    (early stop, OOM recovery) that history.jsonl recorded."""
+    from tunesmith.advise.diagnose import diagnose_history
+    from tunesmith.config import FinetuneConfig
+
+    findings = [Finding("info" if r["event"] == "early_stop" else "warning",
+                        str(r.get("message", r["event"])))
+                for r in history
+                if r.get("kind") == "event" and r.get("event") in ("early_stop", "oom_recovered")]
+    if not any(r.get("kind") == "train" for r in history):
+        return None, findings, []
+    try:
+        cfg = FinetuneConfig.model_validate(config.get("finetune") or {})
+    except ValueError:
+        cfg = None  # an old or hand-edited config: remedies without concrete new values
+    diagnosis = diagnose_history(history, cfg)
+    # The verdict's own finding is the headline; the others that also hold are listed.
+    findings += [Finding("warning", f"{f.pattern.replace('_', ' ')}: {f.evidence}")
+                 for f in diagnosis.findings if f.pattern != diagnosis.verdict]
+    findings += [Finding("info", note) for note in diagnosis.notes]
+    return diagnosis.summary(), findings, [r.render() for r in diagnosis.remedies]
 
 
 def gather(run_dir: str | Path) -> ReportContent:
@@ -158,6 +172,7 @@ def gather(run_dir: str | Path) -> ReportContent:
     else:
         examples_title, examples = "Generation samples", _read_jsonl(samples_path, MAX_ROWS)
 
+    verdict, findings, remedies = _diagnosis(history, config)
     missing = []
     if not metrics.get("finetuned"):
         missing.append("evaluation (metrics.json has no finetuned scores: run `tunesmith evaluate`)")
@@ -173,7 +188,9 @@ def gather(run_dir: str | Path) -> ReportContent:
         metric_rows=_metric_rows(metrics),
         baseline_kind=(metrics.get("baseline") or {}).get("kind"),
         figures=figures,
-        diagnosis=_diagnosis(history),
+        verdict=verdict,
+        diagnosis=findings,
+        remedies=remedies,
         examples_title=examples_title,
         examples=examples,
         environment={"versions": run_meta.get("versions", {}),

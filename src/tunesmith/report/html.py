@@ -17,7 +17,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:1px solid #d0d7de;paddi
 table{border-collapse:collapse;margin:.6rem 0}td,th{border:1px solid #d0d7de;padding:.25rem .6rem;
 text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .up{color:#1a7f37;font-weight:600}.down{color:#cf222e;font-weight:600}
-.problem{color:#cf222e}.warning{color:#9a6700}.info{color:#57606a}
+.warning{color:#9a6700}.info{color:#57606a}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #d0d7de}figcaption{color:#57606a;font-size:.9rem}
 pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.85rem}.missing{background:#fff8c5;padding:.5rem}
 """
@@ -65,10 +65,16 @@ def render_html(content: ReportContent) -> str:
     else:
         parts.append("<p>Not evaluated yet.</p>")
 
-    parts.append("<h2>Diagnosis</h2><ul>")
+    parts.append("<h2>Diagnosis</h2>")
+    if content.verdict:
+        parts.append(f"<p><b>Verdict:</b> {escape(content.verdict)}</p>")
+    parts.append("<ul>")
     parts += [f'<li class="{escape(f.severity)}"><b>{escape(f.severity)}</b>: {escape(f.message)}</li>'
               for f in content.diagnosis] or ["<li>nothing flagged</li>"]
     parts.append("</ul>")
+    if content.remedies:
+        parts.append("<p>What to change:</p><ul>"
+                     + "".join(f"<li>{escape(r)}</li>" for r in content.remedies) + "</ul>")
 
     parts.append("<h2>Training</h2>")
     parts.append(_pairs(content.training) if content.training else "<p>n/a</p>")

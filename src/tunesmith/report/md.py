@@ -34,8 +34,12 @@ def render_markdown(content: ReportContent) -> str:
         out += ["Not evaluated yet.", ""]
 
     out += ["## Diagnosis", ""]
+    if content.verdict:
+        out += [f"**Verdict:** {content.verdict}", ""]
     out += [f"- **{f.severity}**: {f.message}" for f in content.diagnosis] or ["- nothing flagged"]
     out += [""]
+    if content.remedies:
+        out += ["What to change:", ""] + [f"- {r}" for r in content.remedies] + [""]
 
     out += ["## Training", ""]
     out += _table(["", ""], [[k, v] for k, v in content.training.items()]) if content.training else ["n/a", ""]
