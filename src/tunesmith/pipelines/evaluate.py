@@ -125,6 +125,10 @@ def evaluate(
     previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     metrics = {"task": task, **results, "train": previous.get("train", {})}
     write_json(metrics_path, metrics)
+    # Hook (tracking engineer): every evaluated run gets report.html and report.md.
+    from tunesmith.report import write_reports
+
+    write_reports(root)
 
     if cfg.tracking.enabled and run_meta.get("mlflow_run_id"):
         from tunesmith.track.experiment import MlflowTracker

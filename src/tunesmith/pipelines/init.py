@@ -191,7 +191,6 @@ def evaluate(config_path: str | Path, run_dir: str | Path, data_dir: str | Path,
     import tempfile
 
     from tunesmith.pipelines.evaluate import evaluate as evaluate_run
-    from tunesmith.report import write_reports
 
     load_config(config_path)  # fail early, naming the file, on a broken params.yaml
     run = Path(run_dir)
@@ -202,8 +201,7 @@ def evaluate(config_path: str | Path, run_dir: str | Path, data_dir: str | Path,
     with tempfile.TemporaryDirectory(prefix="tunesmith-eval-") as tmp:
         scratch = Path(tmp) / run.name
         shutil.copytree(run, scratch, ignore=shutil.ignore_patterns("checkpoints"))
-        evaluate_run(scratch, data_dir=data_dir)
-        write_reports(scratch)
+        evaluate_run(scratch, data_dir=data_dir)  # also writes report.html/md
         shutil.copyfile(scratch / "metrics.json", metrics_path)
         written.append(Path(metrics_path))
         for png in sorted((scratch / "plots").glob("*.png")):

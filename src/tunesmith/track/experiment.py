@@ -19,7 +19,7 @@ from tunesmith.train.loop import Callback
 # Run-folder entries logged as artifacts, at the artifact root so that a downloaded run is a
 # run folder again (the registry relies on that). checkpoints/ and data/ stay local: large.
 ARTIFACTS = ("run.json", "config.yaml", "metrics.json", "history.jsonl", "errors.jsonl",
-             "samples.jsonl", "adapter", "plots")
+             "samples.jsonl", "adapter", "plots", "report.html", "report.md")
 
 
 class MlflowTracker(Callback):
