@@ -12,6 +12,7 @@ with the changes that make it finish in minutes on 2 CPU cores and beat its base
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,13 @@ def run(
         # The MLflow run is named after the folder the user chose.
         cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": out.name})})
     log(f"preparing {cfg.prepare.dataset} into {out / 'data'}")
-    prepared = prepare_data(cfg.prepare, out / "data")
+    created = not out.exists()
+    try:
+        prepared = prepare_data(cfg.prepare, out / "data")
+    except Exception:
+        if created:  # nothing worth keeping: the error message says what to fix
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     counts = {"train": len(prepared.train), "val": len(prepared.val), "test": len(prepared.test)}
     read = prepared.manifest.get("counts", {})
     rejected = read.get("rejected", 0)
