@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.errors import DataError
 from tunesmith.evaluate.forgetting import (
     compare,
     general_perplexity,
@@ -140,6 +141,12 @@ def score_model(
     if labels:
         from tunesmith.evaluate.metrics import classification_metrics
 
+        unknown = sorted(set(references) - set(labels))
+        if unknown:
+            raise DataError(
+                f"test labels {unknown} do not occur in the training split {list(labels)}.",
+                hint="Add training examples of those labels or drop them from the test data.",
+            )
         scores = label_nlls(model, tokenizer, prompts, labels, settings.batch_size, max_length)
         gold = [scores[i][labels.index(ref)] for i, ref in enumerate(references)]
         predicted = [most_likely(labels, s) for s in scores]
