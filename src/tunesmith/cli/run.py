@@ -103,7 +103,9 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-def _render_result(task: str, metrics: dict[str, Any], out: Path) -> None:
+def _render_result(
+    task: str, metrics: dict[str, Any], out: Path, tracking_uri: str | None = None
+) -> None:
     """The baseline vs finetuned table and where the outputs are."""
     from rich.console import Console
     from rich.table import Table
@@ -135,10 +137,10 @@ def _render_result(task: str, metrics: dict[str, Any], out: Path) -> None:
             f"{train.get('peak_memory_mb')} MB, {train.get('trainable_params'):,} trainable "
             f"params ({train.get('trainable_percent')}%)"
         )
-    console.print(
-        f"outputs: {out}/ (metrics.json, history.jsonl, adapter/, plots/, errors.jsonl); "
-        "MLflow: `mlflow ui --backend-store-uri sqlite:///mlflow.db`"
-    )
+    console.print(f"outputs: {out}/ (metrics.json, history.jsonl, adapter/, plots/, errors.jsonl)")
+    if tracking_uri:
+        console.print(f"MLflow: `mlflow ui --backend-store-uri {tracking_uri}`"
+                      if tracking_uri.startswith("sqlite") else f"MLflow: {tracking_uri}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -148,8 +150,12 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
-    _render_result(result.task, result.metrics, result.run_dir)
+    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg))
     return 0
+
+
+def _tracking_uri(cfg: Any) -> str | None:
+    return cfg.tracking.mlflow_uri if cfg.tracking.enabled else None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -166,7 +172,7 @@ def _demo(args: argparse.Namespace) -> int:
     for key, reason in DEMO_REASONS.items():
         _err(f"  {key} = {flat[key]}: {reason}")
     result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
-    _render_result(result.task, result.metrics, result.run_dir)
+    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg))
     return 0
 
 
@@ -211,10 +217,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     _quiet()
-    from tunesmith.pipelines.evaluate import evaluate
+    from tunesmith.pipelines.evaluate import evaluate, read_run
 
+    _, meta, cfg = read_run(args.run_dir)
     result = evaluate(args.run_dir, args.test, data_dir=args.data, log=_err)
-    _render_result(result.metrics.get("task", ""), result.metrics, result.run_dir)
+    logged = _tracking_uri(cfg) if meta.get("mlflow_run_id") else None
+    _render_result(result.metrics.get("task", ""), result.metrics, result.run_dir, logged)
     return 0
 
 

@@ -340,6 +340,7 @@ def fit(
         optimizer.zero_grad(set_to_none=True)
         return loss_total, targets, samples, tokens, grad_norm
 
+    sample_memory()
     model.train()
     bar = tqdm(
         total=total_steps, initial=state.step, disable=not (progress and main),
