@@ -99,7 +99,7 @@ def register(run: str | Path, name: str, *, tracking_uri: str) -> ModelVersionIn
             run_dir = _download_run(client, source_run_id, Path(tmp) / "run")
         run_meta, config = _read_run_folder(run_dir)
         meta_path = Path(tmp) / "tunesmith_model.json"
-        meta_path.write_text(json.dumps(serving_meta(run_meta, config), indent=2), encoding="utf-8")
+        meta_path.write_text(json.dumps(serving_meta(config), indent=2), encoding="utf-8")
         metrics = _final_metrics(run_dir)
 
         run_id = source_run_id or run_meta.get("mlflow_run_id")
