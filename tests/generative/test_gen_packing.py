@@ -73,6 +73,15 @@ def test_objective_equals_the_models_own_loss_on_response_tokens(smol_tokenizer,
     assert float(loss_sum) / n == pytest.approx(float(reference), rel=1e-5)
     assert counts.tolist() == [sum(label != IGNORE_INDEX for label in e["labels"][1:]) for e in examples]
     assert float(sums.sum()) == pytest.approx(float(loss_sum), rel=1e-5)
+    # A model that soft-caps its logits takes the full forward instead; Llama ignores the
+    # setting, so both paths must agree.
+    tiny_llama.config.final_logit_softcapping = 30.0
+    try:
+        with torch.no_grad():
+            full_sum, full_n = causal_lm_loss(tiny_llama, batch)
+    finally:
+        tiny_llama.config.final_logit_softcapping = None
+    assert full_n == n and float(full_sum) == pytest.approx(float(loss_sum), rel=1e-5)
 
 
 def test_objective_backpropagates_only_through_labelled_positions(smol_tokenizer, tiny_llama):

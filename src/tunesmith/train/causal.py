@@ -346,7 +346,12 @@ def _head_is_plain(model: Any) -> bool:
 
 def _labelled_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
     """Logits at the positions that predict a labelled token, those targets, and the mask."""
-    inner = _unwrap(model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Under DDP the forward must go through the wrapper (it prepares the gradient all-reduce),
+    # so the LM-head-at-labelled-positions shortcut is used on a single process only.
+    distributed = isinstance(model, DistributedDataParallel)
+    inner = _unwrap(model.module if distributed else model)
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     inputs = {"input_ids": batch["input_ids"], "use_cache": False}
@@ -355,7 +360,7 @@ def _labelled_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
         if key in batch:
             inputs[key] = batch[key]
             break
-    if _head_is_plain(inner):
+    if _head_is_plain(inner) and not distributed:
         hidden = inner.get_decoder()(**inputs).last_hidden_state[:, :-1]
         logits = inner.get_output_embeddings()(hidden[keep])
     else:
@@ -426,7 +431,7 @@ def response_loss(
 
 GENERATIVE_TASKS = ("instruction", "qa", "chat")
 # Classification records finetuning a causal LM: trained as instructions (see record_messages)
-# and scored by label likelihood (tunesmith.evaluate.prompting.predict_labels).
+# and scored by label likelihood (tunesmith.evaluate.prompting.label_nlls).
 CLASSIFICATION_AS_INSTRUCTION = "classification-as-instruction"
 
 
