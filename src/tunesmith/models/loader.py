@@ -152,6 +152,9 @@ def load_model(
                 num_labels=len(labels),
                 id2label=dict(enumerate(labels)),
                 label2id={label: i for i, label in enumerate(labels)},
+                # A checkpoint finetuned on other labels brings a head of another size: start a
+                # fresh head for these labels instead of failing.
+                ignore_mismatched_sizes=True,
                 **kwargs,
             )
         else:
