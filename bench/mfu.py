@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 rated = mfu_of_run(run, peak["peak_gflops"] * 1e9)
                 runs.append({"case": case_name, "side": side,
                              "real_tokens_per_second": run["real_tokens_per_second"], **rated})
-        print(f"\nMFU of the runs in {args.throughput.name} (measured {bench.get('date', '?')}):")
+        print(f"\nMFU of the runs in {args.throughput.name}:")
         print(f"  {'case':<28} {'side':<10} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>7}")
         for r in runs:
             print(f"  {r['case']:<28} {r['side']:<10} {r['real_tokens_per_second']:>9.0f} "

@@ -35,6 +35,7 @@ from transformers import (
     DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
@@ -95,6 +96,24 @@ class CountingCollator:
         self.real_tokens.append(int(batch["attention_mask"].sum()))
         self.padded_tokens.append(int(batch["attention_mask"].numel()))
         return batch
+
+
+class LoopTimer(TrainerCallback):
+    """Seconds of the training loop itself (the Trainer's set-up before it is excluded, as
+    tunesmith's loop time excludes its own), and the resident memory when it starts."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.rss_at_start_mb = current_rss_mb()
+        self.started = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.seconds = time.perf_counter() - self.started
+
+
+def current_rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def peak_rss_mb() -> float:
@@ -202,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=train_set, data_collator=counting)
-
-    start = time.perf_counter()
+    timer = LoopTimer()
+    trainer = Trainer(model=model, args=training_args, train_dataset=train_set,
+                      data_collator=counting, callbacks=[timer])
     trainer.train()
-    seconds = time.perf_counter() - start
+    seconds = timer.seconds
+    peak = peak_rss_mb()  # before validation, as on the tunesmith side
 
     # The dataloader may have built batches beyond the last step; count only the trained ones.
     steps = args.max_steps
@@ -225,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         "samples_per_second": samples / seconds,
         "mean_sequence_tokens": real / samples,
         "val_loss": validation_loss(model, val_set, collator),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak,
+        # What training added on top of the loaded model, libraries and data.
+        "peak_above_start_mb": peak - timer.rss_at_start_mb,
         "threads": torch.get_num_threads(),
         "model_shape": model_shape(model),
         "pid": os.getpid(),
