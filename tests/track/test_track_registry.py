@@ -41,6 +41,15 @@ def _round_trip(run: Path, uri: str) -> None:
     model = mlflow.pyfunc.load_model("models:/sentiment@production")
     assert model.predict(expected["texts"]) == expected["labels"]
 
+    # An MLflow run id works too: its logged run folder is downloaded and registered.
+    with mlflow.start_run() as logged:
+        mlflow.log_artifacts(str(run))
+    third = register_run(logged.info.run_id, "sentiment", tracking_uri=uri)
+    assert third.version == 3 and third.run_id == logged.info.run_id
+    promote_version("sentiment", 3, "staging", tracking_uri=uri)
+    staged = mlflow.pyfunc.load_model("models:/sentiment@staging")
+    assert staged.predict(expected["texts"]) == expected["labels"]
+
     with pytest.raises(UsageError, match="has no version 7"):
         promote_version("sentiment", 7, "staging", tracking_uri=uri)
     with pytest.raises(UsageError, match="no registered model named 'nope'"):
