@@ -130,3 +130,24 @@ def test_predict_and_merge_from_run_folders(tmp_path):
     with torch.no_grad():
         probs = torch.softmax(standalone(**enc).logits, dim=-1).max(dim=-1).values
     assert probs.tolist() == pytest.approx([p.score for p in predictions[:2]], abs=1e-4)
+
+
+def test_predict_on_a_causal_base_generates_or_scores_labels(tmp_path):
+    """Instruction adapters generate; classification-as-instruction adapters score each label."""
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.serve.predict import AdapterServer
+
+    base = save_tiny_base(tmp_path / "base", "llama")
+    for name, task, labels in (("gen", "instruction", None),
+                               ("cls", "classification-as-instruction", ["negative", "positive"])):
+        model = apply_method(AutoModelForCausalLM.from_pretrained(base), FinetuneConfig(method="lora"),
+                             task=task)
+        save_adapter(model, tmp_path / name, {"base_model": base, "task": task,
+                                              **({"labels": labels} if labels else {})})
+    server = AdapterServer.from_paths([tmp_path / "gen", tmp_path / "cls"])
+    assert list(server.adapters) == ["gen", "cls"]
+    generated = server.predict(["say hello"], "gen", max_new_tokens=4)
+    assert generated[0].score is None and isinstance(generated[0].output, str)
+    scored = server.predict(["a fine film", "dull"], "cls")
+    assert all(p.output in ("negative", "positive") and 0.5 <= p.score <= 1 for p in scored)

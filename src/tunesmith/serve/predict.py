@@ -44,10 +44,11 @@ def _signature(meta: dict[str, Any]) -> dict[str, Any]:
     family = "peft" if meta.get("format") == "peft" else meta.get("format")
     return {
         "base model": meta.get("base_model"),
-        "task": "classification" if meta.get("task") == "classification" else "generative",
+        "task": "classification" if meta.get("task") == "classification" else "causal LM",
         "method family": family,
         "4-bit base": meta.get("method") == "qlora",
-        "number of labels": len(meta.get("labels") or []),
+        # Only a classification head's size depends on the labels.
+        "number of labels": len(meta.get("labels") or []) if meta.get("task") == "classification" else None,
     }
 
 
@@ -110,6 +111,8 @@ class AdapterServer:
         meta = self.adapters[name]
         if meta["task"] == "classification":
             return self._classify(name, list(texts), meta["labels"])
+        if meta.get("labels"):  # classification trained as instructions on a causal LM
+            return self._label_likelihood(name, list(texts), meta["labels"])
         return self._generate(name, list(texts), max_new_tokens)
 
     def _classify(self, name: str, texts: list[str], labels: list[str]) -> list[Prediction]:
@@ -126,6 +129,23 @@ class AdapterServer:
                 best = probs.argmax(dim=-1)
                 for text, i, row in zip(chunk, best.tolist(), probs, strict=True):
                     out.append(Prediction(name, text, labels[i], float(row[i])))
+        return out
+
+    def _label_likelihood(self, name: str, texts: list[str], labels: list[str]) -> list[Prediction]:
+        import math
+
+        from tunesmith.evaluate.prompting import label_nlls, most_likely
+        from tunesmith.train.causal import classification_prompt
+
+        # As in training and evaluation: the labels are named in the prompt and each label's
+        # reply is scored; the probability is normalised over the labels.
+        prompts = [[{"role": "user", "content": classification_prompt(t, labels)}] for t in texts]
+        out = []
+        for text, scores in zip(texts, label_nlls(self.model, self.tokenizer, prompts, labels), strict=True):
+            label = most_likely(labels, scores)
+            best = min(total for total, _ in scores)
+            weights = [math.exp(best - total) for total, _ in scores]
+            out.append(Prediction(name, text, label, weights[labels.index(label)] / sum(weights)))
         return out
 
     def _generate(self, name: str, texts: list[str], max_new_tokens: int) -> list[Prediction]:
