@@ -68,3 +68,15 @@ def test_compare_cli_prints_the_table_and_fails_cleanly_on_a_bad_run(in_tmp):
                           f"sqlite:///{in_tmp / 'm.db'}"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert "neither a run folder nor a run id" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_tracking_uri_comes_from_the_flag_the_environment_or_params_yaml(in_tmp, monkeypatch):
+    from tunesmith.pipelines.registry import resolve_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None) == "sqlite:///mlflow.db"
+    (in_tmp / "params.yaml").write_text("tracking:\n  mlflow_uri: sqlite:///project.db\n")
+    assert resolve_tracking_uri(None) == "sqlite:///project.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"

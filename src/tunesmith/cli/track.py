@@ -7,17 +7,13 @@ its result; nothing heavy (mlflow, dvc) is imported at module level.
 from __future__ import annotations
 
 import argparse
-import os
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def _tracking_uri_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
-        help="MLflow tracking and registry URI: sqlite:///mlflow.db (default, or "
-        "$MLFLOW_TRACKING_URI) or a server such as http://127.0.0.1:5000",
+        help="MLflow tracking and registry URI, e.g. http://127.0.0.1:5000 (default: "
+        "$MLFLOW_TRACKING_URI, else tracking.mlflow_uri of ./params.yaml, else sqlite:///mlflow.db)",
     )
 
 
@@ -156,18 +152,18 @@ def _stage_evaluate(args: argparse.Namespace) -> int:
 
 
 def _registry_register(args: argparse.Namespace) -> int:
-    from tunesmith.pipelines.registry import register_run
+    from tunesmith.pipelines.registry import register_run, resolve_tracking_uri
 
-    info = register_run(args.run, args.name, tracking_uri=args.tracking_uri)
+    info = register_run(args.run, args.name, tracking_uri=resolve_tracking_uri(args.tracking_uri))
     print(f"Registered {info.name} version {info.version} (MLflow run {info.run_id}).")
     print(f"Promote it: tunesmith registry promote {info.name} {info.version} --alias staging")
     return 0
 
 
 def _registry_promote(args: argparse.Namespace) -> int:
-    from tunesmith.pipelines.registry import promote_version
+    from tunesmith.pipelines.registry import promote_version, resolve_tracking_uri
 
-    info = promote_version(args.name, args.version, args.alias, tracking_uri=args.tracking_uri)
+    info = promote_version(args.name, args.version, args.alias, tracking_uri=resolve_tracking_uri(args.tracking_uri))
     print(f"{info.name}@{args.alias} -> version {info.version}. Load it with "
           f"mlflow.pyfunc.load_model('models:/{info.name}@{args.alias}').")
     return 0
@@ -177,13 +173,14 @@ def _registry_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tunesmith.pipelines.registry import list_versions
+    from tunesmith.pipelines.registry import list_versions, resolve_tracking_uri
 
-    versions = list_versions(tracking_uri=args.tracking_uri)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    versions = list_versions(tracking_uri=uri)
     if not versions:
-        print(f"No registered models in {args.tracking_uri}.")
+        print(f"No registered models in {uri}.")
         return 0
-    table = Table(title=f"Registered models ({args.tracking_uri})")
+    table = Table(title=f"Registered models ({uri})")
     for column in ("model", "version", "aliases", "metrics", "run"):
         table.add_column(column)
     for v in versions:
@@ -217,9 +214,9 @@ def _runs_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tunesmith.pipelines.registry import compare_runs
+    from tunesmith.pipelines.registry import compare_runs, resolve_tracking_uri
 
-    result = compare_runs(args.run_a, args.run_b, tracking_uri=args.tracking_uri)
+    result = compare_runs(args.run_a, args.run_b, tracking_uri=resolve_tracking_uri(args.tracking_uri))
     console = Console(width=max(100, Console().width))
     console.print(f"A: {result.a.label}\nB: {result.b.label}")
     if result.params:

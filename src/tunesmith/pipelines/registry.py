@@ -6,10 +6,26 @@ The work is in :mod:`tunesmith.track.registry`; these are the typed entry points
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tunesmith.track.compare import Comparison, compare_snapshots, snapshot
 from tunesmith.track.registry import ModelVersionInfo, list_models, promote, register
+
+
+def resolve_tracking_uri(explicit: str | None, params: str | Path = "params.yaml") -> str:
+    """The MLflow URI to use: ``explicit``, else $MLFLOW_TRACKING_URI, else the
+    ``tracking.mlflow_uri`` of ``params`` (a tunesmith project's params.yaml) when it exists,
+    else the embedded ``sqlite:///mlflow.db``."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if Path(params).is_file():
+        from tunesmith.config import load_config
+
+        return load_config(params).tracking.mlflow_uri
+    return "sqlite:///mlflow.db"
 
 
 def register_run(run: str | Path, name: str, *, tracking_uri: str) -> ModelVersionInfo:
