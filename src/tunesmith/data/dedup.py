@@ -15,8 +15,9 @@ bytes each in Python), never the text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import re
+import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,18 +28,22 @@ from tunesmith.records import Record
 # Words per shingle. Short texts (fewer words) are one shingle. 2-word shingles keep Jaccard
 # meaningful on the guide's typical short inputs (a review of 18 words has 17 shingles).
 SHINGLE_WORDS = 2
-NUM_PERM = 128
+NUM_PERM = 64
 # Pairs listed in reports; counts are always exact.
 PAIRS_KEPT = 1000
 
-_SPACE = re.compile(r"\s+")
+@functools.cache
+def _punctuation_to_space() -> dict[int, int]:
+    # Built once (about 0.3 s): str.translate then runs in C, unlike a per-character loop.
+    return {
+        cp: 32 for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)).startswith("P")
+    }
 
 
 def normalize(text: str) -> str:
     """Lower case, punctuation removed, whitespace collapsed: what "the same text" means here."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
-    return _SPACE.sub(" ", text).strip()
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_punctuation_to_space())
+    return " ".join(text.split())
 
 
 def text_hash(text: str) -> int:

@@ -284,7 +284,7 @@ def inspect_data(
     """Stream ``dataset`` once: validate, find duplicates, measure lengths and label balance.
 
     Holds per record only an 8-byte hash, its line and its lengths (``dedup="near"`` adds a
-    128-value MinHash signature), never the text. Lengths are in the tokens of ``model`` when
+    64-value MinHash signature and its LSH entries), never the text. Lengths are in the tokens of ``model`` when
     given, else in words.
     """
     from tunesmith.data.dedup import DedupReport, ExactIndex, NearIndex
