@@ -10,6 +10,7 @@ design.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from scale_helpers import adapter_tensors, history, run_cli, write_config
 
@@ -27,6 +28,8 @@ def test_rank_args_send_other_processes_to_their_own_folder():
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
+# End to end through the CLI in subprocesses (about a minute of CPU).
+@pytest.mark.integration
 def test_two_processes_match_one_with_the_same_global_batch(tiny_setup, in_tmp):
     common = {"max_steps": 6, "lora_dropout": 0.0, "group_by_length": False, "eval_every": 3}
     one = write_config(in_tmp / "one.yaml", tiny_setup["model_no_dropout"], batch_size=8, **common)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 from scale_helpers import CLI, adapter_tensors, cli_env, history, run_cli, write_config
 
@@ -47,6 +48,8 @@ def _kill_after_first_checkpoint(args: list[str], run_dir, cwd) -> int:
     return json.loads(saved.read_text())["step"]
 
 
+# End to end through the CLI in subprocesses (about a minute of CPU).
+@pytest.mark.integration
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_setup, in_tmp):
     config = write_config(in_tmp / "params.yaml", tiny_setup["model"], batch_size=4,
                           max_steps=STEPS, eval_every=EVAL_EVERY, lora_dropout=0.1,
