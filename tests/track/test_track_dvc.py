@@ -70,6 +70,8 @@ def test_scaffolded_pipeline_under_real_dvc(tmp_path, tiny_base):
     assert manifest["counts"]["used"] == 200
     assert {p.name for p in (project / "plots").iterdir()} >= {"loss.png", "lr.png", "confusion_matrix.png"}
     assert "data:image/png;base64," in (project / "reports/report.html").read_text()
+    _sh(project, dvc, "plots", "show", "--out", str(tmp_path / "plots-html"), env=env)
+    assert (tmp_path / "plots-html/static/workspace_plots_loss.png").is_file()
     assert not (project / "models/run/metrics.json").read_text().count("finetuned")  # untouched out
 
     # The training run leads back to the data: DVC's hash of every data stage output.

@@ -36,35 +36,29 @@ def register(commands: argparse._SubParsersAction) -> None:
         "stage", help="one step of the DVC pipeline that `tunesmith init` writes",
         description="The data and evaluation steps that dvc.yaml runs; each reads params.yaml.",
     )
+    stage.set_defaults(handler=lambda _args: _usage(stage))
     steps = stage.add_subparsers(dest="stage", metavar="STEP")
-    ingest = steps.add_parser("ingest", help="raw dataset -> OUT (a built-in as JSONL)")
-    ingest.add_argument("--config", required=True)
-    ingest.add_argument("--out", required=True)
-    ingest.set_defaults(handler=_stage_ingest)
-    preprocess = steps.add_parser("preprocess", help="validate + de-duplicate RAW -> OUT")
-    preprocess.add_argument("--config", required=True)
-    preprocess.add_argument("--raw", required=True)
-    preprocess.add_argument("--out", required=True)
-    preprocess.set_defaults(handler=_stage_preprocess)
-    split = steps.add_parser("split", help="PROCESSED -> OUT/{train,val,test}.jsonl + manifest")
-    split.add_argument("--config", required=True)
-    split.add_argument("--processed", required=True)
-    split.add_argument("--out", required=True)
-    split.set_defaults(handler=_stage_split)
-    evaluate = steps.add_parser("evaluate", help="evaluate RUN on DATA -> METRICS, PLOTS, REPORTS")
-    evaluate.add_argument("--config", required=True)
-    evaluate.add_argument("--run", required=True)
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--metrics", required=True)
-    evaluate.add_argument("--plots", required=True)
-    evaluate.add_argument("--reports", required=True)
-    evaluate.set_defaults(handler=_stage_evaluate)
+    # Every step reads --config (params.yaml) and takes its input and output folders as options.
+    for name, help_text, folders, handler in (
+        ("ingest", "raw dataset -> OUT (a built-in as JSONL)", ("--out",), _stage_ingest),
+        ("preprocess", "validate + de-duplicate RAW -> OUT", ("--raw", "--out"), _stage_preprocess),
+        ("split", "PROCESSED -> OUT/{train,val,test}.jsonl + manifest", ("--processed", "--out"),
+         _stage_split),
+        ("evaluate", "evaluate RUN on DATA -> METRICS, PLOTS, REPORTS",
+         ("--run", "--data", "--metrics", "--plots", "--reports"), _stage_evaluate),
+    ):
+        step = steps.add_parser(name, help=help_text)
+        step.add_argument("--config", required=True, help="the project's params.yaml")
+        for folder in folders:
+            step.add_argument(folder, required=True)
+        step.set_defaults(handler=handler)
 
     registry = commands.add_parser(
         "registry", help="MLflow model registry: register a run, promote by alias, list",
         description="A registered version is an MLflow pyfunc model (base + adapter): "
         "mlflow.pyfunc.load_model('models:/NAME@production').predict([...]).",
     )
+    registry.set_defaults(handler=lambda _args: _usage(registry))
     actions = registry.add_subparsers(dest="action", metavar="ACTION")
     reg = actions.add_parser("register", help="register RUN (run folder or MLflow run id)")
     reg.add_argument("run", metavar="RUN")
@@ -94,6 +88,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     if runs is None:
         runs = commands.add_parser("runs", help="compare runs")
     add_runs_compare(runs.add_subparsers(dest="runs_action", metavar="ACTION"))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    """A command group called without its sub-command: show what it offers (usage error)."""
+    parser.print_help()
+    return 2
 
 
 def _init(args: argparse.Namespace) -> int:
