@@ -1,0 +1,62 @@
+"""compare-methods on a tiny random base: same data for each method, the table, plot and MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from methods_tiny import save_tiny_base
+
+from tunesmith.config import load_config
+from tunesmith.errors import ConfigError
+from tunesmith.methods.compare import MethodResult, comparison_markdown, relative_to_full
+from tunesmith.pipelines.methods import compare_methods, method_learning_rate, parse_methods
+
+
+def test_compare_methods_trains_each_method_on_the_same_data(in_tmp):
+    base = save_tiny_base(in_tmp / "base", "bert")
+    cfg = load_config(None, [
+        "prepare.limit=60", f"finetune.model={base}", "finetune.max_steps=2",
+        "finetune.batch_size=8", "finetune.learning_rate=1e-3", "tracking.run_name=cmp",
+    ])
+    result = compare_methods(cfg, ["full", "lora"], fresh_process=False, progress=False,
+                             log=lambda _: None)
+    out = in_tmp / "runs" / "cmp"
+    assert result.out_dir.resolve() == out.resolve() and result.metric == "accuracy"
+    full, lora = result.results
+    assert full.learning_rate == 5e-5 and lora.learning_rate == 1e-3  # full capped to the guide's range
+    assert full.trainable_percent == 100.0 and 0 < lora.trainable_percent < 20
+    for r in result.results:
+        metrics = json.loads((out / r.method / "metrics.json").read_text())
+        assert r.metric == metrics["finetuned"]["accuracy"]
+        assert json.loads((out / r.method / "run.json").read_text())["method"] == r.method
+        assert r.peak_memory_mb > 0 and r.seconds_per_epoch > 0
+    table = json.loads((out / "comparison.json").read_text())
+    assert [m["method"] for m in table["methods"]] == ["full", "lora"]
+    assert table["methods"][0]["percent_of_full"] == 100.0
+    assert "| lora | 0.001 |" in (out / "comparison.md").read_text()
+    assert (out / "plots" / "comparison.png").stat().st_size > 1000
+
+    import mlflow
+
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["tunesmith"], filter_string="tags.kind = 'compare-methods'")
+    assert len(runs) == 1 and runs.iloc[0]["metrics.lora_trainable_percent"] == lora.trainable_percent
+
+
+def test_percent_of_full_and_learning_rates():
+    def result(method, metric):
+        return MethodResult(method, 1e-3, 10, 1.0, 100.0, 5.0, metric, "x")
+
+    rows = [result("full", 0.80), result("lora", 0.72)]
+    assert relative_to_full(rows, "accuracy") == {"full": 100.0, "lora": pytest.approx(90.0)}
+    assert relative_to_full([result("full", 10.0), result("lora", 20.0)], "perplexity")["lora"] == 50.0
+    assert relative_to_full([result("lora", 0.7)], "accuracy") == {"lora": None}
+    assert "| lora | 0.001 | 10 (1.00%) | 100 MB | 5 s | 0.7200 | 90.0% |" in comparison_markdown(rows, "accuracy", "")
+    cfg = load_config(None, ["finetune.learning_rate=2e-3"])
+    assert method_learning_rate(cfg, "full", {}) == 5e-5
+    assert method_learning_rate(cfg, "full", {"full": 1e-5}) == 1e-5
+    assert method_learning_rate(cfg, "dora", {}) == 2e-3
+    assert parse_methods("lora, dora,lora") == ["lora", "dora"]
+    with pytest.raises(ConfigError, match="'bitfit'|bitfit"):
+        parse_methods("lora,bitfit")
