@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tunesmith.cli.run import _quiet  # the same quiet console as the run commands
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser(
@@ -52,15 +54,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--out", help="the comparison folder (default runs/compare-...)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bars")
     compare.set_defaults(handler=_compare)
-
-
-def _quiet() -> None:
-    import logging
-    import os
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("mlflow", "alembic", "peft", "transformers"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _predict(args: argparse.Namespace) -> int:
