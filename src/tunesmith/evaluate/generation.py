@@ -198,7 +198,10 @@ def evaluate_run(
         "max_length": cfg.prepare.max_length,
         "generation_limit": ev.generation_limit,
     }
-    loaded = load_model(run_meta["model"], task=task)
+    # (methods hook) A QLoRA adapter was trained on the NF4 base: score it on that base.
+    qlora = run_meta.get("method") == "qlora"
+    loaded = load_model(run_meta["model"], task=task, load_in_4bit=qlora,
+                        compute_dtype=cfg.finetune.qlora_compute_dtype if qlora else "float32")
     tokenizer, model = loaded.tokenizer, loaded.model
 
     general_rows = None

@@ -48,7 +48,10 @@ def _evaluate_classification(
     labels = run_meta["labels"]
     train_records = read_split(data_dir, "train", "classification")
     test_records = read_records(test_file, task="classification")
-    loaded = load_model(run_meta["model"], task="classification", labels=labels)
+    # (methods hook) A QLoRA adapter was trained on the NF4 base: score it on that base.
+    qlora = run_meta.get("method") == "qlora"
+    loaded = load_model(run_meta["model"], task="classification", labels=labels, load_in_4bit=qlora,
+                        compute_dtype=cfg.finetune.qlora_compute_dtype if qlora else "float32")
     max_length = cfg.prepare.max_length
     train_enc = encode_classification(train_records, loaded.tokenizer, labels, max_length)
     test_enc = encode_classification(test_records, loaded.tokenizer, labels, max_length)
