@@ -180,7 +180,7 @@ def gather(run_dir: str | Path) -> ReportContent:
         missing.append("training history (history.jsonl)")
     return ReportContent(
         run_dir=root,
-        title=f"tunesmith run {facts['run']}",
+        title=f"tunesmith report: {facts['run']}",
         facts=facts,
         config_yaml=config_yaml,
         data_summary=_data_summary(root, run_meta),
