@@ -38,6 +38,7 @@ def test_save_then_load_gives_the_same_predictions(tmp_path, method, task):
     saved = save_adapter(model, tmp_path / "adapter", {"base_model": "tiny", "task": task})
     meta = read_adapter_meta(tmp_path / "adapter")
     assert meta["method"] == method and meta["task"] == task
+    assert 0 < meta["size_bytes"] < saved.size_bytes
     assert saved.size_bytes == sum(f.stat().st_size for f in (tmp_path / "adapter").iterdir())
     if method != "full":  # only the trained parameters are written
         assert meta["trainable_params"] < meta["total_params"] / 5

@@ -162,7 +162,8 @@ def save_adapter(model: nn.Module, directory: str | Path, meta: dict[str, Any]) 
     """Write the trained parameters of ``model`` (active adapter only) and ``tunesmith_adapter.json``.
 
     ``meta`` should carry what is needed to rebuild the base: ``base_model``, ``task`` and, for
-    classification, ``labels``. The method, parameter counts and size on disk are added.
+    classification, ``labels``. The method, parameter counts and size on disk (``size_bytes``:
+    the weights, without this JSON) are added; the returned size counts the whole folder.
     """
     from safetensors.torch import save_file
 
@@ -195,6 +196,8 @@ def save_adapter(model: nn.Module, directory: str | Path, meta: dict[str, Any]) 
         "trainable_params": summary.trainable,
         "total_params": summary.total,
         "trainable_percent": round(summary.percent, 4),
+        # What serving this adapter adds to the base on disk (the guide's "small adapter files").
+        "size_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.name != ADAPTER_META),
     }
     (out / ADAPTER_META).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     size = _dir_size(out)
