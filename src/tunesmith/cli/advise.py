@@ -39,6 +39,41 @@ def register(commands: argparse._SubParsersAction) -> None:
     est.add_argument("--json", action="store_true", help="print JSON (weights_gb ... total_gb)")
     est.set_defaults(handler=_estimate_memory)
 
+    adv = commands.add_parser(
+        "advise", help="a training plan from the guide's decision trees, sized to your memory",
+        description="Walk the guide's decision trees (method, LoRA rank, learning rate, epochs, "
+        "batch and accumulation, warmup, max_length) for this model, data size and memory; "
+        "print each choice with its reason; --write saves a params.yaml for `tunesmith run`.",
+    )
+    adv.add_argument("--model", required=True, help="a built-in name, a model folder or a config.json")
+    adv.add_argument("--examples", type=int, help="how many examples you have (default: counted in --data)")
+    adv.add_argument("--memory", type=float, help="GB training may use (default: free GPU memory or available RAM)")
+    adv.add_argument("--data", help="your data file or a built-in dataset: counts, task, max_length")
+    adv.add_argument("--tasks", type=int, default=1, help="how many tasks you finetune for (default 1)")
+    adv.add_argument("--domain-shift", choices=("low", "high"), default="low",
+                     help="how far the task is from pretraining (default low)")
+    adv.add_argument("--write", metavar="PARAMS_YAML", help="write the plan as a params.yaml")
+    adv.add_argument("--probe", action="store_true",
+                     help="measure the learning rate with lr-find on --data and use it")
+    adv.add_argument("--json", action="store_true", help="print the plan as JSON")
+    adv.set_defaults(handler=_advise)
+
+    lrf = commands.add_parser(
+        "lr-find", help="measure a learning rate: a short range test, plotted, with a suggestion",
+        description="Train a fresh copy of the model for about 100 steps while the learning rate "
+        "rises exponentially, stop when the loss diverges, plot loss against learning rate "
+        "(OUT/lr_find.png) and suggest a value with its reason.",
+    )
+    lrf.add_argument("--config", required=True, help="params.yaml (data, model, method, batch)")
+    lrf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set prepare.limit=2000")
+    lrf.add_argument("--steps", type=int, default=100, help="steps of the test (default 100)")
+    lrf.add_argument("--start-lr", type=float, default=1e-6)
+    lrf.add_argument("--end-lr", type=float, default=1.0)
+    lrf.add_argument("--out", default="lr_find", help="folder for lr_find.png/json (default ./lr_find)")
+    lrf.add_argument("--json", action="store_true", help="print the result as JSON")
+    lrf.set_defaults(handler=_lr_find)
+
     diag = commands.add_parser(
         "diagnose", help="classify a run's curves (healthy, overfitting ...) and say what to change",
         description="Read RUN/history.jsonl, classify it as healthy, overfitting, overfitting from "
@@ -74,6 +109,49 @@ def _estimate_memory(args: argparse.Namespace) -> int:
            + [("total", format_bytes(est.total_bytes), "sum of the lines above")])
     for note in est.notes:
         print(f"note: {note}")
+    return 0
+
+
+def _advise(args: argparse.Namespace) -> int:
+    from tunesmith.advise.memory import format_bytes
+    from tunesmith.pipelines.advise import advise
+
+    plan = advise(
+        model=args.model, examples=args.examples, memory_gb=args.memory, data=args.data,
+        tasks=args.tasks, domain_shift=args.domain_shift, write=args.write, probe=args.probe,
+    )
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    for note in plan.notes:
+        print(f"note: {note}")
+    _table([(c.key.split(".")[-1], c.value, c.reason) for c in plan.choices])
+    est = plan.estimate
+    print(f"estimated peak: {format_bytes(est.total_bytes)} of {plan.memory_gb:.1f} GB "
+          f"(weights {format_bytes(est.parts[0].bytes)}, activations "
+          f"{format_bytes(est.part('activations').bytes) if est.part('activations') else '?'})")
+    if args.write:
+        print(f"wrote {args.write}: run it with `tunesmith run --config {args.write}`")
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.pipelines.advise import lr_find
+
+    cfg = load_config(args.config, args.set)
+    result = lr_find(cfg, out_dir=args.out, steps=args.steps, start_lr=args.start_lr,
+                     end_lr=args.end_lr)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"suggested learning rate: {result.suggestion:.1e}")
+    print(f"  why: {result.reason}")
+    print(f"  config has {cfg.finetune.learning_rate:g}; use it with "
+          f"--set finetune.learning_rate={result.suggestion:.1e}")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"plot: {result.plot}")
     return 0
 
 

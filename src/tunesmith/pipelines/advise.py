@@ -6,6 +6,7 @@ Each returns a typed result that the CLI renders; nothing here prints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,139 @@ def diagnose(run_dir: str | Path) -> Any:
     config_path = (run if run.is_dir() else run.parent) / "config.yaml"
     cfg = load_config(config_path) if config_path.is_file() else None
     return diagnose_history(history, cfg.finetune if cfg else None)
+
+
+def available_memory_gb() -> tuple[float, str]:
+    """Memory training may use here: free GPU memory on CUDA, else available RAM."""
+    import psutil
+    import torch
+
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return free / 1e9, "free GPU memory (torch.cuda.mem_get_info)"
+    return psutil.virtual_memory().available / 1e9, "available RAM (psutil)"
+
+
+def advise(
+    *,
+    model: str,
+    examples: int | None = None,
+    memory_gb: float | None = None,
+    data: str | None = None,
+    tasks: int = 1,
+    domain_shift: str = "low",
+    write: str | Path | None = None,
+    probe: bool = False,
+    log: Callable[[str], None] = print,
+) -> Any:
+    """``tunesmith advise``: a :class:`~tunesmith.advise.plan.Plan` for ``model`` on this data
+    size and memory. ``data`` (a file or built-in dataset) gives the example count, the task and
+    max_length (95th percentile of the token lengths); ``probe`` runs the learning-rate finder
+    on it and takes its suggestion; ``write`` saves the plan as a params.yaml that
+    ``tunesmith run --config`` accepts. Raises UsageError when neither examples nor data is
+    given, DataError for unusable data."""
+    import torch
+
+    from tunesmith.advise import memory
+    from tunesmith.advise.plan import Choice, make_plan
+    from tunesmith.config import load_config, save_config
+
+    if examples is None and data is None:
+        raise UsageError("give --examples N or --data FILE (whose records are counted).")
+    if probe and data is None:
+        raise UsageError("--probe runs the learning-rate finder on your data: give --data.")
+    shape = memory.model_shape(model)
+    memory_reason = "given with --memory"
+    if memory_gb is None:
+        memory_gb, memory_reason = available_memory_gb()
+    task = max_length = length_reason = None
+    if data is not None:
+        from tunesmith.pipelines.prepare import inspect_data
+
+        report = inspect_data(data, model=model)
+        unique = report.summary.accepted - (report.dedup.removed if report.dedup else 0)
+        examples = examples or unique
+        task = report.task
+        if report.lengths:
+            p95 = report.lengths["total"]["p95"]
+            max_length = max(8, report.lengths["advised_max_length"])
+            length_reason = (f"guide: the 95th percentile of your lengths ({p95} {model} tokens "
+                             "with special tokens), rounded up to a multiple of 8")
+    plan = make_plan(
+        shape, examples=int(examples), memory_gb=memory_gb, task=task, tasks=tasks,  # type: ignore[arg-type]
+        domain_shift=domain_shift, max_length=max_length, max_length_reason=length_reason,
+        dataset=data, model=_model_name(model),
+        precision=memory.config_precision("auto", cuda=torch.cuda.is_available()),
+    )
+    plan.notes.append(f"memory: {memory_gb:.1f} GB, {memory_reason}.")
+    if probe:
+        from tunesmith.advise.lr_find import lr_find as run_lr_find
+
+        found = run_lr_find(plan.config, out_dir=Path(write).parent if write else Path("."),
+                            log=log)
+        finetune = plan.config.finetune.model_copy(update={"learning_rate": found.suggestion})
+        plan.config = plan.config.model_copy(update={"finetune": finetune})
+        plan.choices = [c for c in plan.choices if c.key != "finetune.learning_rate"]
+        plan.choices.append(Choice("finetune.learning_rate", found.suggestion,
+                                   f"measured by lr-find: {found.reason}"))
+    if write is not None:
+        save_config(plan.config, write)
+        load_config(write)  # what `tunesmith run --config` will do: fail here, not there
+    return plan
+
+
+def _model_name(model: str) -> str:
+    """The name `tunesmith run` loads: a config.json stands for the folder holding it."""
+    path = Path(model)
+    return str(path.parent) if path.is_file() and path.suffix == ".json" else model
+
+
+def lr_find(
+    cfg: Any,
+    *,
+    out_dir: str | Path = ".",
+    steps: int = 100,
+    start_lr: float = 1e-6,
+    end_lr: float = 1.0,
+    log: Callable[[str], None] = print,
+) -> Any:
+    """``tunesmith lr-find``: prepare ``cfg``'s data, load a fresh copy of the model with the
+    method applied and run :func:`tunesmith.advise.lr_find.range_test` on the train split.
+    Writes ``lr_find.png`` and ``lr_find.json`` into ``out_dir``; returns the
+    :class:`~tunesmith.advise.lr_find.LrFindResult`. ``cfg`` is a Config or a params.yaml path."""
+    import json
+    import tempfile
+
+    from tunesmith.advise.lr_find import range_test
+    from tunesmith.config import Config, load_config
+    from tunesmith.methods import apply_method
+    from tunesmith.models import load_model
+    from tunesmith.pipelines.prepare import prepare_data
+    from tunesmith.pipelines.train import task_spec
+
+    config: Config = cfg if isinstance(cfg, Config) else load_config(cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tunesmith-lr-find-") as tmp:
+        prepared = prepare_data(config.prepare, tmp)
+    spec = task_spec(prepared.task)
+    labels = spec.labels(prepared.train)
+    ft = config.finetune
+    log(f"lr-find: {ft.model} + {ft.method} on {len(prepared.train)} {prepared.task} examples, "
+        f"{steps} steps from {start_lr:.0e} to {end_lr:.0e}")
+    loaded = load_model(
+        ft.model, task=prepared.task, labels=labels, load_in_4bit=ft.method == "qlora",
+        compute_dtype=ft.qlora_compute_dtype if ft.method == "qlora" else "float32",
+    )
+    # Only as many examples as the test can use: encoding all of a large set is wasted time.
+    needed = prepared.train[: steps * ft.batch_size]
+    # The task's encoder also encodes a validation list, which must not be empty; one will do.
+    plan = spec.plan(loaded, needed, needed[:1], config)
+    model = apply_method(loaded.model, ft, task=prepared.task)
+    result = range_test(
+        model, plan.train_data, objective=plan.objective, cfg=ft,
+        pad_token_id=loaded.tokenizer.pad_token_id, start_lr=start_lr, end_lr=end_lr,
+        steps=steps, out_dir=out, log=log,
+    )
+    (out / "lr_find.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
