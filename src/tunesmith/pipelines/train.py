@@ -246,6 +246,11 @@ def train(
     plan = spec.plan(loaded, train_records, val_records, cfg)
     for note in plan.notes:
         log(note)
+    # Hook (advisor): if the memory estimate does not fit, a smaller micro-batch with more
+    # accumulation (same effective batch); before apply_method, which reads gradient_checkpointing.
+    from tunesmith.advise.preflight import check_before_training
+
+    cfg = check_before_training(cfg, loaded.model, seq_len=max(plan.train_data.lengths, default=None), log=log)
     model = apply_method(loaded.model, cfg.finetune, task=task)
     summary = trainable_summary(model)
     log(f"{cfg.finetune.method}: {summary}")

@@ -1,0 +1,138 @@
+"""Before training: does the estimate fit in the memory there is? If not, shrink the micro-batch.
+
+:func:`preflight` is pure: given the config, the model's shape and the bytes available, it
+returns the config to train with and what it decided, in words. When the estimate does not fit
+it halves the micro-batch until it does and multiplies gradient accumulation by the same factor,
+so the effective batch (micro-batch x accumulation) stays what the config asked for (the guide's
+first two OOM fixes). If even a micro-batch of 1 does not fit it also turns on gradient
+checkpointing (the guide's fourth); if that is still not enough it says so and leaves the rest to
+the training loop's own out-of-memory recovery.
+
+:func:`check_before_training` measures the memory available (free GPU memory on CUDA; available
+RAM on CPU, plus what the already loaded model holds, since the estimate counts its weights too)
+and calls :func:`preflight`; the training pipeline calls it once the data is encoded, with the
+longest encoded example as the sequence length (batches are padded to their longest example,
+never beyond).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from tunesmith.advise.memory import (
+    MemoryEstimate,
+    ModelShape,
+    config_precision,
+    estimate_memory,
+    format_bytes,
+)
+from tunesmith.config import Config
+from tunesmith.errors import TunesmithError
+
+
+def _estimate(cfg: Config, shape: ModelShape, batch: int, seq_len: int, cuda: bool,
+              checkpointing: bool) -> MemoryEstimate:
+    ft = cfg.finetune
+    return estimate_memory(
+        shape, method=ft.method, batch_size=batch, max_length=seq_len,
+        precision=config_precision(ft.precision, cuda=cuda), optimizer="adamw",
+        gradient_checkpointing=checkpointing, lora_r=ft.lora_r,
+        lora_targets=ft.lora_target_modules, adapter_type=ft.adapter_type,
+        adapter_reduction_factor=ft.adapter_reduction_factor,
+        keep_best_copy=True,  # the loop keeps the best trainable weights in memory
+    )
+
+
+def preflight(
+    cfg: Config,
+    model_info: ModelShape,
+    available_bytes: float,
+    *,
+    seq_len: int | None = None,
+    cuda: bool = False,
+) -> tuple[Config, list[str]]:
+    """The config to train with and the messages that explain it.
+
+    ``seq_len`` is the longest sequence a batch will hold (default ``prepare.max_length``).
+    """
+    ft = cfg.finetune
+    length = min(seq_len or cfg.prepare.max_length, cfg.prepare.max_length)
+    batch, accum, checkpointing = ft.batch_size, ft.gradient_accumulation_steps, ft.gradient_checkpointing
+    first = _estimate(cfg, model_info, batch, length, cuda, checkpointing)
+    where = f"{format_bytes(available_bytes)} available"
+    if first.total_bytes <= available_bytes:
+        return cfg, [f"preflight: estimated peak {format_bytes(first.total_bytes)} for micro-batch "
+                     f"{batch} x {length} tokens fits in {where}."]
+    messages = [f"preflight: estimated peak {format_bytes(first.total_bytes)} for micro-batch "
+                f"{batch} x {length} tokens does not fit in {where}."]
+    new_batch = batch
+    while new_batch > 1:
+        new_batch = max(1, new_batch // 2)
+        if _estimate(cfg, model_info, new_batch, length, cuda, checkpointing).total_bytes <= available_bytes:
+            break
+    fits = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing).total_bytes <= available_bytes
+    if not fits and not checkpointing:
+        checkpointing = True
+        messages.append("preflight: a micro-batch of 1 does not fit either: gradient "
+                        "checkpointing turned on (recomputes activations; slower, less memory).")
+        new_batch = batch
+        while new_batch > 1 and _estimate(cfg, model_info, new_batch, length, cuda,
+                                          True).total_bytes > available_bytes:
+            new_batch = max(1, new_batch // 2)
+        fits = _estimate(cfg, model_info, new_batch, length, cuda, True).total_bytes <= available_bytes
+    new_accum = accum * math.ceil(batch / new_batch)
+    if new_batch != batch:
+        messages.append(
+            f"preflight: micro-batch {batch} -> {new_batch}, gradient accumulation {accum} -> "
+            f"{new_accum}: the effective batch stays {batch * accum}"
+            + ("" if new_batch * new_accum == batch * accum
+               else f" (now {new_batch * new_accum}: the batch was not a power of two)") + "."
+        )
+    last = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing)
+    if not fits:
+        messages.append(
+            f"preflight: still estimated {format_bytes(last.total_bytes)}: this may run out of "
+            "memory (the loop then halves the micro-batch again). The guide's bigger changes: "
+            "LoRA instead of full finetuning, QLoRA, a shorter max_length, a smaller model."
+        )
+    update = {"batch_size": new_batch, "gradient_accumulation_steps": new_accum,
+              "gradient_checkpointing": checkpointing}
+    return cfg.model_copy(update={"finetune": ft.model_copy(update=update)}), messages
+
+
+def resident_bytes(model: Any) -> int:
+    """Bytes the model's parameters and buffers hold now."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_before_training(
+    cfg: Config, model: Any, *, seq_len: int | None = None, log: Callable[[str], None] = print,
+) -> Config:
+    """Measure the memory available and run :func:`preflight`; log its messages.
+
+    Never stops a run: when the model's shape cannot be read (an architecture the estimator
+    does not know), it says so and returns ``cfg`` unchanged.
+    """
+    import psutil
+    import torch
+
+    from tunesmith.advise.memory import model_shape
+
+    try:
+        shape = model_shape(cfg.finetune.model)
+    except (TunesmithError, OSError, ValueError, KeyError) as exc:
+        log(f"preflight skipped: the memory estimate needs the model's config ({exc}).")
+        return cfg
+    cuda = torch.cuda.is_available()
+    if cuda:
+        free, _ = torch.cuda.mem_get_info()
+        available = free + (resident_bytes(model) if next(model.parameters()).is_cuda else 0)
+    else:
+        available = psutil.virtual_memory().available + resident_bytes(model)
+    new_cfg, messages = preflight(cfg, shape, available, seq_len=seq_len, cuda=cuda)
+    for message in messages:
+        log(message)
+    return new_cfg
