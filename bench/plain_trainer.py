@@ -100,14 +100,17 @@ class CountingCollator:
 
 class LoopTimer(TrainerCallback):
     """Seconds of the training loop itself (the Trainer's set-up before it is excluded, as
-    tunesmith's loop time excludes its own), and the resident memory when it starts."""
+    tunesmith's loop time excludes its own): wall clock and this process's CPU time, which
+    other jobs on a shared machine disturb much less. Also the resident memory at the start."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.rss_at_start_mb = current_rss_mb()
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.seconds = time.perf_counter() - self.started
+        self.cpu_seconds = time.process_time() - self.cpu_started
 
 
 def current_rss_mb() -> float:
@@ -243,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "padding_efficiency": real / padded,
         "real_tokens_per_second": real / seconds,
         "samples_per_second": samples / seconds,
+        "train_cpu_seconds": timer.cpu_seconds,
+        "real_tokens_per_cpu_second": real / timer.cpu_seconds,
         "mean_sequence_tokens": real / samples,
         "val_loss": validation_loss(model, val_set, collator),
         "peak_rss_mb": peak,

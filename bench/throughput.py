@@ -9,7 +9,8 @@ own subprocess (a fresh process: clean peak-memory figures, nothing cached betwe
 whatever else the machine is doing hits both sides alike. Per run it records:
 
 - real tokens/s: non-padding tokens of the trained batches / seconds of the training loop
-  (model loading, tokenizing and validation excluded on both sides);
+  (model loading, tokenizing and validation excluded on both sides), and the same per second
+  of the process's CPU time, which other jobs on a shared machine disturb much less;
 - samples/s: training examples per second;
 - peak memory: the process's resident-set high-water mark (``ru_maxrss``) at the end of
   training: model load and training included, the final validation excluded;
@@ -105,8 +106,8 @@ def run_plain(name: str, paths: dict, out: Path) -> dict:
 
 
 def run_tunesmith(name: str, paths: dict, out: Path) -> dict:
-    command = [sys.executable, str(HERE / "throughput.py"), "--side-b", name,
-               "--data", paths["data"], "--out", str(out)]
+    command = [sys.executable, str(HERE / "throughput.py"), "--side-b", name, "--steps",
+               str(CASES[name]["steps"]), "--data", paths["data"], "--out", str(out)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "result.json").read_text())
 
@@ -132,14 +133,20 @@ def tunesmith_side(name: str, data: Path, out: Path) -> dict:
     from tunesmith.pipelines.train import train
     from tunesmith.train.loop import Callback
 
-    class StartMemory(Callback):
-        """The resident memory just before the first forward pass."""
+    class Measure(Callback):
+        """Resident memory and CPU time just before the first forward pass; CPU time again
+        when the last step is logged (before the final validation)."""
 
         rss_at_start_mb: float | None = None
 
         def on_micro_batch(self, step, batch):
             if self.rss_at_start_mb is None:
                 self.rss_at_start_mb = current_rss_mb()
+                self.cpu_started = time.process_time()
+
+        def on_log(self, record):
+            if record["step"] == case["steps"]:
+                self.cpu_seconds = time.process_time() - self.cpu_started
 
     case = CASES[name]
     overrides = [
@@ -153,9 +160,9 @@ def tunesmith_side(name: str, data: Path, out: Path) -> dict:
         "tracking.enabled=false",
     ]
     cfg = load_config(None, overrides)
-    start_memory = StartMemory()
+    measure = Measure()
     result = train(cfg, data, out / "run", progress=False, log=lambda _: None,
-                   callbacks=[start_memory])
+                   callbacks=[measure])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fit = result.fit
 
@@ -185,11 +192,13 @@ def tunesmith_side(name: str, data: Path, out: Path) -> dict:
         "real_tokens": round(real),
         "real_tokens_per_second": fit.tokens_per_second,
         "samples_per_second": fit.samples_per_second,
+        "train_cpu_seconds": measure.cpu_seconds,
+        "real_tokens_per_cpu_second": real / measure.cpu_seconds,
         "mean_sequence_tokens": real / max(samples, 1),
         "val_loss": validation_loss(model, val_set, collator),
         "own_val_loss": own_val[-1]["val_loss"] if own_val else None,
         "peak_rss_mb": peak,
-        "peak_above_start_mb": peak - start_memory.rss_at_start_mb,
+        "peak_above_start_mb": peak - measure.rss_at_start_mb,
         "loop_peak_memory_mb": fit.peak_memory_mb,
         "threads": torch.get_num_threads(),
         # The reloaded model is frozen (inference): the trainable count comes from the run.
@@ -199,8 +208,8 @@ def tunesmith_side(name: str, data: Path, out: Path) -> dict:
 
 
 def summarise(runs: list[dict]) -> dict:
-    keys = ("real_tokens_per_second", "samples_per_second", "peak_rss_mb", "peak_above_start_mb",
-            "val_loss", "train_seconds")
+    keys = ("real_tokens_per_second", "real_tokens_per_cpu_second", "samples_per_second",
+            "peak_rss_mb", "peak_above_start_mb", "val_loss", "train_seconds")
     return {k: statistics.median(r[k] for r in runs) for k in keys} | {
         "mean_sequence_tokens": statistics.median(r["mean_sequence_tokens"] for r in runs),
         "model_shape": runs[0]["model_shape"],
@@ -211,6 +220,7 @@ def summarise(runs: list[dict]) -> dict:
 def compare(plain: dict, tuned: dict) -> dict:
     ratios = {
         "real_tokens_per_second": tuned["real_tokens_per_second"] / plain["real_tokens_per_second"],
+        "real_tokens_per_cpu_second": tuned["real_tokens_per_cpu_second"] / plain["real_tokens_per_cpu_second"],
         "samples_per_second": tuned["samples_per_second"] / plain["samples_per_second"],
         "peak_rss_mb": tuned["peak_rss_mb"] / plain["peak_rss_mb"],
         "peak_above_start_mb": tuned["peak_above_start_mb"] / plain["peak_above_start_mb"],
@@ -243,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--rounds", type=int, default=2, help="a/b pairs per case")
+    parser.add_argument("--steps", type=int,
+                        help="optimizer steps per run instead of each case's own (for a busy machine)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-bench",
                         help="scratch folder for data and run folders")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
@@ -253,16 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    if args.steps:
+        for case in CASES.values():
+            case["steps"] = args.steps
     if args.side_b:
         result = tunesmith_side(args.side_b, args.data, args.out)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         return 0
 
-    # Cases run separately keep each other's results: each case records its own date and load.
-    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    report = {"machine": machine(), "goals": GOALS, "shared_hyperparameters": SHARED,
-              "cases": previous.get("cases", {})}
+    report = {"machine": machine(), "goals": GOALS, "shared_hyperparameters": SHARED, "cases": {}}
     for name in args.cases:
         started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         load_before = os.getloadavg()[0]
@@ -275,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 run = runner(name, paths, args.work / name / f"{side}-{round_}")
                 runs.append(run)
                 print(f"{name} round {round_ + 1} {side:<9}: {run['real_tokens_per_second']:7.1f} "
-                      f"real tokens/s, {run['samples_per_second']:5.2f} samples/s, peak "
+                      f"real tokens/s ({run['real_tokens_per_cpu_second']:.1f} per CPU second), "
+                      f"{run['samples_per_second']:5.2f} samples/s, peak "
                       f"{run['peak_rss_mb']:6.0f} MB (+{run['peak_above_start_mb']:.0f} MB in "
                       f"training), val loss {run['val_loss']:.4f} "
                       f"({time.perf_counter() - started:.0f} s in all)", flush=True)
@@ -288,11 +301,16 @@ def main(argv: list[str] | None = None) -> int:
         ratios = report["cases"][name]["ratios_b_over_a"]
         met = report["cases"][name]["goal_met"]
         print(f"{name}: tunesmith / plain = {ratios['real_tokens_per_second']:.2f}x real tokens/s "
-              f"(goal >= 1.5x: {'met' if met['real_tokens_per_second'] else 'MISSED'}), "
+              f"(goal >= 1.5x: {'met' if met['real_tokens_per_second'] else 'MISSED'}; per CPU "
+              f"second {ratios['real_tokens_per_cpu_second']:.2f}x), "
               f"{ratios['peak_rss_mb']:.2f}x peak memory (goal <= 0.8x: "
               f"{'met' if met['peak_rss_mb'] else 'MISSED'}; training's own share "
               f"{ratios['peak_above_start_mb']:.2f}x), val loss {ratios['val_loss']:.3f}x "
               f"(goal within 2%: {'met' if met['val_loss'] else 'MISSED'})", flush=True)
+        # Cases run at other times (or by another run of this script at the same time) keep
+        # their results: read the file again just before writing; each case has its own date.
+        previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        report["cases"] = {**previous.get("cases", {}), **report["cases"]}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
