@@ -60,3 +60,14 @@ def test_percent_of_full_and_learning_rates():
     assert parse_methods("lora, dora,lora") == ["lora", "dora"]
     with pytest.raises(ConfigError, match="'bitfit'|bitfit"):
         parse_methods("lora,bitfit")
+
+
+def test_a_failing_method_is_reported_not_hidden(in_tmp):
+    base = save_tiny_base(in_tmp / "base", "bert")
+    # freeze_layers is for full finetuning only: LoRA refuses it with a ConfigError.
+    cfg = load_config(None, ["prepare.limit=40", f"finetune.model={base}", "finetune.freeze_layers=1",
+                             "tracking.enabled=false"])
+    from tunesmith.errors import UsageError
+
+    with pytest.raises(UsageError, match="every method failed:\n  lora: finetune.freeze_layers"):
+        compare_methods(cfg, ["lora"], fresh_process=False, progress=False, log=lambda _: None)

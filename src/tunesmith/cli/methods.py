@@ -125,6 +125,8 @@ def _compare(args: argparse.Namespace) -> int:
                       f"{r.metric:.4f}", f"{pct:.1f}%" if pct is not None else "n/a")
     console = Console()
     console.print(table)
+    for method, message in result.failed.items():
+        console.print(f"[red]{method} failed[/red]: {message}")
     console.print(f"written: {result.out_dir}/comparison.md, comparison.json, "
                   "plots/comparison.png; one run folder per method")
     return 0

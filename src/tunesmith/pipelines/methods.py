@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import METHODS, Config
-from tunesmith.errors import ConfigError, UsageError
+from tunesmith.errors import ConfigError, TunesmithError, UsageError
 
 # Guide: full finetuning wants 1e-5 to 5e-5; a LoRA-sized rate would wreck the pretrained weights.
 FULL_LR_CEILING = 5e-5
@@ -60,8 +60,9 @@ def merge(run: str | Path, out_dir: str | Path) -> Any:
 class CompareResult:
     out_dir: Path
     metric: str
-    results: list[Any]  # MethodResult per method, in the order asked
+    results: list[Any]  # MethodResult per method that ran, in the order asked
     markdown: str
+    failed: dict[str, str]  # method -> error message
 
 
 def parse_methods(text: str) -> list[str]:
@@ -143,6 +144,7 @@ def compare_methods(
         f"{len(prepared.test)} test; methods: {', '.join(methods)}")
 
     results: list[MethodResult] = []
+    failed: dict[str, str] = {}
     metric = ""
     for method in methods:
         lr = method_learning_rate(cfg, method, overrides)
@@ -152,9 +154,18 @@ def compare_methods(
         log(f"--- {method} (learning rate {lr:g}) ---")
         run_dir = out / method
         args = (method_cfg, out / "data", run_dir, progress)
-        metrics = _in_fresh_process(*args) if fresh_process else _train_and_evaluate(*args)
+        try:
+            metrics = _in_fresh_process(*args) if fresh_process else _train_and_evaluate(*args)
+        except TunesmithError as exc:
+            # One method that cannot run here (say, a model QLoRA cannot quantise) should not
+            # cost the others' results: it is reported and left out of the table.
+            failed[method] = str(exc)
+            log(f"{method} failed: {exc}")
+            continue
         metric = metric or _metric_for(prepared.task, metrics["finetuned"])
         results.append(MethodResult.from_metrics(method, lr, metrics, metric, len(prepared.train), run_dir))
+    if not results:
+        raise UsageError("every method failed:\n" + "\n".join(f"  {m}: {e}" for m, e in failed.items()))
 
     f = cfg.finetune
     settings = (
@@ -166,13 +177,15 @@ def compare_methods(
         "Peak memory is the training process's RSS on CPU (max allocated on CUDA); time per epoch "
         "is train examples / measured throughput."
     )
+    if failed:
+        settings += "\n\nFailed: " + "; ".join(f"{m}: {e.splitlines()[0]}" for m, e in failed.items())
     markdown = comparison_markdown(results, metric, settings)
     (out / "comparison.md").write_text(markdown, encoding="utf-8")
-    write_json(out / "comparison.json", results_json(results, metric))
+    write_json(out / "comparison.json", {**results_json(results, metric), "failed": failed})
     plot_comparison(results, metric, out / "plots" / "comparison.png")
     if cfg.tracking.enabled:
         _log_comparison(cfg, name, out, results, metric)
-    return CompareResult(out, metric, results, markdown)
+    return CompareResult(out, metric, results, markdown, failed)
 
 
 def _log_comparison(cfg: Config, name: str, out: Path, results: Sequence[Any], metric: str) -> None:
