@@ -112,6 +112,30 @@ def predict(model_name: str, method: str, batch: int, length: int) -> dict:
     return {k: v for k, v in est.to_json().items() if k.endswith("_gb")}
 
 
+def save(results: list[dict], default_malloc: bool) -> Path:
+    """Write the rows measured so far (after every row: a long run that is stopped keeps them).
+    Rows measured before by another ``--only`` run stay unless measured again."""
+    target = DEFAULT_MALLOC_RESULTS if default_malloc else RESULTS
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def key(r: dict) -> tuple:
+        return (r["model"], r["method"], r["batch"], r["length"])
+
+    rows = list(results)
+    if target.is_file():
+        fresh = {key(r) for r in results}
+        rows += [r for r in json.loads(target.read_text())["rows"] if key(r) not in fresh]
+    order = {(m, meth, b, n): i for i, (m, _, meth, b, n) in enumerate(ROWS)}
+    rows.sort(key=lambda r: order.get(key(r), len(ROWS)))
+    target.write_text(json.dumps({
+        "what": "predicted total_gb vs measured peak RSS added by training (GB = 1e9 bytes)",
+        "steps": STEPS, "tolerance": TOLERANCE,
+        "malloc": "glibc default" if default_malloc else "MALLOC_MMAP_THRESHOLD_=131072",
+        "rows": rows,
+    }, indent=2) + "\n")
+    return target
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="MiniLM rows only")
@@ -158,27 +182,10 @@ def main() -> int:
             "relative_error": round(error, 4), "within_tolerance": abs(error) <= TOLERANCE,
             "seconds": round(time.time() - started, 1),
         })
+        save(results, args.default_malloc)
     ok = [r for r in results if r.get("within_tolerance")]
     print(f"{len(ok)} of {len(results)} rows within {TOLERANCE:.0%}")
-    target = DEFAULT_MALLOC_RESULTS if args.default_malloc else RESULTS
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Rows measured before (another --only run) stay unless measured again now.
-    def key(r: dict) -> tuple:
-        return (r["model"], r["method"], r["batch"], r["length"])
-
-    if target.is_file():
-        fresh = {key(r) for r in results}
-        kept = [r for r in json.loads(target.read_text())["rows"] if key(r) not in fresh]
-        order = {key(dict(zip(("model", "task", "method", "batch", "length"), row, strict=True))): i
-                 for i, row in enumerate(ROWS)}
-        results = sorted(kept + results, key=lambda r: order.get(key(r), len(ROWS)))
-    target.write_text(json.dumps({
-        "what": "predicted total_gb vs measured peak RSS added by training (GB = 1e9 bytes)",
-        "steps": STEPS, "tolerance": TOLERANCE,
-        "malloc": "glibc default" if args.default_malloc else "MALLOC_MMAP_THRESHOLD_=131072",
-        "rows": results,
-    }, indent=2) + "\n")
-    print(f"wrote {target}")
+    print(f"wrote {save(results, args.default_malloc)}")
     return 0
 
 

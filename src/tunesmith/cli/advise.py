@@ -74,6 +74,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     lrf.add_argument("--json", action="store_true", help="print the result as JSON")
     lrf.set_defaults(handler=_lr_find)
 
+    should = commands.add_parser(
+        "should-finetune", help="measure what prompting already achieves, then the guide's questions",
+        description="Measure the model without training on a sample of the validation split "
+        "(zero-shot and few-shot prompting for instruct models; a frozen-feature probe for "
+        "encoders) and walk the guide's 'Should You Finetune?' questions with that answer in Q1.",
+    )
+    should.add_argument("--data", required=True, help="your data file or a built-in dataset")
+    should.add_argument("--model", required=True, help="a built-in name or a model folder")
+    should.add_argument("--sample", type=int, default=50, help="validation examples to score (default 50)")
+    should.add_argument("--few-shot", type=int, default=3, help="examples in the few-shot prompt (default 3)")
+    should.add_argument("--target", type=float,
+                        help="the score prompting must reach (default 0.9 accuracy, 0.5 rougeL/token F1)")
+    for flag, question in (("--cheaper-inference", "Q3: do you need faster or cheaper inference?"),
+                           ("--specialised-domain", "Q4: is your domain very specialised?"),
+                           ("--fixed-format", "Q5: do you need a consistent output format?")):
+        should.add_argument(flag, choices=("yes", "no"), help=question)
+    should.add_argument("--json", action="store_true", help="print the answer as JSON")
+    should.set_defaults(handler=_should_finetune)
+
     diag = commands.add_parser(
         "diagnose", help="classify a run's curves (healthy, overfitting ...) and say what to change",
         description="Read RUN/history.jsonl, classify it as healthy, overfitting, overfitting from "
@@ -152,6 +171,28 @@ def _lr_find(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(f"plot: {result.plot}")
+    return 0
+
+
+def _should_finetune(args: argparse.Namespace) -> int:
+    from tunesmith.pipelines.advise import should_finetune
+
+    def flag(value: str | None) -> bool | None:
+        return None if value is None else value == "yes"
+
+    advice = should_finetune(
+        data=args.data, model=args.model, sample=args.sample, few_shot_k=args.few_shot,
+        target=args.target, cheaper_inference=flag(args.cheaper_inference),
+        specialised_domain=flag(args.specialised_domain), fixed_format=flag(args.fixed_format),
+    )
+    if args.json:
+        print(json.dumps(advice.to_dict(), indent=2))
+        return 0
+    for answer in advice.answers:
+        print(f"{answer.question} {answer.answer}: {answer.detail}")
+    print(f"verdict: {advice.verdict.replace('_', ' ')}: {advice.reason}")
+    for note in advice.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -199,3 +199,99 @@ def lr_find(
     )
     (out / "lr_find.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def should_finetune(
+    *,
+    data: str,
+    model: str,
+    sample: int = 50,
+    few_shot_k: int = 3,
+    target: float | None = None,
+    cheaper_inference: bool | None = None,
+    specialised_domain: bool | None = None,
+    fixed_format: bool | None = None,
+    seed: int = 42,
+    log: Callable[[str], None] = print,
+) -> Any:
+    """``tunesmith should-finetune``: measure the model without training on ``sample``
+    validation examples of ``data`` (prompting for causal models, a frozen-feature probe for
+    encoders) and walk the guide's questions; returns a
+    :class:`~tunesmith.advise.should_finetune.FinetuneAdvice`. Raises DataError for unusable
+    data, AssetError for an unknown model."""
+    import tempfile
+
+    from tunesmith.advise.should_finetune import walk
+    from tunesmith.config import PrepareConfig
+    from tunesmith.models import load_model
+    from tunesmith.pipelines.prepare import prepare_data
+
+    with tempfile.TemporaryDirectory(prefix="tunesmith-should-") as tmp:
+        prepared = prepare_data(PrepareConfig(dataset=data, seed=seed), tmp)
+    examples = len(prepared.train) + len(prepared.val) + len(prepared.test)
+    held_out = (prepared.val or prepared.test)[:sample]
+    if _is_causal(model):
+        # A causal LM is loaded as a generative model even for classification data: it is
+        # asked for the label word (classification-as-instruction).
+        loaded = load_model(model, task="instruction")
+        measurement = _prompting(loaded, prepared, held_out, few_shot_k, seed, log)
+    else:
+        measurement = _probe(model, prepared, held_out, seed, log)
+    return walk(measurement, examples=examples, target=target, cheaper_inference=cheaper_inference,
+                specialised_domain=specialised_domain, fixed_format=fixed_format)
+
+
+def _is_causal(model: str) -> bool:
+    from tunesmith.advise.memory import model_shape
+
+    return model_shape(model).kind == "causal"
+
+
+def _prompting(loaded: Any, prepared: Any, held_out: list, k: int, seed: int,
+               log: Callable[[str], None]) -> Any:
+    from tunesmith.advise.should_finetune import Measurement
+    from tunesmith.evaluate.generation import PRIMARY_METRIC, GenerationSettings, score_model
+    from tunesmith.evaluate.metrics import majority_rate
+    from tunesmith.evaluate.prompting import few_shot_turns
+    from tunesmith.train.causal import CLASSIFICATION_AS_INSTRUCTION
+
+    labels = list(prepared.labels) if prepared.task == "classification" else []
+    family = CLASSIFICATION_AS_INSTRUCTION if labels else prepared.task
+    metric = "accuracy" if labels else PRIMARY_METRIC[family]
+    common = {"labels": labels, "settings": GenerationSettings(seed=seed), "max_length": 512,
+              "generation_limit": len(held_out)}
+    log(f"zero-shot prompting of {loaded.name} on {len(held_out)} validation examples")
+    scores = {"zero_shot": score_model(loaded.model, loaded.tokenizer, held_out, **common).metrics[metric]}
+    shots = few_shot_turns(prepared.train, k, seed=seed, labels=labels)
+    if shots:
+        log(f"few-shot prompting with {k} examples from the train split")
+        scores["few_shot"] = score_model(loaded.model, loaded.tokenizer, held_out, shots=shots,
+                                         **common).metrics[metric]
+    majority = None
+    if labels:
+        majority = majority_rate([r.label for r in prepared.train], [r.label for r in held_out])
+    return Measurement("prompting", metric, scores, len(held_out), majority)
+
+
+def _probe(model: str, prepared: Any, held_out: list, seed: int, log: Callable[[str], None]) -> Any:
+    from tunesmith.advise.should_finetune import Measurement
+    from tunesmith.errors import DataError
+    from tunesmith.evaluate.classification import probe_baseline
+    from tunesmith.models import load_model
+    from tunesmith.train.encoding import encode_classification
+
+    if prepared.task != "classification":
+        raise DataError(f"{model} is an encoder: it can classify but not generate, and this data "
+                        f"is {prepared.task}.", hint="Use a causal (instruct) model such as "
+                        "smollm2-135m-instruct for generative tasks.")
+    loaded = load_model(model, task="classification", labels=list(prepared.labels))
+    # The probe needs enough train examples to fit, not all of a large set.
+    train = prepared.train[:2000]
+    log(f"frozen-feature probe of {model}: fitted on {len(train)} train examples, scored on "
+        f"{len(held_out)} validation examples")
+    enc_train = encode_classification(train, loaded.tokenizer, prepared.labels, 512)
+    enc_val = encode_classification(held_out, loaded.tokenizer, prepared.labels, 512)
+    metrics, _ = probe_baseline(loaded.model, enc_train, enc_val, loaded.tokenizer.pad_token_id,
+                                seed=seed)
+    return Measurement("probe", "accuracy", {"probe": metrics["accuracy"]}, len(held_out),
+                       metrics["majority_rate"])
