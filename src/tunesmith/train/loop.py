@@ -266,6 +266,13 @@ def fit(
             else:
                 state.bad_evals += 1
             record(entry)
+            if progress and main:
+                shown = f"val {best_metric} {value:.4f}"
+                if best_metric != "loss" and "loss" in metrics:
+                    shown = f"val loss {metrics['loss']:.4f}, {shown}"
+                kept = ("best so far: kept" if improved
+                        else f"best {state.best_value:.4f} at step {state.best_step}")
+                bar.write(f"step {state.step}: {shown} ({kept})")
             stop = any(bool(cb.on_eval(entry)) for cb in callbacks)
             patience = cfg.early_stopping_patience
             if patience and state.bad_evals >= patience:
