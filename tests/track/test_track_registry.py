@@ -41,11 +41,17 @@ def _round_trip(run: Path, uri: str) -> None:
     model = mlflow.pyfunc.load_model("models:/sentiment@production")
     assert model.predict(expected["texts"]) == expected["labels"]
 
-    # An MLflow run id works too: its logged run folder is downloaded and registered.
+    # An MLflow run id works too: its logged run folder is downloaded and registered. Without
+    # finetuned scores in metrics.json (a DVC project evaluates elsewhere), the run's logged
+    # finetuned_* metrics go on the version.
     with mlflow.start_run() as logged:
-        mlflow.log_artifacts(str(run))
+        mlflow.log_artifacts(str(run / "adapter"), artifact_path="adapter")
+        mlflow.log_artifact(str(run / "run.json"))
+        mlflow.log_artifact(str(run / "config.yaml"))
+        mlflow.log_metric("finetuned_accuracy", 0.8)
     third = register_run(logged.info.run_id, "sentiment", tracking_uri=uri)
     assert third.version == 3 and third.run_id == logged.info.run_id
+    assert third.metrics == {"accuracy": 0.8}
     promote_version("sentiment", 3, "staging", tracking_uri=uri)
     staged = mlflow.pyfunc.load_model("models:/sentiment@staging")
     assert staged.predict(expected["texts"]) == expected["labels"]

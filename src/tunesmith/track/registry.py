@@ -71,11 +71,14 @@ def _download_run(client, run_id: str, dst: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(dst)))
 
 
-def _final_metrics(run_dir: Path) -> dict[str, float]:
+def _final_metrics(run_dir: Path, logged: dict[str, float]) -> dict[str, float]:
+    """The finetuned scores from the run folder's metrics.json, else from its MLflow run
+    (``finetuned_*``): a DVC project evaluates beside the model folder, not into it."""
     path = run_dir / "metrics.json"
-    if not path.is_file():
-        return {}
-    finetuned = json.loads(path.read_text(encoding="utf-8")).get("finetuned", {})
+    finetuned = json.loads(path.read_text(encoding="utf-8")).get("finetuned", {}) if path.is_file() else {}
+    if not finetuned:
+        finetuned = {k.removeprefix("finetuned_"): v for k, v in logged.items()
+                     if k.startswith("finetuned_")}
     return {k: float(finetuned[k]) for k in _VERSION_METRICS if isinstance(finetuned.get(k), (int, float))}
 
 
@@ -100,14 +103,14 @@ def register(run: str | Path, name: str, *, tracking_uri: str) -> ModelVersionIn
         run_meta, config = _read_run_folder(run_dir)
         meta_path = Path(tmp) / "tunesmith_model.json"
         meta_path.write_text(json.dumps(serving_meta(config), indent=2), encoding="utf-8")
-        metrics = _final_metrics(run_dir)
-
         run_id = source_run_id or run_meta.get("mlflow_run_id")
+        logged: dict[str, float] = {}
         if run_id:
             try:
-                client.get_run(run_id)
+                logged = dict(client.get_run(run_id).data.metrics)
             except mlflow.exceptions.MlflowException:
                 run_id = None  # logged to another store: start a fresh run here
+        metrics = _final_metrics(run_dir, logged)
         if run_id is None:
             mlflow.set_experiment("tunesmith-registry")
         with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_meta.get("run_name")) as active:
