@@ -1,14 +1,14 @@
 """How `tunesmith data check` scales: time and peak memory on a large JSONL file.
 
 Makes a classification JSONL of N records (default 1,000,000 of about 500 bytes: about 500 MB,
-with 1% exact duplicates and 0.1% bad lines) in a temporary folder, runs
+with 1% exact duplicates, 0.5% near duplicates and 0.1% bad lines) in a temporary folder, runs
 `tunesmith data check FILE --json` in a subprocess, and reports wall time and the subprocess's
 peak resident memory. `--near` runs a second check with near-duplicate detection.
 
     .venv/bin/python bench/data_scale.py                 # 1M records, exact duplicates
     .venv/bin/python bench/data_scale.py --records 200000 --near
 
-Writes bench/results/data_scale.json. Timings depend on the machine and on what else runs.
+Writes bench/results/data_scale.json (one entry per --records). Timings depend on the machine and on what else runs.
 """
 
 from __future__ import annotations
@@ -40,6 +40,14 @@ def make_file(path: Path, records: int, seed: int = 0) -> int:
             if i % 100 == 50 and written:
                 fh.write(written[rng.randrange(len(written))])
                 continue
+            if i % 200 == 150 and written:
+                # A near duplicate: one word of 80 changed (Jaccard of 2-word shingles ~0.95).
+                record = json.loads(written[rng.randrange(len(written))])
+                words = record["text"].split()
+                words[rng.randrange(len(words))] = "changed"
+                record.update(text=" ".join(words), id=i)
+                fh.write(json.dumps(record) + "\n")
+                continue
             text = " ".join(rng.choices(WORDS, k=80))
             line = json.dumps({"text": text, "label": "pos" if rng.random() < 0.6 else "neg", "id": i}) + "\n"
             if len(written) < 1000:
@@ -51,12 +59,14 @@ def make_file(path: Path, records: int, seed: int = 0) -> int:
 def run_check(path: Path, extra: list[str]) -> dict:
     """Run `tunesmith data check` in a fresh child; the child's peak RSS comes from wait4."""
     cmd = [sys.executable, "-m", "tunesmith.cli.main", "data", "check", str(path), "--json", *extra]
+    # Output goes to files: a pipe would fill up and block the child while we wait for it.
+    out_path, err_path = path.with_suffix(".out"), path.with_suffix(".err")
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(out_path, "w") as out_fh, open(err_path, "w") as err_fh:
+        proc = subprocess.Popen(cmd, stdout=out_fh, stderr=err_fh)
+        _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
+    out, err = out_path.read_text(), err_path.read_text()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"data check failed ({code}): {err[-2000:]}")
@@ -96,8 +106,11 @@ def main() -> None:
         "note": "wall times on a shared machine are noisy",
         "runs": runs,
     }
+    # One entry per file size, so the 1M exact run and a smaller --near run are both kept.
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    previous[f"{args.records}_records"] = result
+    RESULTS.write_text(json.dumps(previous, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS}")
 
 

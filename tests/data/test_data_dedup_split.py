@@ -198,3 +198,16 @@ def test_rotten_tomatoes_builtin_prepares_with_known_counts(in_tmp):
     assert sum(total.values()) == 12749 and total["fresh"] > total["rotten"]
     assert m["overlap_check"]["passed"]
     assert m["source"]["format"] == "built-in" and len(m["source"]["sha256"]) == 64
+
+
+@pytest.mark.integration
+def test_chat_and_qa_builtins_validate_and_split(in_tmp):
+    chat = prepare_data(PrepareConfig(dataset="chitchat", limit=300), "chat")
+    assert chat.task == "chat" and chat.manifest["counts"]["rejected"] == 0
+    assert (len(chat.train), len(chat.val), len(chat.test)) == (240, 30, 30)
+    assert all(r.messages[-1].role == "assistant" for r in chat.test)
+    qa = prepare_data(PrepareConfig(dataset="fanoutqa", split="group", group_field="group"), "qa")
+    assert qa.task == "qa" and qa.manifest["counts"]["rejected"] == 0
+    groups = [{r.meta["group"] for r in p} for p in (qa.train, qa.val, qa.test)]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    assert qa.manifest["overlap_check"]["passed"]

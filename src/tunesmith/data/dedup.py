@@ -19,6 +19,7 @@ import functools
 import hashlib
 import sys
 import unicodedata
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -155,7 +156,9 @@ class NearIndex:
         self.threshold = threshold
         self.num_perm = num_perm
         self._lsh = MinHashLSH(num_perm=num_perm, params=lsh_bands(threshold, num_perm))
-        self._template = MinHash(num_perm=num_perm, seed=1)
+        # crc32 is deterministic and runs in C; datasketch's default (SHA-1 in Python) was most
+        # of the time per record.
+        self._template = MinHash(num_perm=num_perm, seed=1, hashfunc=zlib.crc32)
         self._keep_shingles = keep_shingles
         self._kept: list[tuple[int | None, Any, str]] = []  # (line, shingles or signature, target)
         self._count = 0

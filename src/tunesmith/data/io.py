@@ -267,7 +267,7 @@ def read_records(
 
     An empty file gives ``[]`` (a split whose ratio is 0 is written empty).
     """
-    from tunesmith.data.validate import open_records
+    from tunesmith.data.validate import Reject, open_records
 
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         return []
@@ -275,10 +275,10 @@ def read_records(
     records: list[Record] = []
     bad = []
     for item in stream:
-        if isinstance(item, Record.__args__):  # type: ignore[attr-defined]
-            records.append(item)
-        else:
+        if isinstance(item, Reject):
             bad.append(item)
+        else:
+            records.append(item)
     if bad:
         shown = "; ".join(f"line {r.line}: {r.reason}" + (f" ({r.detail})" if r.detail else "") for r in bad[:5])
         raise DataError(

@@ -55,6 +55,10 @@ class Reject:
         d["raw"] = self.raw
         return d
 
+    def to_line(self) -> str:
+        """One line of rejects.jsonl."""
+        return json.dumps(self.to_dict(), ensure_ascii=False) + "\n"
+
 
 @dataclass
 class ReadSummary:

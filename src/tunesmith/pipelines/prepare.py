@@ -103,7 +103,7 @@ def _read_validated(stream: RecordStream, rejects_path: Path) -> list[Record]:
     with open(rejects_path, "w", encoding="utf-8", newline="\n") as rejects:
         for item in stream:
             if isinstance(item, Reject):
-                rejects.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+                rejects.write(item.to_line())
             else:
                 records.append(item)
     return records
@@ -309,7 +309,7 @@ def inspect_data(
                 if len(shown) < show_rejects:
                     shown.append(item)
                 if rejects_file is not None:
-                    rejects_file.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+                    rejects_file.write(item.to_line())
                 continue
             dup = exact.check(item) if exact is not None else None
             if dup is None and near is not None:
@@ -353,7 +353,7 @@ def convert_data(
             open(rejects_path, "w", encoding="utf-8", newline="\n") as rejects:
         for item in stream:
             if isinstance(item, Reject):
-                rejects.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+                rejects.write(item.to_line())
             else:
                 out.write(record_line(item))
     if not stream.summary.rejected:
