@@ -233,10 +233,12 @@ def evaluate_run(
         "primary_metric": primary,
         "generation": {
             "examples": len(finetuned.outputs),
-            "max_new_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
             "few_shot_k": ev.few_shot_k if shots else 0,
+            **({"scored_by": "label likelihood"} if labels else {
+                "max_new_tokens": settings.max_new_tokens,
+                "temperature": settings.temperature,
+                "top_p": settings.top_p,
+            }),
         },
     }
     if general_rows is not None and before is not None:
