@@ -13,6 +13,8 @@ from tunesmith.methods.compare import MethodResult, comparison_markdown, relativ
 from tunesmith.pipelines.methods import compare_methods, method_learning_rate, parse_methods
 
 
+# End to end through prepare, train, evaluate and MLflow: slower than a unit test (about 30 s CPU).
+@pytest.mark.integration
 def test_compare_methods_trains_each_method_on_the_same_data(in_tmp):
     base = save_tiny_base(in_tmp / "base", "bert")
     cfg = load_config(None, [
