@@ -232,10 +232,15 @@ def _runs_compare(args: argparse.Namespace) -> int:
     for column in ("metric", "A", "B", "delta"):
         metrics.add_column(column, justify="left" if column == "metric" else "right")
 
-    def show(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4f}"
+    def show(value: float | None, sign: str = "") -> str:
+        if value is None:
+            return "-"
+        # Counts (steps, parameters) read better whole; scores and rates with 4 decimals.
+        if float(value).is_integer() and abs(value) >= 10:
+            return f"{value:{sign}.0f}"
+        return f"{value:{sign}.4f}"
 
     for m in result.metrics:
-        metrics.add_row(m.key, show(m.a), show(m.b), "-" if m.delta is None else f"{m.delta:+.4f}")
+        metrics.add_row(m.key, show(m.a), show(m.b), show(m.delta, "+"))
     console.print(metrics)
     return 0
