@@ -112,3 +112,48 @@ def test_registry_round_trip_on_a_real_mlflow_server(tiny_run, tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
+
+
+def test_pyfunc_model_generates_for_a_generative_run(tmp_path):
+    """The generative path: a tiny random Llama (MiniLM tokenizer, plain prompt template) + LoRA,
+    saved as a pyfunc model and loaded back, answers like tunesmith's own server."""
+    import mlflow
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tunesmith.assets import builtin_model_path
+    from tunesmith.config import FinetuneConfig
+    from tunesmith.methods import apply_method, save_adapter
+    from tunesmith.models import load_model
+    from tunesmith.serve.predict import AdapterServer
+    from tunesmith.track.pyfunc import TunesmithModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(builtin_model_path("minilm")))
+    torch.manual_seed(0)
+    base = tmp_path / "llama"
+    LlamaForCausalLM(LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                 pad_token_id=tokenizer.pad_token_id)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    loaded = load_model(str(base), task="instruction")
+    model = apply_method(loaded.model, FinetuneConfig(lora_target_modules=["q_proj", "v_proj"]),
+                         task="instruction")
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.normal_(0, 0.5)
+    adapter = tmp_path / "adapter"
+    save_adapter(model, adapter, {"base_model": str(base), "task": "instruction"})
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"max_new_tokens": 5}))
+
+    mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=TunesmithModel(),
+                             artifacts={"adapter": str(adapter), "meta": str(meta)},
+                             pip_requirements=["tunesmith"])
+    prompts = ["Name a colour.", "What is two plus two?"]
+    answers = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc")).predict(prompts)
+    server = AdapterServer()
+    server.add("direct", adapter)
+    expected = [p.output for p in server.predict(prompts, max_new_tokens=5)]
+    assert answers == expected and all(isinstance(a, str) for a in answers)
+    assert any(answers)  # random LoRA weights still produce some tokens
