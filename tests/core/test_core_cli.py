@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,7 +55,9 @@ def test_demo_preset_says_why(in_tmp):
 
 
 def test_unknown_model_is_one_paragraph(in_tmp):
-    out = _run("run", "--set", "finetune.model=no-such-model", "--set", "prepare.limit=60",
+    rows = [{"text": f"review number {i}", "label": "pos" if i % 2 else "neg"} for i in range(30)]
+    Path("reviews.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _run("run", "--set", "finetune.model=no-such-model", "--set", "prepare.dataset=reviews.jsonl",
                "--set", "tracking.enabled=false", "--no-progress")
     assert out.returncode == 1
     assert "unknown model 'no-such-model'" in out.stderr and "minilm" in out.stderr
