@@ -11,6 +11,7 @@ Task families plug in through :data:`EVALUATORS`; classification is here.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from tunesmith.evaluate import generation
 from tunesmith.pipelines.train import read_split, write_json
 from tunesmith.train import causal
 
+# The probe is fitted on at most this many train examples (sampled with the seed): embedding
+# them is the probe's cost, and on rotten-tomatoes 10k examples gave 0.741 against 0.731 for 2k.
+PROBE_MAX_TRAIN = 10_000
 # Metrics compared between baseline and finetuned model (and shown in the console table).
 CLASSIFICATION_KEYS = ("accuracy", "precision", "recall", "f1")
 
@@ -47,6 +51,8 @@ def _evaluate_classification(
 
     labels = run_meta["labels"]
     train_records = read_split(data_dir, "train", "classification")
+    if len(train_records) > PROBE_MAX_TRAIN:
+        train_records = random.Random(cfg.prepare.seed).sample(train_records, PROBE_MAX_TRAIN)
     test_records = read_records(test_file, task="classification")
     # (methods hook) A QLoRA adapter was trained on the NF4 base: score it on that base.
     qlora = run_meta.get("method") == "qlora"
