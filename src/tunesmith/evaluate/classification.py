@@ -5,8 +5,8 @@ on the frozen encoder's mean-pooled embeddings, fitted on the train split (a fre
 classification head alone would score at chance, which says nothing about the pretrained
 model). The majority-class rate sits beside it as the floor every classifier must clear.
 
-Costs: one forward pass over train and test for the probe (on rotten-tomatoes with MiniLM, about
-a minute per 5,000 snippets on 2 CPU cores), and one over the split being scored.
+Costs: one forward pass (no backward) over train and test for the probe, most of an
+evaluation's time, and one over the split being scored.
 """
 
 from __future__ import annotations
