@@ -40,7 +40,7 @@ def make_file(path: Path, records: int, seed: int = 0) -> int:
             if i % 100 == 50 and written:
                 fh.write(written[rng.randrange(len(written))])
                 continue
-            if i % 200 == 150 and written:
+            if i % 200 == 125 and written:
                 # A near duplicate: one word of 80 changed (Jaccard of 2-word shingles ~0.95).
                 record = json.loads(written[rng.randrange(len(written))])
                 words = record["text"].split()

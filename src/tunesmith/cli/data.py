@@ -245,6 +245,7 @@ def _ratios(text: str) -> tuple[float, float, float]:
 
 def _split(args: argparse.Namespace) -> int:
     from tunesmith.config import PrepareConfig, load_config, validate_config
+    from tunesmith.errors import UsageError
     from tunesmith.pipelines.prepare import prepare_data
 
     base = load_config(args.config).prepare if args.config else PrepareConfig()
@@ -264,6 +265,9 @@ def _split(args: argparse.Namespace) -> int:
                         ("threshold", "near_duplicate_threshold"), ("limit", "limit")):
         if getattr(args, option) is not None:
             values[key] = getattr(args, option)
+    for method, field in (("time", "time_field"), ("group", "group_field")):
+        if values["split"] == method and not values[field]:
+            raise UsageError(f"--split {method} needs --{field.replace('_', '-')} (the field holding the {method}).")
     cfg = validate_config({"prepare": values}, source="data split options").prepare
     command = "tunesmith " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     prepared = prepare_data(cfg, args.out, strict=args.strict, command=command)
