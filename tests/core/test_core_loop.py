@@ -101,8 +101,9 @@ class _Interrupt(Callback):
 
 def test_resume_equals_uninterrupted_run(tmp_path):
     data, val = toy_data(40), _val_loss(toy_data(8))
+    # Logs every 4 steps, checkpoints every 3: the checkpoint at step 6 falls inside a log window.
     cfg = finetune_cfg(max_steps=10, eval_every=3, group_by_length=True, weight_decay=0.01,
-                       warmup_ratio=0.2)
+                       warmup_ratio=0.2, logging_steps=4)
     straight = _model()
     full = _fit(straight, data, cfg, evaluate=val, out_dir=tmp_path / "a")
 

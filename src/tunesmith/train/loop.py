@@ -91,6 +91,8 @@ class _State:
     bad_evals: int = 0
     history_len: int = 0
     splits: int = 1  # each micro-batch is cut into this many after out-of-memory errors
+    # Loss sum, targets, samples, tokens since the last train log (a resumed run logs the same).
+    log_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     samples: int = 0
     tokens: int = 0
     train_seconds: float = 0.0
@@ -325,9 +327,10 @@ def fit(
                 cb.on_micro_batch(state.step, batch)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             last = i == len(pieces) - 1
-            with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
-                loss_sum, n_targets = objective.loss(model, batch)
-            accelerator.backward(loss_sum)
+            with nullcontext() if last else accelerator.no_sync(model):
+                with accelerator.autocast():
+                    loss_sum, n_targets = objective.loss(model, batch)
+                accelerator.backward(loss_sum)
             loss_total += float(loss_sum.detach())
             targets += int(n_targets)
             samples += int(batch["input_ids"].shape[0])
@@ -353,7 +356,6 @@ def fit(
         total=total_steps, initial=state.step, disable=not (progress and main),
         desc="training", unit="step", dynamic_ncols=True,
     )
-    window_loss, window_targets, window_samples, window_tokens = 0.0, 0, 0, 0
     stop = state.done
     while not stop and state.step < total_steps and state.epoch < num_epochs:
         order = batch_order(
@@ -370,15 +372,13 @@ def fit(
             state.window += 1
             state.samples += samples
             state.tokens += tokens
-            window_loss += loss_sum
-            window_targets += targets
-            window_samples += samples
-            window_tokens += tokens
+            new = (loss_sum, targets, samples, tokens)
+            state.log_sums = [a + b for a, b in zip(state.log_sums, new, strict=True)]
             bar.update(1)
             if state.step % cfg.logging_steps == 0 or state.step == total_steps:
                 sums = accelerator.reduce(
-                    torch.tensor([window_loss, window_targets, window_samples, window_tokens],
-                                 dtype=torch.float64, device=accelerator.device), "sum",
+                    torch.tensor(state.log_sums, dtype=torch.float64, device=accelerator.device),
+                    "sum",
                 ).tolist()
                 entry = {
                     "kind": "train",
@@ -392,7 +392,7 @@ def fit(
                 }
                 record(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}")
-                window_loss, window_targets, window_samples, window_tokens = 0.0, 0, 0, 0
+                state.log_sums = [0.0, 0.0, 0.0, 0.0]
                 if any(bool(cb.on_log(entry)) for cb in callbacks):
                     stop = True
             finished = state.step >= total_steps
