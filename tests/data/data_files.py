@@ -20,8 +20,8 @@ CLASSIFICATION_JSONL = "\n".join([
     '["text", "label"]',
     '{"text": "a WONDERFUL moving film", "label": "pos"}',
     '{"text": "Dull and far too long!", "label": "pos"}',
-    '{"text": "the cast is great and the story is told with care from the first scene to the very last frame of the film", "label": "pos"}',
-    '{"text": "the cast is great and the story is told with care from the first scene to the very last frame of the movie", "label": "neg"}',
+    '{"text": "the cast is great and the story is told with care from the first scene to the very last frame while the music and the camera work keep every moment alive until the end of the film", "label": "pos"}',
+    '{"text": "the cast is great and the story is told with care from the first scene to the very last frame while the music and the camera work keep every moment alive until the end of the movie", "label": "neg"}',
     '{"text": "Mixed types", "label": 3}',
 ]) + "\n"
 CLASSIFICATION_REJECTS = [

@@ -28,7 +28,7 @@ def test_normalize_ignores_case_whitespace_punctuation():
 
 
 def test_exact_near_and_conflicts_with_both_lines():
-    long_a = "the cast is great and the story is told with care from the first scene to the very last frame of the film"
+    long_a = "the cast is great and the story is told with care from the first scene to the very last frame while the music and the camera work keep every moment alive until the end of the film"
     long_b = long_a.replace("of the film", "of the movie")
     records = [
         rec("A wonderful, moving film.", "pos", 1),
