@@ -39,11 +39,16 @@ def test_compare_methods_trains_each_method_on_the_same_data(in_tmp):
     assert "| lora | 0.001 |" in (out / "comparison.md").read_text()
     assert (out / "plots" / "comparison.png").stat().st_size > 1000
 
+    logs: list[str] = []
+    again = compare_methods(cfg, ["full", "lora"], fresh_process=False, progress=False, log=logs.append)
+    assert "reusing the finished lora run in runs/cmp/lora (same settings)" in logs
+    assert again.results == result.results
+
     import mlflow
 
     mlflow.set_tracking_uri("sqlite:///mlflow.db")
     runs = mlflow.search_runs(experiment_names=["tunesmith"], filter_string="tags.kind = 'compare-methods'")
-    assert len(runs) == 1 and runs.iloc[0]["metrics.lora_trainable_percent"] == lora.trainable_percent
+    assert len(runs) == 2 and runs.iloc[0]["metrics.lora_trainable_percent"] == lora.trainable_percent
 
 
 def test_percent_of_full_and_learning_rates():

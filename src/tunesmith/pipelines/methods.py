@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,10 +84,44 @@ def method_learning_rate(cfg: Config, method: str, overrides: dict[str, float]) 
     return cfg.finetune.learning_rate
 
 
-def _metric_for(task: str, finetuned: dict[str, Any]) -> str:
-    if task == "classification":
-        return "accuracy"
-    return next(m for m in ("token_f1", "rougeL", "exact_match", "perplexity", "loss") if m in finetuned)
+def _metric_for(finetuned: dict[str, Any]) -> str:
+    # Accuracy for classification (also trained as instructions), else the first text metric.
+    return next(m for m in ("accuracy", "token_f1", "rougeL", "exact_match", "perplexity", "loss")
+                if m in finetuned)
+
+
+def _prepare_once(cfg: Config, data_dir: Path, log: Callable[[str], None]) -> tuple[str, int, int]:
+    """Prepare the data unless ``data_dir`` holds data prepared with the same settings.
+
+    Returns the task and the train and test counts.
+    """
+    from tunesmith.pipelines.prepare import prepare_data
+
+    manifest = data_dir / "manifest.json"
+    if manifest.is_file():
+        info = json.loads(manifest.read_text(encoding="utf-8"))
+        if info.get("config") == cfg.prepare.model_dump(mode="json"):
+            log(f"reusing the data prepared in {data_dir} (same prepare settings)")
+            return info["task"], info["counts"]["train"], info["counts"]["test"]
+    log(f"preparing {cfg.prepare.dataset} once into {data_dir}")
+    prepared = prepare_data(cfg.prepare, data_dir)
+    return prepared.task, len(prepared.train), len(prepared.test)
+
+
+def _finished_run(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
+    """metrics.json of a run in ``run_dir`` evaluated with the same finetune settings, else None.
+
+    This makes an interrupted comparison resumable: rerunning the command skips what is done.
+    """
+    from tunesmith.config import load_config
+
+    metrics_path, config_path = run_dir / "metrics.json", run_dir / "config.yaml"
+    if not (metrics_path.is_file() and config_path.is_file()):
+        return None
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    if "finetuned" not in metrics or load_config(config_path).finetune != cfg.finetune:
+        return None
+    return metrics
 
 
 def _train_and_evaluate(cfg: Config, data_dir: Path, run_dir: Path, progress: bool) -> dict[str, Any]:
@@ -129,19 +165,14 @@ def compare_methods(
         plot_comparison,
         results_json,
     )
-    from tunesmith.pipelines.prepare import prepare_data
     from tunesmith.pipelines.train import write_json
 
     overrides = dict(learning_rates or {})
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = cfg.tracking.run_name or f"compare-{Path(cfg.prepare.dataset).stem}-{Path(cfg.finetune.model).name}-{stamp}"
     out = Path(out_dir) if out_dir is not None else Path("runs") / name
-    if (out / "comparison.json").exists():
-        raise UsageError(f"{out} already holds a comparison.", hint="Choose another --out.")
-    log(f"preparing {cfg.prepare.dataset} once into {out / 'data'}")
-    prepared = prepare_data(cfg.prepare, out / "data")
-    log(f"{prepared.task}: {len(prepared.train)} train, {len(prepared.val)} val, "
-        f"{len(prepared.test)} test; methods: {', '.join(methods)}")
+    task, n_train, n_test = _prepare_once(cfg, out / "data", log)
+    log(f"{task}: {n_train} train, {n_test} test; methods: {', '.join(methods)}")
 
     results: list[MethodResult] = []
     failed: dict[str, str] = {}
@@ -155,22 +186,28 @@ def compare_methods(
         run_dir = out / method
         args = (method_cfg, out / "data", run_dir, progress)
         try:
-            metrics = _in_fresh_process(*args) if fresh_process else _train_and_evaluate(*args)
+            metrics = _finished_run(run_dir, method_cfg)
+            if metrics is not None:
+                log(f"reusing the finished {method} run in {run_dir} (same settings)")
+            else:
+                if run_dir.exists():  # an interrupted or differently configured attempt
+                    shutil.rmtree(run_dir)
+                metrics = _in_fresh_process(*args) if fresh_process else _train_and_evaluate(*args)
         except TunesmithError as exc:
             # One method that cannot run here (say, a model QLoRA cannot quantise) should not
             # cost the others' results: it is reported and left out of the table.
             failed[method] = str(exc)
             log(f"{method} failed: {exc}")
             continue
-        metric = metric or _metric_for(prepared.task, metrics["finetuned"])
-        results.append(MethodResult.from_metrics(method, lr, metrics, metric, len(prepared.train), run_dir))
+        metric = metric or _metric_for(metrics["finetuned"])
+        results.append(MethodResult.from_metrics(method, lr, metrics, metric, n_train, run_dir))
     if not results:
         raise UsageError("every method failed:\n" + "\n".join(f"  {m}: {e}" for m, e in failed.items()))
 
     f = cfg.finetune
     settings = (
         f"Measured by `tunesmith compare-methods` on {cfg.prepare.dataset} "
-        f"({len(prepared.train)} train / {len(prepared.test)} test examples), model {f.model}, "
+        f"({n_train} train / {n_test} test examples), model {f.model}, "
         f"batch {f.batch_size} x {f.gradient_accumulation_steps}, "
         + (f"max_steps {f.max_steps}" if f.max_steps else f"{f.num_epochs} epoch(s)")
         + f", LoRA r {f.lora_r}, adapter {f.adapter_type}/{f.adapter_reduction_factor}. "
