@@ -12,20 +12,6 @@ from tunesmith.cli.main import main
 from tunesmith.config import load_config
 from tunesmith.errors import UsageError
 
-LLAMA = {
-    # Wide and shallow: weights weigh enough against activations for 4-bit to pay off.
-    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 1024,
-    "intermediate_size": 4096, "num_hidden_layers": 4, "num_attention_heads": 8,
-    "num_key_value_heads": 4, "vocab_size": 8000, "tie_word_embeddings": True,
-}
-
-
-@pytest.fixture(scope="module")
-def shape(tmp_path_factory):
-    path = tmp_path_factory.mktemp("llama") / "config.json"
-    path.write_text(json.dumps(LLAMA))
-    return model_shape(str(path))
-
 
 def need_gb(shape, method, batch=1, **kw):
     """Memory (GB, before the plan's margin) that ``method`` needs at ``batch`` x 512."""

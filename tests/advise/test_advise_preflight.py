@@ -3,26 +3,9 @@ and the same effective batch, and says so."""
 
 from __future__ import annotations
 
-import json
-
-import pytest
-
-from tunesmith.advise.memory import estimate_memory, model_shape
+from tunesmith.advise.memory import estimate_memory
 from tunesmith.advise.preflight import preflight
 from tunesmith.config import validate_config
-
-LLAMA = {
-    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
-    "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "vocab_size": 8000, "tie_word_embeddings": True,
-}
-
-
-@pytest.fixture(scope="module")
-def shape(tmp_path_factory):
-    path = tmp_path_factory.mktemp("llama") / "config.json"
-    path.write_text(json.dumps(LLAMA))
-    return model_shape(str(path))
 
 
 def config(batch=16, accum=1, method="lora", length=256, checkpointing=False):
