@@ -267,10 +267,10 @@ class RecordStream:
                 _text(data, name)
         if task == "instruction":
             _text(data, "input", required=False)
+        answer_outside_context = False
         if task == "qa":
             context = _text(data, "context", required=False)
-            if context and data["answer"].strip().lower() not in context.lower():
-                self.summary.warn("answer not found in context", line)
+            answer_outside_context = bool(context) and data["answer"].strip().lower() not in context.lower()
         if task == "classification":
             value = data.get("label")
             if value is None:
@@ -302,6 +302,8 @@ class RecordStream:
                 raise _Problem("missing group field", self.group_field)
             if isinstance(group, dict | list):
                 raise _Problem("bad group value", self.group_field, "a group is a string or a number")
+        if answer_outside_context:  # only now: a rejected record carries no warning
+            self.summary.warn("answer not found in context", line)
 
     def _clean(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.task == "classification":
