@@ -85,9 +85,10 @@ def method_learning_rate(cfg: Config, method: str, overrides: dict[str, float]) 
 
 
 def _metric_for(finetuned: dict[str, Any]) -> str:
-    # Accuracy for classification (also trained as instructions), else the first text metric.
-    return next(m for m in ("accuracy", "token_f1", "rougeL", "exact_match", "perplexity", "loss")
-                if m in finetuned)
+    # Accuracy for classification (also trained as instructions). Generative runs: perplexity,
+    # measured on the whole test split (generation metrics cover only evaluation.generation_limit
+    # examples, and short comparison budgets leave them at 0 for every method).
+    return next(m for m in ("accuracy", "perplexity", "token_f1", "rougeL", "loss") if m in finetuned)
 
 
 def _prepare_once(cfg: Config, data_dir: Path, log: Callable[[str], None]) -> tuple[str, int, int]:
