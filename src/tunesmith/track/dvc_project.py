@@ -11,8 +11,11 @@ Git and DVC are set up only where missing; a project inside an existing git repo
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +171,19 @@ def _git_toplevel(root: Path) -> Path | None:
     return Path(result.stdout.strip()).resolve() if result.returncode == 0 else None
 
 
+@contextlib.contextmanager
+def _quiet_dvc() -> Iterator[None]:
+    """Silence DVC's own banners ("Initialized DVC repository", "To track the changes with
+    git, run: ..."): `tunesmith init` reports what it did and what to run next."""
+    dvc_logger = logging.getLogger("dvc")
+    level = dvc_logger.level
+    dvc_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        dvc_logger.setLevel(level)
+
+
 def scaffold(root: Path, config: Config, *, data_file: Path | None = None,
              force: bool = False) -> Scaffold:
     """Write params.yaml, dvc.yaml, .gitignore and README.md into ``root``; init git and DVC.
@@ -196,7 +212,8 @@ def scaffold(root: Path, config: Config, *, data_file: Path | None = None,
     from dvc.repo import Repo
 
     if not (root / ".dvc").is_dir():
-        Repo.init(str(root), subdir=toplevel != root)
+        with _quiet_dvc():
+            Repo.init(str(root), subdir=toplevel != root)
         result.dvc_initialised = True
 
     relative_data = None
@@ -206,7 +223,7 @@ def scaffold(root: Path, config: Config, *, data_file: Path | None = None,
         if data_file.resolve() != target.resolve():
             shutil.copyfile(data_file, target)
         relative_data = target.relative_to(root).as_posix()
-        with Repo(str(root)) as repo:
+        with _quiet_dvc(), Repo(str(root)) as repo:
             repo.add(str(target))
         config = config.model_copy(update={
             "prepare": config.prepare.model_copy(update={"dataset": relative_data})})
