@@ -185,3 +185,17 @@ def test_parse_column_map_rejects_bad_items():
         parse_column_map(["text"])
     with pytest.raises(UsageError, match="not a field"):
         parse_column_map(["body=review"])
+
+
+def test_json_array_is_parsed_element_by_element(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('\ufeff[\n  {"text": "a", "label": "x"} ,\n  "oops",\n  {"text": "b", "label": "y"}\n]\n')
+    items = list(open_records(path))
+    assert [getattr(i, "line", None) for i in items] == [1, 2, 3]
+    assert items[1].raw == '"oops"' and items[1].reason == "not a JSON object"
+    for text, where in (('[{"text": "a", "label": "x"}', "not closed"),
+                        ('[{"text": "a", "label": "x"} {"text": "b"}]', "expected ,"),
+                        ('[{"text": "a", "label": "x"}]\nmore', "after the array")):
+        path.write_text(text)
+        with pytest.raises(DataError, match=where):
+            list(open_records(path))

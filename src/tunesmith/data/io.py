@@ -4,7 +4,8 @@
 :class:`Row` objects: the 1-based line (JSONL, CSV: the line the row starts on), array index
 (JSON) or row number (Parquet); the original text; and either the parsed dict or the reason it
 could not be parsed. Nothing is dropped: a row that cannot be read becomes a Row with an error,
-which validation turns into a reject. Only JSON arrays are read whole (the format has no lines).
+which validation turns into a reject. A JSON array's text is read whole (the format has no
+lines) and its elements parsed one at a time.
 
 ``read_records(path)`` reads a file that is expected to be clean (a split file written by
 ``tunesmith data split``) into records, and raises :class:`DataError` if any row is bad.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -109,34 +111,57 @@ def _iter_jsonl(path: Path) -> Iterator[Row]:
             yield _json_row(number, text)
 
 
+def _not_json(path: Path, text: str, pos: int, why: str) -> DataError:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return DataError(
+        f"{path}: not valid JSON at line {line}, column {column} ({why}); a JSON file must hold "
+        "one array of objects.",
+        hint="Fix the file, or write one object per line as JSONL (.jsonl): a bad line is then "
+        "only one reject.",
+    )
+
+
 def _iter_json(path: Path) -> Iterator[Row]:
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    if not raw.lstrip()[:1] == b"[":
+    """Elements of a JSON array one at a time: the text is held, never the whole parsed tree."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16).removeprefix(b"\xef\xbb\xbf")
+    if not head.lstrip()[:1] == b"[":
         # Many people name JSON-lines files .json: read them as lines.
         yield from _iter_jsonl(path)
         return
-    text, ok = _decode(raw)
-    if not ok:
-        raise DataError(f"{path}: not valid UTF-8.", hint="Save the file as UTF-8.")
     try:
-        items = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        where = f" at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise DataError(
-            f"{path}: not valid JSON{where}; a JSON file must hold one array of objects.",
-            hint="Fix the file, or write one object per line as JSONL (.jsonl): a bad line is then "
-            "only one reject.",
-        ) from None
-    if not isinstance(items, list):
-        raise DataError(f"{path}: a JSON file must hold an array of objects, got {type(items).__name__}.")
-    for index, item in enumerate(items, start=1):
-        shown = json.dumps(item, ensure_ascii=False)
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}).", hint="Save the file as UTF-8.") from None
+    decoder = json.JSONDecoder()
+    space = re.compile(r"\s*")
+    pos = space.match(text, text.index("[") + 1).end()
+    index = 0
+    while True:
+        if pos >= len(text):
+            raise _not_json(path, text, pos, "the array is not closed with ]")
+        if text[pos] == "]":
+            if text[pos + 1 :].strip():
+                raise _not_json(path, text, pos + 1, "text after the array")
+            return
+        if index:
+            if text[pos] != ",":
+                raise _not_json(path, text, pos, "expected , between elements")
+            pos = space.match(text, pos + 1).end()
+        try:
+            item, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise _not_json(path, text, exc.pos, exc.msg) from None
+        except RecursionError:
+            raise _not_json(path, text, pos, "nested too deeply") from None
+        index += 1
+        shown = _clip(text[pos:end])
         if isinstance(item, dict):
-            yield Row(index, _clip(shown), data=item)
+            yield Row(index, shown, data=item)
         else:
-            yield Row(index, _clip(shown), error="not a JSON object", detail=f"got {type(item).__name__}")
+            yield Row(index, shown, error="not a JSON object", detail=f"got {type(item).__name__}")
+        pos = space.match(text, end).end()
 
 
 class _Lines:
