@@ -147,6 +147,8 @@ def tunesmith_side(name: str, data: Path, out: Path) -> dict:
         def on_log(self, record):
             if record["step"] == case["steps"]:
                 self.cpu_seconds = time.process_time() - self.cpu_started
+                # Side (a) reads its peak at the same point: training done, nothing else yet.
+                self.peak_at_last_step_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     case = CASES[name]
     overrides = [
@@ -199,12 +201,26 @@ def tunesmith_side(name: str, data: Path, out: Path) -> dict:
         "own_val_loss": own_val[-1]["val_loss"] if own_val else None,
         "peak_rss_mb": peak,
         "peak_above_start_mb": peak - measure.rss_at_start_mb,
+        "peak_rss_at_last_step_mb": measure.peak_at_last_step_mb,
         "loop_peak_memory_mb": fit.peak_memory_mb,
         "threads": torch.get_num_threads(),
         # The reloaded model is frozen (inference): the trainable count comes from the run.
         "model_shape": model_shape(model) | {"trainable_params": result.trainable_params},
         "notes": result.notes,
     }
+
+
+def collected_runs(case_dir: Path) -> tuple[list[dict], list[dict]]:
+    """The results of the rounds in which both sides finished, in round order."""
+    plain, tuned = [], []
+    for round_ in range(100):
+        a = case_dir / f"plain-{round_}" / "result.json"
+        b = case_dir / f"tunesmith-{round_}" / "result.json"
+        if not (a.is_file() and b.is_file()):
+            break
+        plain.append(json.loads(a.read_text()))
+        tuned.append(json.loads(b.read_text()))
+    return plain, tuned
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -258,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-bench",
                         help="scratch folder for data and run folders")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: summarise the complete a/b rounds already in --work "
+                        "(after a benchmark was cut short)")
     # Internal: run side (b) of one case in this process.
     parser.add_argument("--side-b", choices=list(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -278,9 +297,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.cases:
         started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         load_before = os.getloadavg()[0]
-        paths = prepare_case(name, args.work)
         plain_runs, tuned_runs = [], []
-        for round_ in range(args.rounds):
+        if args.collect:
+            plain_runs, tuned_runs = collected_runs(args.work / name)
+            if not plain_runs:
+                print(f"{name}: no complete round in {args.work / name}")
+                continue
+            first = (args.work / name / "plain-0" / "result.json").stat().st_mtime
+            started_at, load_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(first)), None
+            CASES[name]["steps"] = plain_runs[0]["steps"]
+        else:
+            paths = prepare_case(name, args.work)
+        for round_ in range(0 if args.collect else args.rounds):
             for side, runner, runs in (("plain", run_plain, plain_runs),
                                        ("tunesmith", run_tunesmith, tuned_runs)):
                 started = time.perf_counter()
@@ -294,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({time.perf_counter() - started:.0f} s in all)", flush=True)
         plain, tuned = summarise(plain_runs), summarise(tuned_runs)
         report["cases"][name] = {
-            "date": started_at, "rounds": args.rounds,
+            "date": started_at, "rounds": len(plain_runs),
             "load_average": {"before": load_before, "after": os.getloadavg()[0]},
             "settings": CASES[name], "plain": plain, "tunesmith": tuned, **compare(plain, tuned),
         }
