@@ -127,6 +127,13 @@ def _render_result(
         table.add_row("majority class", _fmt(baseline["majority_rate"]), "", "")
     console = Console()
     console.print(table)
+    if task == "classification" and "accuracy" in delta:  # higher is better for each key
+        headline, change = "accuracy", delta["accuracy"]
+        console.print(
+            f"finetuning beat the baseline: {headline} {change:+.4f}" if change > 0 else
+            f"finetuning did NOT beat the baseline ({headline} {change:+.4f}): look at "
+            "plots/loss.png; too few steps or too low a learning rate are the usual causes."
+        )
     train = metrics.get("train", {})
     if train:
         console.print(
