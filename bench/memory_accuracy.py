@@ -112,6 +112,27 @@ def predict(model_name: str, method: str, batch: int, length: int) -> dict:
     return {k: v for k, v in est.to_json().items() if k.endswith("_gb")}
 
 
+def print_row(row: dict) -> None:
+    print(f"{row['model']:<22} {row['method']:<6} {row['batch']:>5} {row['length']:>4} "
+          f"{row['predicted']['total_gb']:>8.3f}GB {row['measured_gb']:>7.3f}GB "
+          f"{row['relative_error']:>+7.1%}")
+
+
+def repredict(path: Path) -> int:
+    data = json.loads(path.read_text())
+    for row in data["rows"]:
+        if "measured_gb" not in row:
+            continue
+        row["predicted"] = predict(row["model"], row["method"], row["batch"], row["length"])
+        row["relative_error"] = round(row["predicted"]["total_gb"] / row["measured_gb"] - 1, 4)
+        row["within_tolerance"] = abs(row["relative_error"]) <= TOLERANCE
+        print_row(row)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    ok = sum(1 for r in data["rows"] if r.get("within_tolerance"))
+    print(f"{ok} of {len(data['rows'])} rows within {TOLERANCE:.0%}; rewrote {path}")
+    return 0
+
+
 def save(results: list[dict], default_malloc: bool) -> Path:
     """Write the rows measured so far (after every row: a long run that is stopped keeps them).
     Rows measured before by another ``--only`` run stay unless measured again."""
@@ -142,6 +163,9 @@ def main() -> int:
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc settings as they are (see the docstring)")
     parser.add_argument("--only", help="rows whose 'model method' contains this text")
+    parser.add_argument("--repredict", action="store_true",
+                        help="recompute the predictions for the measured rows in the JSON "
+                        "(after a change to the estimator; measures nothing)")
     parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.row is not None:
@@ -150,6 +174,8 @@ def main() -> int:
         return 0
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.repredict:
+        return repredict(DEFAULT_MALLOC_RESULTS if args.default_malloc else RESULTS)
     rows = [i for i, r in enumerate(ROWS) if (not args.quick or r[0] == "minilm")
             and (args.only is None or args.only in f"{r[0]} {r[2]}")]
     results = []
@@ -173,8 +199,6 @@ def main() -> int:
         predicted = predict(model_name, method, batch, length)
         measured_gb = measured["measured_mb"] * 1024 * 1024 / 1e9
         error = predicted["total_gb"] / measured_gb - 1
-        print(f"{model_name:<22} {method:<6} {batch:>5} {length:>4} "
-              f"{predicted['total_gb']:>8.3f}GB {measured_gb:>7.3f}GB {error:>+7.1%}")
         results.append({
             "model": model_name, "method": method, "batch": batch, "length": length,
             "predicted": predicted, "measured_gb": round(measured_gb, 4),
@@ -182,6 +206,7 @@ def main() -> int:
             "relative_error": round(error, 4), "within_tolerance": abs(error) <= TOLERANCE,
             "seconds": round(time.time() - started, 1),
         })
+        print_row(results[-1])
         save(results, args.default_malloc)
     ok = [r for r in results if r.get("within_tolerance")]
     print(f"{len(ok)} of {len(results)} rows within {TOLERANCE:.0%}")

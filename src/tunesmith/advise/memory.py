@@ -19,7 +19,14 @@ widths and lengths; the fit was exact to within 1%. Frozen bases (LoRA, adapters
 tensors (no weight gradients need the layer inputs). Gradient checkpointing keeps only each
 layer's input plus one layer recomputed at a time. Causal LMs add the logits: ``vocab`` floats
 per token, held about three times at the peak (logits, log-probabilities, their gradient), which
-on small LMs with large vocabularies (SmolLM2: 49k) is the biggest single part.
+on small LMs with large vocabularies (SmolLM2: 49k) is the biggest single part. The backward
+pass adds about one more layer's worth of gradient buffers.
+
+The total is the peak, not the guide's plain sum: weights + optimizer states + the larger of
+gradients and activations, because gradients are created during the backward pass as the
+activations are freed. With activations left out this is the guide's sum; ``sum_gb`` always
+gives the guide's addition (an upper bound). ``bench/memory_accuracy.py`` compares the total
+with measured peaks.
 """
 
 from __future__ import annotations
@@ -143,6 +150,18 @@ class MemoryEstimate:
 
     @property
     def total_bytes(self) -> float:
+        """The peak: weights + optimizer states + the larger of activations and gradients.
+
+        Gradients are created during the backward pass as the activations it consumed are
+        freed (and dropped after each step), so the two never peak together; the guide adds
+        them, which is :attr:`sum_bytes`, an upper bound. Measured: bench/memory_accuracy.py.
+        """
+        size = {p.key: p.bytes for p in self.parts}
+        return (size.get("weights", 0) + size.get("optimizer", 0)
+                + max(size.get("gradients", 0), size.get("activations", 0)))
+
+    @property
+    def sum_bytes(self) -> float:
         return sum(p.bytes for p in self.parts)
 
     @property
@@ -167,6 +186,7 @@ class MemoryEstimate:
             part = self.part(key)
             out[f"{key}_gb"] = round(part.bytes / GB, 4) if part else None
         out["total_gb"] = round(self.total_gb, 4)
+        out["sum_gb"] = round(self.sum_bytes / GB, 4)  # the guide's addition, an upper bound
         out["formulas"] = {p.key: p.formula for p in self.parts}
         out["notes"] = self.notes
         return out
@@ -396,14 +416,16 @@ def _activation_part(
         a, b, c = a + QLORA_EXTRA_PER_LAYER[0], b + QLORA_EXTRA_PER_LAYER[1], c
     per_layer = a * h + b * i + c * heads * seq  # type: ignore[operator]
     tokens = batch * seq
+    # The backward pass needs about one layer's worth of gradient buffers on top (measured:
+    # bench/memory_accuracy.py); with checkpointing also one layer recomputed at a time.
     if checkpointing:
-        # Each layer keeps its input; one layer at a time is recomputed in full.
-        layer_elems = tokens * (layers * h + per_layer)  # type: ignore[operator]
-        layer_text = f"B x L x (layers {layers} x h {h} + one layer {per_layer:,.0f})"
+        layer_elems = tokens * (layers * h + 2 * per_layer)  # type: ignore[operator]
+        layer_text = (f"B x L x (layers {layers} x h {h} + 2 layers x {per_layer:,.0f}: one "
+                      "recomputed, one of backward buffers)")
     else:
-        layer_elems = tokens * layers * per_layer  # type: ignore[operator]
-        layer_text = (f"B x L x layers {layers} x ({a:g}h + {b:g}i + {c:g} heads x L = "
-                      f"{per_layer:,.0f})")
+        layer_elems = tokens * (layers + 1) * per_layer  # type: ignore[operator]
+        layer_text = (f"B x L x (layers {layers} + 1 for backward buffers) x ({a:g}h + {b:g}i + "
+                      f"{c:g} heads x L = {per_layer:,.0f})")
     total = layer_elems + tokens * EMBEDDING_ELEMENTS_PER_HIDDEN * h  # type: ignore[operator]
     text = f"({layer_text} + {EMBEDDING_ELEMENTS_PER_HIDDEN:g}h per token) x {act_bytes} bytes"
     if shape.kind == "causal":

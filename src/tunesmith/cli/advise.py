@@ -125,7 +125,12 @@ def _estimate_memory(args: argparse.Namespace) -> int:
           f"{est.max_length} tokens, {est.precision}, {est.optimizer}"
           + (", gradient checkpointing" if est.gradient_checkpointing else ""))
     _table([(p.key, format_bytes(p.bytes), p.formula) for p in est.parts]
-           + [("total", format_bytes(est.total_bytes), "sum of the lines above")])
+           + [("total", format_bytes(est.total_bytes),
+               "peak: weights + optimizer + the larger of gradients and activations (gradients "
+               "grow as activations are freed)" if est.part("activations") else
+               "sum of the lines above")])
+    if est.part("activations"):
+        print(f"  (the guide adds every line: {format_bytes(est.sum_bytes)}, an upper bound)")
     for note in est.notes:
         print(f"note: {note}")
     return 0
