@@ -58,9 +58,9 @@ ACTIVATION_COEFFICIENTS: dict[tuple[str, bool], tuple[float, float, float]] = {
     ("causal", True): (9.5, 4.0, 0.0),
     ("causal", False): (6.5, 3.0, 0.0),
 }
-# bitsandbytes' 4-bit matmul keeps every linear layer's input for the backward pass even though
-# the weight is frozen: about 3 x hidden (q/k/v and gate/up share theirs) + hidden + intermediate.
-QLORA_EXTRA_PER_LAYER = (4.0, 1.0, 0.0)
+# QLoRA's activations are those of a frozen base: measured peaks of MiniLM with QLoRA and with
+# LoRA differed by the same ~8 MB at batch 8 and 32, so no per-token term is added (an earlier
+# guess that bitsandbytes keeps each linear layer's input was refuted by bench/memory_accuracy.py).
 # Embedding output, its LayerNorm and dropout: elements per token outside the layers.
 EMBEDDING_ELEMENTS_PER_HIDDEN = 3.0
 # Copies of the logits alive at the peak of a causal LM's step: logits, log-softmax, gradient.
@@ -412,8 +412,6 @@ def _activation_part(
     i = shape.intermediate or 4 * h  # type: ignore[operator]
     heads = shape.heads or max(1, h // 64)  # type: ignore[operator]
     a, b, c = ACTIVATION_COEFFICIENTS[(shape.kind, method == "full")]
-    if method == "qlora":
-        a, b, c = a + QLORA_EXTRA_PER_LAYER[0], b + QLORA_EXTRA_PER_LAYER[1], c
     per_layer = a * h + b * i + c * heads * seq  # type: ignore[operator]
     tokens = batch * seq
     # The backward pass needs about one layer's worth of gradient buffers on top (measured:
