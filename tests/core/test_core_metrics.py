@@ -62,3 +62,11 @@ def test_perfect_and_majority():
 def test_mismatched_lengths_fail():
     with pytest.raises(ValueError, match="3 labels but y_pred has 2"):
         accuracy([1, 2, 3], [1, 2])
+
+
+def test_improved_knows_which_metrics_are_lower_better():
+    from tunesmith.evaluate.metrics import improved
+
+    assert improved("accuracy", 0.02) and not improved("accuracy", -0.02)
+    assert improved("perplexity", -3.0) and not improved("perplexity", 3.0)
+    assert improved("loss", -0.1) and not improved("f1", 0.0)

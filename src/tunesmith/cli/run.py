@@ -110,6 +110,8 @@ def _render_result(
     from rich.console import Console
     from rich.table import Table
 
+    from tunesmith.evaluate.metrics import improved
+
     baseline, finetuned = metrics.get("baseline", {}), metrics.get("finetuned", {})
     delta = metrics.get("delta", {})
     kind = baseline.get("kind", "baseline")
@@ -120,7 +122,7 @@ def _render_result(
     table.add_column("delta", justify="right")
     for key in delta:
         change = delta[key]
-        style = "green" if isinstance(change, float) and change > 0 else "red"
+        style = "green" if isinstance(change, float) and improved(key, change) else "red"
         table.add_row(key, _fmt(baseline.get(key)), _fmt(finetuned.get(key)),
                       f"[{style}]{change:+.4f}[/{style}]" if isinstance(change, float) else "-")
     if "majority_rate" in baseline:

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+# Metrics where smaller is better; everything else (accuracy, f1, rouge, bleu ...) is larger-better.
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+
+
+def improved(metric: str, change: float) -> bool:
+    """Whether a finetuned-minus-baseline ``change`` of ``metric`` is an improvement."""
+    return change < 0 if metric in LOWER_IS_BETTER else change > 0
+
 
 def accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
     _check(y_true, y_pred)

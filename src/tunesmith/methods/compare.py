@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.evaluate.metrics import LOWER_IS_BETTER
+
 # The guide's table, for the reader to hold the measurement against.
 GUIDE_CLAIMS: dict[str, tuple[str, str]] = {
     "full": ("100% trained, best", "Large dataset, lots of compute"),
@@ -20,8 +22,6 @@ GUIDE_CLAIMS: dict[str, tuple[str, str]] = {
     "dora": ("like LoRA, closer to full", "When LoRA falls short of full"),
     "lora_plus": ("like LoRA, learns faster", "LoRA in fewer steps"),
 }
-# Metrics where smaller is better; everything else (accuracy, f1, rouge ...) is larger-better.
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
 
 
 @dataclass(frozen=True)

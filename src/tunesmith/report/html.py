@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
+from tunesmith.evaluate.metrics import improved
 from tunesmith.report.content import ReportContent, fmt, signed
 
 _CSS = """
@@ -38,11 +39,9 @@ def _pairs(items: dict) -> str:
 
 
 def _delta_cell(value: float | None, name: str) -> str:
-    # Lower is better for losses and perplexity; higher for the rest.
-    lower_better = name in ("loss", "perplexity")
     cls = ""
     if value:
-        cls = "up" if (value > 0) != lower_better else "down"
+        cls = "up" if improved(name, value) else "down"
     return f'<td class="num {cls}">{escape(signed(value))}</td>'
 
 
