@@ -45,6 +45,9 @@ def test_compare_mlflow_runs_by_id(in_tmp):
 
     uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    # Name the experiment: another test in this worker may have left a different store's
+    # experiment active in MLflow's process-global state.
+    mlflow.set_experiment("compare")
     ids = []
     for r, acc in ((8, 0.75), (16, 0.70)):
         with mlflow.start_run() as run:
