@@ -146,7 +146,10 @@ def _render_result(
             f"{train.get('peak_memory_mb')} MB, {train.get('trainable_params'):,} trainable "
             f"params ({train.get('trainable_percent')}%)"
         )
-    console.print(f"outputs: {out}/ (metrics.json, history.jsonl, adapter/, plots/, errors.jsonl)")
+    written = [name for name in ("report.html", "metrics.json", "history.jsonl", "adapter/",
+                                 "plots/", "errors.jsonl", "samples.jsonl")
+               if (out / name.rstrip("/")).exists()]
+    console.print(f"outputs: {out}/ ({', '.join(written)})")
     if tracking_uri:
         console.print(f"MLflow: `mlflow ui --backend-store-uri {tracking_uri}`"
                       if tracking_uri.startswith("sqlite") else f"MLflow: {tracking_uri}")
