@@ -17,7 +17,6 @@ import io
 import json
 import os
 import random
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +101,6 @@ def package_dir(package: str) -> Path:
             hint="Run `make install` (it installs the asset packages with --no-deps).",
         )
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def is_builtin_model(name: str) -> bool:
-    return name in BUILTIN_MODELS
 
 
 def is_builtin_dataset(name: str) -> bool:
@@ -257,15 +252,3 @@ def load_builtin_records(name: str, *, limit: int | None = None, seed: int = 42)
         keep = sorted(rng.sample(range(len(records)), limit))
         records = [records[i] for i in keep]
     return records
-
-
-def describe_builtins() -> str:
-    lines = ["Built-in models:"]
-    lines += [f"  {m.name:<24} {m.description}" for m in BUILTIN_MODELS.values()]
-    lines.append("Built-in datasets:")
-    lines += [f"  {d.name:<24} {d.description}" for d in BUILTIN_DATASETS.values()]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover - a quick look at what is installed
-    sys.stdout.write(describe_builtins() + "\n")
