@@ -65,3 +65,38 @@ def test_classification_on_a_causal_lm_trains_as_instructions(in_tmp, tiny_llama
     assert "forgetting" not in metrics
     samples = [json.loads(line) for line in (in_tmp / "run" / "samples.jsonl").read_text().splitlines()]
     assert all(s["finetuned"] in ("fresh", "rotten") for s in samples)
+
+
+def test_generative_run_logs_every_baseline_forgetting_and_packing_to_mlflow_and_report(in_tmp, tiny_llama_dir):
+    from mlflow.tracking import MlflowClient
+
+    from tunesmith.report.content import fmt
+
+    data = _write(in_tmp / "qa.jsonl", [{"question": q, "answer": a} for q, a in QUESTIONS])
+    cfg = _config(data, tiny_llama_dir)
+    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(
+        update={"enabled": True, "mlflow_uri": uri, "experiment": "gen-tracked"})})
+    run(cfg, in_tmp / "run", progress=False, log=lambda _: None)
+    metrics = json.loads((in_tmp / "run" / "metrics.json").read_text())
+    packing = metrics["train"]["packing"]
+    assert packing["enabled"] is True  # the config forces it
+    assert packing["gain"] == round(packing["tokens_unpacked"] / packing["tokens_packed"], 3)
+    assert metrics["train"]["adapter_mb"] > 0
+
+    meta = json.loads((in_tmp / "run" / "run.json").read_text())
+    logged = MlflowClient(uri).get_run(meta["mlflow_run_id"]).data.metrics
+    for kind in ("zero_shot", "few_shot"):
+        assert logged[f"baselines_{kind}_token_f1"] == metrics["baselines"][kind]["token_f1"]
+    forgetting = metrics["forgetting"]
+    assert logged["forgetting_perplexity_after"] == forgetting["perplexity_after"]
+    assert logged["forgetting_warning"] == float(forgetting["warning"])
+    assert logged["train_packing_gain"] == packing["gain"]
+
+    md = (in_tmp / "run" / "report.md").read_text()
+    assert "| metric | zero_shot | few_shot | finetuned |" in md
+    zero, few = metrics["baselines"]["zero_shot"]["perplexity"], metrics["baselines"]["few_shot"]["perplexity"]
+    after = metrics["finetuned"]["perplexity"]
+    assert f"| perplexity | {fmt(zero)} | {fmt(few)} | {fmt(after)} |" in md
+    assert f"**Forgetting check:** Perplexity on general text (hamlet): {fmt(forgetting['perplexity_before'])}" in md
+    assert "Forgetting check:" in (in_tmp / "run" / "report.html").read_text()

@@ -290,8 +290,10 @@ def train(
             resume=resume,
             progress=progress,
         )
-        save_adapter(model, out / "adapter", {"base_model": cfg.finetune.model, "task": task,
-                                              **({"labels": labels} if labels else {})})
+        saved = save_adapter(model, out / "adapter", {"base_model": cfg.finetune.model, "task": task,
+                                                      **({"labels": labels} if labels else {})})
+        log(f"saved the trained weights ({cfg.finetune.method}) to {saved.path}: "
+            f"{saved.size_bytes / 1e6:.2f} MB on disk")
         plot_loss(result.history, out / "plots" / "loss.png")
         plot_lr(result.history, out / "plots" / "lr.png")
         train_stats = {
@@ -304,7 +306,14 @@ def train(
             "stopped_early": result.stopped_early,
             "train_seconds": round(result.train_seconds, 1),
             "steps": result.steps,
+            "adapter_mb": round(saved.size_bytes / 1e6, 3),
         }
+        packing = getattr(plan, "packing", None)
+        if packing is not None:  # causal LMs: what packing saved (or would have), per epoch
+            train_stats["packing"] = {
+                "enabled": packing.enabled, "gain": round(packing.gain, 3), "rows": packing.rows,
+                "tokens_unpacked": packing.tokens_unpacked, "tokens_packed": packing.tokens_packed,
+            }
         write_json(out / "metrics.json", {"task": task, "train": train_stats})
         if tracker:
             tracker.log_final({"train": train_stats})

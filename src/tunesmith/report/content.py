@@ -62,6 +62,10 @@ class ReportContent:
     examples: list[dict[str, Any]]
     environment: dict[str, Any]
     missing: list[str] = field(default_factory=list)
+    # Generative runs: every prompting baseline (zero-shot, few-shot) with the finetuned model
+    # beside it, as rows of (metric, {kind: value}, finetuned), and the forgetting check.
+    prompting: list[tuple[str, dict[str, float], float | None]] = field(default_factory=list)
+    forgetting: dict[str, Any] | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -90,6 +94,28 @@ def _metric_rows(metrics: dict[str, Any]) -> list[MetricRow]:
     ordered = [k for k in PREFERRED_METRICS if k in numeric]
     ordered += sorted(k for k in numeric if k not in ordered)
     return [MetricRow(k, baseline.get(k), finetuned.get(k)) for k in ordered]
+
+
+def _prompting_rows(metrics: dict[str, Any]) -> list[tuple[str, dict[str, float], float | None]]:
+    """Each metric of the prompting baselines beside the finetuned model's (when there are
+    several baselines: with one, the baseline-vs-finetuned table says it all)."""
+    baselines = metrics.get("baselines") or {}
+    if len(baselines) < 2:
+        return []
+    finetuned = metrics.get("finetuned") or {}
+    names = [r.name for r in _metric_rows({"baseline": next(iter(baselines.values())), "finetuned": finetuned})]
+    return [(name, {kind: b.get(name) for kind, b in baselines.items()}, finetuned.get(name))
+            for name in names]
+
+
+def forgetting_line(forgetting: dict[str, Any]) -> str:
+    """One sentence on the forgetting check, for both renderers."""
+    verdict = ("above the threshold: possible catastrophic forgetting" if forgetting.get("warning")
+               else "within the threshold")
+    return (f"Perplexity on general text ({forgetting.get('text')}): "
+            f"{fmt(forgetting.get('perplexity_before'))} before, {fmt(forgetting.get('perplexity_after'))} "
+            f"after finetuning ({forgetting.get('relative_change', 0):+.1%}; threshold "
+            f"{forgetting.get('threshold', 0):.0%}): {verdict}.")
 
 
 def _data_summary(run_dir: Path, run_meta: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +222,8 @@ def gather(run_dir: str | Path) -> ReportContent:
         environment={"versions": run_meta.get("versions", {}),
                      "hardware": run_meta.get("hardware", {})},
         missing=missing,
+        prompting=_prompting_rows(metrics),
+        forgetting=metrics.get("forgetting"),
     )
 
 

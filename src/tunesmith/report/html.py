@@ -9,7 +9,7 @@ import base64
 from html import escape
 
 from tunesmith.evaluate.metrics import improved
-from tunesmith.report.content import ReportContent, fmt, signed
+from tunesmith.report.content import ReportContent, fmt, forgetting_line, signed
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1000px;
@@ -63,6 +63,20 @@ def render_html(content: ReportContent) -> str:
                      f"{rows}</table>")
     else:
         parts.append("<p>Not evaluated yet.</p>")
+    if content.prompting:
+        kinds = list(content.prompting[0][1])
+        head = "".join(f"<th>{escape(k)}</th>" for k in kinds)
+        rows = "".join(
+            f"<tr><th>{escape(name)}</th>" + "".join(_cell(values[k], numeric=True) for k in kinds)
+            + f"{_cell(finetuned, numeric=True)}</tr>"
+            for name, values, finetuned in content.prompting
+        )
+        parts.append(f"<p>Every prompting baseline:</p><table><tr><th>metric</th>{head}"
+                     f"<th>finetuned</th></tr>{rows}</table>")
+    if content.forgetting:
+        cls = "warning" if content.forgetting.get("warning") else "info"
+        parts.append(f'<p class="{cls}"><b>Forgetting check:</b> '
+                     f"{escape(forgetting_line(content.forgetting))}</p>")
 
     parts.append("<h2>Diagnosis</h2>")
     if content.verdict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunesmith.report.content import ReportContent, fmt, signed
+from tunesmith.report.content import ReportContent, fmt, forgetting_line, signed
 
 _CELL_CHARS = 200
 
@@ -32,6 +32,13 @@ def render_markdown(content: ReportContent) -> str:
                       [[r.name, r.baseline, r.finetuned, signed(r.delta)] for r in content.metric_rows])
     else:
         out += ["Not evaluated yet.", ""]
+    if content.prompting:
+        kinds = list(content.prompting[0][1])
+        out += ["Every prompting baseline:", ""]
+        out += _table(["metric", *kinds, "finetuned"],
+                      [[name, *(values[k] for k in kinds), finetuned] for name, values, finetuned in content.prompting])
+    if content.forgetting:
+        out += ["**Forgetting check:** " + forgetting_line(content.forgetting), ""]
 
     out += ["## Diagnosis", ""]
     if content.verdict:

@@ -21,6 +21,10 @@ from tunesmith.train.loop import Callback
 ARTIFACTS = ("run.json", "config.yaml", "metrics.json", "history.jsonl", "errors.jsonl",
              "samples.jsonl", "adapter", "plots", "report.html", "report.md")
 
+# metrics.json sections whose numbers are logged as final metrics (confusion_matrix, a table,
+# goes as a plot artifact instead).
+FINAL_SECTIONS = ("baseline", "finetuned", "delta", "train", "baselines", "forgetting")
+
 
 class MlflowTracker(Callback):
     """One MLflow run. Use ``start()``, pass it to ``fit(callbacks=...)``, then ``finish()``."""
@@ -78,12 +82,21 @@ class MlflowTracker(Callback):
         self._mlflow.set_tags({k: v for k, v in tags.items() if v})
 
     def log_final(self, metrics: dict[str, Any]) -> None:
-        """metrics.json's numbers, prefixed baseline_/finetuned_/delta_/train_."""
+        """metrics.json's numbers, flattened with ``_``: ``baseline_accuracy``,
+        ``baselines_few_shot_rougeL``, ``forgetting_relative_change``, ``train_packing_gain`` ...
+        (yes/no values such as ``forgetting_warning`` become 1/0)."""
         flat: dict[str, float] = {}
-        for section in ("baseline", "finetuned", "delta", "train"):
-            for key, value in (metrics.get(section) or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    flat[f"{section}_{key}"] = float(value)
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    walk(f"{prefix}_{key}", inner)
+            elif isinstance(value, (int, float)):  # bool is an int: True -> 1.0
+                flat[prefix] = float(value)
+
+        for section in FINAL_SECTIONS:
+            if isinstance(metrics.get(section), dict):
+                walk(section, metrics[section])
         self._mlflow.log_metrics(flat)
 
     def log_run_folder(self, run_dir: str | Path) -> None:
