@@ -19,7 +19,8 @@ heap keeps freed activation blocks and peak RSS came out 1.5-1.8x higher for the
 MiniLM (see docs/advise.md): that is allocator retention, not memory training needs, and no
 estimate of tensors can predict it. ``--default-malloc`` measures that way instead.
 
-The prediction is ``estimate_memory(model_shape(name), method, batch, length, fp32, adamw)``'s
+The prediction is ``estimate_memory(model_shape(name), method, batch, length, fp32, adamw,
+device="cpu")``'s
 ``total_gb``: weights + gradients + optimizer states + activations. Linux only (``/proc``).
 Memory is not affected by other jobs sharing the CPU, so the figures hold on a busy machine.
 
@@ -108,7 +109,7 @@ def predict(model_name: str, method: str, batch: int, length: int) -> dict:
     from tunesmith.advise.memory import estimate_memory, model_shape
 
     est = estimate_memory(model_shape(model_name), method=method, batch_size=batch,
-                          max_length=length)
+                          max_length=length, device="cpu")
     return {k: v for k, v in est.to_json().items() if k.endswith("_gb")}
 
 

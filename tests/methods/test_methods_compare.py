@@ -33,6 +33,7 @@ def test_compare_methods_trains_each_method_on_the_same_data(in_tmp):
         assert r.metric == metrics["finetuned"]["accuracy"]
         assert json.loads((out / r.method / "run.json").read_text())["method"] == r.method
         assert r.peak_memory_mb > 0 and r.seconds_per_epoch > 0
+        assert r.saved_mb == metrics["train"]["adapter_mb"] > 0
     table = json.loads((out / "comparison.json").read_text())
     assert [m["method"] for m in table["methods"]] == ["full", "lora"]
     assert table["methods"][0]["percent_of_full"] == 100.0
@@ -52,14 +53,15 @@ def test_compare_methods_trains_each_method_on_the_same_data(in_tmp):
 
 
 def test_percent_of_full_and_learning_rates():
-    def result(method, metric):
-        return MethodResult(method, 1e-3, 10, 1.0, 100.0, 5.0, metric, "x")
+    def result(method, metric, saved_mb=0.3):
+        return MethodResult(method, 1e-3, 10, 1.0, 100.0, 5.0, metric, "x", saved_mb)
 
     rows = [result("full", 0.80), result("lora", 0.72)]
     assert relative_to_full(rows, "accuracy") == {"full": 100.0, "lora": pytest.approx(90.0)}
     assert relative_to_full([result("full", 10.0), result("lora", 20.0)], "perplexity")["lora"] == 50.0
     assert relative_to_full([result("lora", 0.7)], "accuracy") == {"lora": None}
-    assert "| lora | 0.001 | 10 (1.00%) | 100 MB | 5 s | 0.7200 | 90.0% |" in comparison_markdown(rows, "accuracy", "")
+    assert "| lora | 0.001 | 10 (1.00%) | 300 kB | 100 MB | 5 s | 0.7200 | 90.0% |" in comparison_markdown(rows, "accuracy", "")
+    assert "| full | 0.001 | 10 (1.00%) | 87.5 MB |" in comparison_markdown([result("full", 0.8, 87.5)], "accuracy", "")
     cfg = load_config(None, ["finetune.learning_rate=2e-3"])
     assert method_learning_rate(cfg, "full", {}) == 5e-5
     assert method_learning_rate(cfg, "full", {"full": 1e-5}) == 1e-5

@@ -68,6 +68,13 @@ LOGIT_COPIES = 3.0
 # NF4 with double quantisation: 4 bits per weight, an 8-bit absmax per 64 weights and a 32-bit
 # constant per 256 absmax blocks (QLoRA paper, section 2).
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
+# QLoRA on CPU: bitsandbytes' CPU path holds, besides the 4-bit weights, working memory the size
+# of the quantised weights in fp32 (measured, not a Python tensor: after loading SmolLM2 in 4-bit
+# the live tensors held 168 MB and the process ~500 MB more; bench/memory_accuracy.py's QLoRA
+# rows were short by about fp32 x the linear weights until this term was added). On CUDA the
+# dequantisation is per layer and transient, and no such term applies.
+QLORA_CPU_EXTRA_BYTES_PER_PARAM = 4.0
+DEVICES: tuple[str, ...] = ("cuda", "cpu")
 # Bytes per element of activations, weights, gradients and optimizer states by precision.
 # mixed: fp32 weights and states, bf16 activations, and autocast's bf16 copy of each weight.
 _BYTES = {
@@ -450,12 +457,17 @@ def estimate_memory(
     adapter_type: str = "pfeiffer",
     adapter_reduction_factor: int = 16,
     keep_best_copy: bool = False,
+    device: str = "cuda",
 ) -> MemoryEstimate:
     """Peak training memory for one micro-batch of ``batch_size`` x ``max_length`` tokens.
 
     ``keep_best_copy`` adds the copy of the trainable weights that tunesmith's loop keeps for
-    the best checkpoint (counted with the weights). Raises UsageError for unknown choices.
+    the best checkpoint (counted with the weights). ``device`` ("cuda" or "cpu") matters for
+    QLoRA only: on CPU bitsandbytes holds fp32-sized working memory for the quantised weights
+    (see :data:`QLORA_CPU_EXTRA_BYTES_PER_PARAM`). Raises UsageError for unknown choices.
     """
+    if device not in DEVICES:
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.")
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'.")
     if optimizer not in OPTIMIZERS:
@@ -482,6 +494,10 @@ def estimate_memory(
         weight_bytes = quantised * NF4_BYTES_PER_PARAM + (rest + added) * sizes["weight"]
         weight_text = (f"{quantised:,} linear weights x {NF4_BYTES_PER_PARAM:.4f} bytes (NF4) + "
                        f"{rest + added:,} others x {sizes['weight']} bytes")
+        if device == "cpu":
+            weight_bytes += quantised * QLORA_CPU_EXTRA_BYTES_PER_PARAM
+            weight_text += (f" + bitsandbytes' CPU working copy {quantised:,} x "
+                            f"{QLORA_CPU_EXTRA_BYTES_PER_PARAM:g} bytes")
     else:
         weight_bytes = (total + added) * sizes["weight"]
         weight_text = f"{total + added:,} parameters x {sizes['weight']} bytes"

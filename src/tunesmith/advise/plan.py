@@ -111,6 +111,7 @@ def make_plan(
     dataset: str | None = None,
     precision: str = "fp32",
     model: str | None = None,
+    device: str = "cuda",
 ) -> Plan:
     """Walk the guide's decision trees for this model, data size and memory.
 
@@ -140,7 +141,7 @@ def make_plan(
     def fits(method: str, checkpointing: bool = False) -> bool:
         return largest_batch_that_fits(
             shape, budget, method=method, max_length=length, precision=precision,
-            lora_r=rank, gradient_checkpointing=checkpointing, limit=1,
+            lora_r=rank, gradient_checkpointing=checkpointing, limit=1, device=device,
         ) >= 1
 
     checkpointing = False
@@ -165,7 +166,7 @@ def make_plan(
         else:
             smallest = estimate_memory(shape, method="qlora", batch_size=1, max_length=length,
                                        precision=precision, lora_r=rank,
-                                       gradient_checkpointing=True)
+                                       gradient_checkpointing=True, device=device)
             raise UsageError(
                 f"{shape.name} does not fit in {memory_gb:g} GB even with QLoRA, gradient "
                 f"checkpointing and a batch of 1 (estimated {smallest.total_gb:.2f} GB at "
@@ -195,7 +196,7 @@ def make_plan(
     effective = effective_batch_for(examples)
     micro = largest_batch_that_fits(
         shape, budget, method=method, max_length=length, precision=precision, lora_r=rank,
-        gradient_checkpointing=checkpointing, limit=effective,
+        gradient_checkpointing=checkpointing, limit=effective, device=device,
     )
     accumulation = math.ceil(effective / micro)
     choices.append(Choice("finetune.batch_size", micro,
@@ -225,6 +226,6 @@ def make_plan(
     config = validate_config(data, source="advise plan")
     estimate = estimate_memory(
         shape, method=method, batch_size=micro, max_length=length, precision=precision,
-        lora_r=rank, gradient_checkpointing=checkpointing,
+        lora_r=rank, gradient_checkpointing=checkpointing, device=device,
     )
     return Plan(config, choices, estimate, advised, memory_gb, notes)

@@ -42,6 +42,7 @@ def _estimate(cfg: Config, shape: ModelShape, batch: int, seq_len: int, cuda: bo
         lora_targets=ft.lora_target_modules, adapter_type=ft.adapter_type,
         adapter_reduction_factor=ft.adapter_reduction_factor,
         keep_best_copy=True,  # the loop keeps the best trainable weights in memory
+        device="cuda" if cuda else "cpu",
     )
 
 

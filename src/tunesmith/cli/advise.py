@@ -35,6 +35,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     est.add_argument("--precision", choices=("fp32", "bf16", "mixed"), default="fp32")
     est.add_argument("--optimizer", choices=("adamw", "adamw-8bit", "sgd"), default="adamw")
     est.add_argument("--gradient-checkpointing", action="store_true")
+    est.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                     help="where it trains (default cuda); on cpu QLoRA adds bitsandbytes' "
+                     "fp32-sized working copy of the 4-bit weights")
     est.add_argument("--lora-r", type=int, default=8, help="LoRA rank (default 8)")
     est.add_argument("--json", action="store_true", help="print JSON (weights_gb ... total_gb)")
     est.set_defaults(handler=_estimate_memory)
@@ -114,7 +117,7 @@ def _estimate_memory(args: argparse.Namespace) -> int:
         heads=args.heads, intermediate=args.intermediate, vocab=args.vocab, method=args.method,
         batch_size=args.batch_size, max_length=args.max_length, precision=args.precision,
         optimizer=args.optimizer, gradient_checkpointing=args.gradient_checkpointing,
-        lora_r=args.lora_r,
+        lora_r=args.lora_r, device=args.device,
     )
     if args.json:
         print(json.dumps(est.to_json(), indent=2))

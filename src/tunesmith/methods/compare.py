@@ -34,6 +34,7 @@ class MethodResult:
     seconds_per_epoch: float
     metric: float
     run_dir: str
+    saved_mb: float | None = None  # the trained weights on disk (what a task adds to the base)
 
     @classmethod
     def from_metrics(cls, method: str, learning_rate: float, metrics: dict[str, Any],
@@ -43,7 +44,8 @@ class MethodResult:
         per_epoch = train_examples / train["samples_per_second"] if train["samples_per_second"] else 0.0
         return cls(method, learning_rate, int(train["trainable_params"]),
                    float(train["trainable_percent"]), float(train["peak_memory_mb"]),
-                   per_epoch, float(metrics["finetuned"][metric]), str(run_dir))
+                   per_epoch, float(metrics["finetuned"][metric]), str(run_dir),
+                   train.get("adapter_mb"))
 
 
 def relative_to_full(results: Sequence[MethodResult], metric: str) -> dict[str, float | None]:
@@ -64,16 +66,18 @@ def comparison_markdown(results: Sequence[MethodResult], metric: str, settings: 
     """The table as markdown, with the settings it was measured under."""
     relative = relative_to_full(results, metric)
     lines = [
-        f"| Method | LR | Parameters trained | Peak memory | Time per epoch | Test {metric} "
-        f"| % of full | Guide says | Use case |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| Method | LR | Parameters trained | Saved size | Peak memory | Time per epoch "
+        f"| Test {metric} | % of full | Guide says | Use case |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         claim, use = GUIDE_CLAIMS.get(r.method, ("", ""))
         pct = f"{relative[r.method]:.1f}%" if relative[r.method] is not None else "n/a"
+        size = "n/a" if r.saved_mb is None else (
+            f"{r.saved_mb:,.1f} MB" if r.saved_mb >= 1 else f"{r.saved_mb * 1000:,.0f} kB")
         lines.append(
             f"| {r.method} | {r.learning_rate:g} | {r.trainable_params:,} ({r.trainable_percent:.2f}%) "
-            f"| {r.peak_memory_mb:,.0f} MB | {r.seconds_per_epoch:,.0f} s | {r.metric:.4f} | {pct} "
+            f"| {size} | {r.peak_memory_mb:,.0f} MB | {r.seconds_per_epoch:,.0f} s | {r.metric:.4f} | {pct} "
             f"| {claim} | {use} |"
         )
     return "\n".join(lines) + f"\n\n{settings}\n"

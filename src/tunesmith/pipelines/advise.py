@@ -30,6 +30,7 @@ def estimate_memory(
     gradient_checkpointing: bool = False,
     lora_r: int = 8,
     lora_targets: str | list[str] = "attention",
+    device: str = "cuda",
 ) -> Any:
     """``tunesmith estimate-memory``: a :class:`~tunesmith.advise.memory.MemoryEstimate` for a
     model (name, folder or config.json) or a stand-in size (``params``)."""
@@ -47,7 +48,7 @@ def estimate_memory(
     return memory.estimate_memory(
         shape, method=method, batch_size=batch_size, max_length=max_length, precision=precision,
         optimizer=optimizer, gradient_checkpointing=gradient_checkpointing, lora_r=lora_r,
-        lora_targets=lora_targets,
+        lora_targets=lora_targets, device=device,
     )
 
 
@@ -126,6 +127,7 @@ def advise(
         domain_shift=domain_shift, max_length=max_length, max_length_reason=length_reason,
         dataset=data, model=_model_name(model),
         precision=memory.config_precision("auto", cuda=torch.cuda.is_available()),
+        device="cuda" if torch.cuda.is_available() else "cpu",
     )
     plan.notes.append(f"memory: {memory_gb:.1f} GB, {memory_reason}.")
     if probe:
