@@ -87,6 +87,9 @@ class FinetuneConfig(_Section):
     max_steps: int | None = Field(default=None, ge=1)
     # Guide: warmup "5-10% of total training steps".
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    # After warmup: linear decay to 0 (the guide's and Trainer's default), cosine decay to 0,
+    # or constant.
+    lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
     # Guide: "weight_decay: 0.01". Applied to matrices only, not to biases and norms.
     weight_decay: float = Field(default=0.01, ge=0, le=1)
     # Gradient clipping by global norm; 0 disables it.

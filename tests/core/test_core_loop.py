@@ -153,3 +153,19 @@ def test_other_errors_are_not_swallowed():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         _fit(_model(), toy_data(16), finetune_cfg(max_steps=1), callbacks=[Boom()])
+
+
+def test_lr_schedulers_after_warmup():
+    def lrs(name):
+        cfg = finetune_cfg(max_steps=20, warmup_ratio=0.2, learning_rate=1e-3, logging_steps=1,
+                           lr_scheduler=name)
+        result = _fit(_model(), toy_data(64), cfg)
+        return [r["lr"] for r in result.history if r["kind"] == "train"]
+
+    linear, cosine, constant = lrs("linear"), lrs("cosine"), lrs("constant")
+    assert len(linear) == len(cosine) == len(constant) == 20
+    assert linear[:4] == cosine[:4] == constant[:4]  # the same warmup (4 of 20 steps)
+    assert all(v == pytest.approx(1e-3) for v in constant[5:])
+    # Cosine decays slower than linear in the first half of the decay and faster in the second.
+    assert cosine[7] > linear[7] and cosine[17] < linear[17]
+    assert all(a > b for a, b in zip(linear[4:], linear[5:], strict=False))

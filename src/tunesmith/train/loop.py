@@ -195,7 +195,7 @@ def fit(
     total_steps = cfg.max_steps or windows_per_epoch * cfg.num_epochs
     num_epochs = math.ceil(total_steps / windows_per_epoch)
     scheduler = get_scheduler(
-        "linear",
+        "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler,
         optimizer,
         num_warmup_steps=round(cfg.warmup_ratio * total_steps),
         num_training_steps=total_steps,
