@@ -57,3 +57,22 @@ def test_advise_write_runs_as_is(in_tmp, capsys):
     assert cfg.prepare.max_length < 64  # p95 of short snippets, not the default 512
     result = run(cfg, progress=False, log=lambda _: None)
     assert result.metrics["finetuned"]["accuracy"] >= 0.9  # a trivially separable toy task
+
+
+def test_advise_probe_measures_the_learning_rate_and_writes_it(in_tmp, capsys):
+    from tunesmith.config import load_config
+
+    words = [("a warm, funny and moving film", "fresh"), ("dull, slow and badly acted", "rotten")]
+    rows = [{"text": f"{text} ({i})", "label": label} for i in range(60) for text, label in words]
+    (in_tmp / "toy.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (in_tmp / "plan").mkdir()
+    assert main(["advise", "--model", "minilm", "--data", "toy.jsonl", "--memory", "4", "--probe",
+                 "--write", "plan/params.yaml"]) == 0
+    out = capsys.readouterr().out
+    found = json.loads((in_tmp / "plan" / "lr_find.json").read_text())
+    assert (in_tmp / "plan" / "lr_find.png").stat().st_size > 1000
+    cfg = load_config(in_tmp / "plan" / "params.yaml")
+    # The plan's rate is the finder's suggestion, not the guide's table value, and says so.
+    assert cfg.finetune.learning_rate == found["suggestion"]
+    assert "measured by lr-find" in out
+    assert min(found["lrs"]) <= found["suggestion"] <= max(found["lrs"])

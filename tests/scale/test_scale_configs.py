@@ -88,3 +88,19 @@ def test_deepspeed_configs_build_accelerate_deepspeed_plugin(name, stage):
     assert plugin.deepspeed_config["gradient_accumulation_steps"] == 1
     assert zero["offload_optimizer"]["device"] == "none"
     assert zero["stage3_gather_16bit_weights_on_model_save"] is (stage == 3)
+
+
+def test_the_loop_refuses_deepspeed_and_accepts_the_others():
+    # DeepSpeed would own gradients and steps that the loop scales and takes itself: refused with
+    # the alternatives, rather than training with silently wrong updates.
+    from accelerate.utils import DistributedType
+
+    from tunesmith.errors import ConfigError
+    from tunesmith.train.loop import check_engine
+
+    with pytest.raises(ConfigError, match="no DeepSpeed path") as info:
+        check_engine(DistributedType.DEEPSPEED)
+    assert "fsdp.yaml" in (info.value.hint or "")
+    for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU,
+                 DistributedType.FSDP):
+        check_engine(kind)

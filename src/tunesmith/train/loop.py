@@ -108,6 +108,24 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def check_engine(distributed_type: str) -> None:
+    """Refuse the distributed engines this loop cannot drive correctly (yet).
+
+    DeepSpeed keeps gradients inside its engine and steps on every backward, while this loop
+    scales ``p.grad`` by the targets of the accumulation window and steps itself: under DeepSpeed
+    the updates would be silently wrong, so it stops with the alternatives instead. DDP (CPU and
+    GPU) and FSDP go through.
+    """
+    if str(distributed_type).upper().endswith("DEEPSPEED"):
+        raise ConfigError(
+            "tunesmith's training loop has no DeepSpeed path: DeepSpeed's engine owns the "
+            "gradients and the optimizer step, which the loop's target-normalised accumulation "
+            "needs to control.",
+            hint="Launch with configs/accelerate/fsdp.yaml (shards weights, gradients and "
+            "optimizer state) or plain DDP (`tunesmith train --nproc N`); see docs/performance.md.",
+        )
+
+
 def mixed_precision(precision: str) -> str:
     """Accelerate's mixed_precision for ``finetune.precision`` on this machine."""
     import torch
@@ -169,6 +187,7 @@ def fit(
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(cfg.precision)
     )
+    check_engine(accelerator.distributed_type)
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
     set_seed(cfg.seed)
