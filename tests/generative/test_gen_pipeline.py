@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tunesmith.config import validate_config
 from tunesmith.pipelines.run import run
 
@@ -83,6 +85,8 @@ def test_generative_run_logs_every_baseline_forgetting_and_packing_to_mlflow_and
     assert packing["enabled"] is True  # the config forces it
     assert packing["gain"] == round(packing["tokens_unpacked"] / packing["tokens_packed"], 3)
     assert metrics["train"]["adapter_mb"] > 0
+    train = metrics["train"]
+    assert train["seconds_per_epoch"] == pytest.approx(packing["rows"] / train["samples_per_second"], rel=0.02, abs=0.05)
 
     meta = json.loads((in_tmp / "run" / "run.json").read_text())
     logged = MlflowClient(uri).get_run(meta["mlflow_run_id"]).data.metrics

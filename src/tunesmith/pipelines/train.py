@@ -305,6 +305,10 @@ def train(
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "train_seconds": round(result.train_seconds, 1),
+            # Time of one full pass over the train split at the measured throughput (also when
+            # max_steps ended mid-epoch).
+            "seconds_per_epoch": round(len(plan.train_data) / result.samples_per_second, 1)
+            if result.samples_per_second else None,
             "steps": result.steps,
             "adapter_mb": round(saved.size_bytes / 1e6, 3),
         }
