@@ -327,6 +327,18 @@ def fit(
                 smallest = min(len(w) for w in window)
                 if not is_out_of_memory(exc) or math.ceil(smallest / state.splits) <= 1:
                     raise
+                if world > 1:
+                    # The other ranks are already inside this step's gradient all-reduce: a
+                    # retry on this rank alone would leave them waiting forever. Fail fast (the
+                    # launcher stops the others); the last checkpoint is intact for --resume.
+                    raise ConfigError(
+                        f"out of memory on rank {rank} of {world} at step {state.step + 1}; "
+                        "recovery by smaller micro-batches works on one process only.",
+                        hint=f"Lower finetune.batch_size (now {cfg.batch_size}) and raise "
+                        "finetune.gradient_accumulation_steps to keep the effective batch, and "
+                        "start again; with the same settings, `tunesmith train --resume RUN` "
+                        "continues from the last checkpoint (on a machine with more memory).",
+                    ) from exc
                 optimizer.zero_grad(set_to_none=True)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
