@@ -136,3 +136,24 @@ def test_broken_history_names_the_line(tmp_path):
     with pytest.raises(DataError, match="line 2"):
         read_history(path)
     assert main(["diagnose", str(tmp_path / "missing")]) == 1
+
+
+def test_a_classifier_knocked_onto_the_class_prior_by_a_high_rate_is_unstable_not_underfitting():
+    # The shape of a real run (MiniLM + LoRA, lr-find's 9.3e-3, rotten-tomatoes): the loss dips,
+    # then sits at ln 2 while every validation prediction is the majority class (57.4%).
+    history = epochs([(0.694, 0.684), (0.683, 0.682)], steps_per_epoch=300)
+    for record in history:
+        if record["kind"] == "eval":
+            record.update(val_accuracy=0.574, val_precision=0.287, val_recall=0.5, val_f1=0.3647)
+    high = diagnose_history(history, FinetuneConfig(method="lora", learning_rate=9.3e-3))
+    assert high.verdict == "unstable" and "single class" in high.summary() + str(high.findings)
+    assert remedies(high)["finetune.learning_rate"] == (9.3e-3, 4.6e-3)  # lower, not higher
+    # The same picture at the guide's rate is a model that has not left the prior yet.
+    low = diagnose_history(history, FinetuneConfig(method="lora", learning_rate=2e-4))
+    assert low.verdict == "underfitting"
+    assert remedies(low)["finetune.learning_rate"] == (2e-4, 3e-4)
+    # A binary classifier with recalls 0.3 / 0.7 also has macro recall 0.5: not one class.
+    for record in history:
+        if record["kind"] == "eval":
+            record.update(val_accuracy=0.52, val_precision=0.5, val_recall=0.5)
+    assert diagnose_history(history, FinetuneConfig(learning_rate=9.3e-3)).verdict == "underfitting"
