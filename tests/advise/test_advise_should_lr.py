@@ -87,3 +87,9 @@ def test_range_test_on_a_tiny_bert(tmp_path):
     assert (tmp_path / "lr_find.png").stat().st_size > 1000
     assert len(result.lrs) == len(result.smoothed) <= 40
     assert result.lrs == sorted(result.lrs)
+    dip = 1 - min(result.smoothed) / result.smoothed[0]
+    assert any("shallow dip" in n for n in result.notes) == (dip < 0.05)
+    # The same test on a curve that cannot dip in 8 steps says so, and asks for 3x the steps.
+    short = range_test(model, data, objective=ClassificationObjective(), cfg=cfg,
+                       pad_token_id=tokenizer.pad_token_id, start_lr=1e-7, end_lr=1e-6, steps=8)
+    assert any("shallow dip" in n and "--steps 24" in n for n in short.notes)

@@ -140,6 +140,7 @@ def advise(
         plan.choices = [c for c in plan.choices if c.key != "finetune.learning_rate"]
         plan.choices.append(Choice("finetune.learning_rate", found.suggestion,
                                    f"measured by lr-find: {found.reason}"))
+        plan.notes.extend(f"lr-find: {note}" for note in found.notes)
     if write is not None:
         save_config(plan.config, write)
         load_config(write)  # what `tunesmith run --config` will do: fail here, not there
