@@ -131,10 +131,7 @@ def advise(
     )
     plan.notes.append(f"memory: {memory_gb:.1f} GB, {memory_reason}.")
     if probe:
-        from tunesmith.advise.lr_find import lr_find as run_lr_find
-
-        found = run_lr_find(plan.config, out_dir=Path(write).parent if write else Path("."),
-                            log=log)
+        found = lr_find(plan.config, out_dir=Path(write).parent if write else Path("."), log=log)
         finetune = plan.config.finetune.model_copy(update={"learning_rate": found.suggestion})
         plan.config = plan.config.model_copy(update={"finetune": finetune})
         plan.choices = [c for c in plan.choices if c.key != "finetune.learning_rate"]
