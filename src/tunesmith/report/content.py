@@ -85,15 +85,19 @@ def _read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def _metric_rows(metrics: dict[str, Any]) -> list[MetricRow]:
-    baseline = metrics.get("baseline") or {}
-    finetuned = metrics.get("finetuned") or {}
+def _metric_names(baseline: dict[str, Any], finetuned: dict[str, Any]) -> list[str]:
+    """The numeric metrics of either side: PREFERRED_METRICS first, then the rest sorted."""
     numeric = [k for k in {**baseline, **finetuned}
                if isinstance(baseline.get(k, finetuned.get(k)), (int, float))
                and not isinstance(baseline.get(k, finetuned.get(k)), bool)]
     ordered = [k for k in PREFERRED_METRICS if k in numeric]
-    ordered += sorted(k for k in numeric if k not in ordered)
-    return [MetricRow(k, baseline.get(k), finetuned.get(k)) for k in ordered]
+    return ordered + sorted(k for k in numeric if k not in ordered)
+
+
+def _metric_rows(metrics: dict[str, Any]) -> list[MetricRow]:
+    baseline = metrics.get("baseline") or {}
+    finetuned = metrics.get("finetuned") or {}
+    return [MetricRow(k, baseline.get(k), finetuned.get(k)) for k in _metric_names(baseline, finetuned)]
 
 
 def _prompting_rows(metrics: dict[str, Any]) -> list[tuple[str, dict[str, float], float | None]]:
@@ -103,7 +107,7 @@ def _prompting_rows(metrics: dict[str, Any]) -> list[tuple[str, dict[str, float]
     if len(baselines) < 2:
         return []
     finetuned = metrics.get("finetuned") or {}
-    names = [r.name for r in _metric_rows({"baseline": next(iter(baselines.values())), "finetuned": finetuned})]
+    names = _metric_names(next(iter(baselines.values())), finetuned)
     return [(name, {kind: b.get(name) for kind, b in baselines.items()}, finetuned.get(name))
             for name in names]
 
