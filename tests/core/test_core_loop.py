@@ -4,11 +4,16 @@ weights, resume and out-of-memory recovery."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from core_tiny import finetune_cfg, tiny_bert, tokenizer, toy_data, trainable
 
+from tunesmith.errors import DataError
 from tunesmith.methods import apply_method
 from tunesmith.train.loop import Callback, fit
 from tunesmith.train.objectives import ClassificationObjective
@@ -123,27 +128,63 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 
 class _OomOnce(Callback):
-    def __init__(self):
-        self.raised = False
+    """Records the rows of every micro-batch; at step 1 an allocation fails once.
+
+    ``cpu``: a real failure of torch's CPU allocator (asking it for 1 PiB), whose message reads
+    "DefaultCPUAllocator: can't allocate memory"; ``cuda``: the error CUDA's allocator raises.
+    """
+
+    def __init__(self, kind):
+        self.kind, self.raised, self.rows = kind, False, []
 
     def on_micro_batch(self, step, batch):
+        self.rows.append((step, int(batch["input_ids"].shape[0])))
         if step == 1 and not self.raised:
             self.raised = True
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.kind == "cpu":
+                torch.empty(2**50, dtype=torch.uint8)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-def test_out_of_memory_halves_micro_batch_and_keeps_the_step(tmp_path):
+@pytest.mark.parametrize("kind", ["cpu", "cuda"])
+def test_out_of_memory_halves_micro_batch_and_keeps_the_step(tmp_path, kind):
     data, cfg = toy_data(32), finetune_cfg(max_steps=3)
     plain = _model(dropout=0.0)
     _fit(plain, data, cfg)
     recovered = _model(dropout=0.0)
-    result = _fit(recovered, data, cfg, callbacks=[_OomOnce()], out_dir=tmp_path)
+    oom = _OomOnce(kind)
+    result = _fit(recovered, data, cfg, callbacks=[oom], out_dir=tmp_path)
     events = [r for r in result.history if r["kind"] == "event"]
     assert [e["event"] for e in events] == ["oom_recovered"] and events[0]["step"] == 1
+    assert "micro-batch cut to about 4 with 2 accumulation steps" in events[0]["message"]
+    # Step 0 ran whole; step 1 failed at 8 rows and ran again as two halves; so did step 2.
+    assert oom.rows == [(0, 8), (1, 8), (1, 4), (1, 4), (2, 4), (2, 4)]
+    # The effective batch is kept: every optimizer step still saw 8 examples.
+    assert [r["samples"] for r in result.history if r["kind"] == "train"] == [8, 8, 8]
     assert result.steps == 3
     a, b = trainable(plain), trainable(recovered)
+    assert any(not torch.equal(a[k], trainable(_model(dropout=0.0))[k]) for k in a)  # it trained
     for key in a:  # same effective batch, so the same weights
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(__import__("resource"), "RLIMIT_AS"), reason="needs RLIMIT_AS (Linux)")
+def test_out_of_memory_under_a_real_memory_limit(tmp_path):
+    """In a child process capped with RLIMIT_AS, a micro-batch of 8 cannot get its memory and
+    one of 4 can: training recovers by halving and ends with the uncapped run's weights."""
+    script = Path(__file__).with_name("oom_under_rlimit.py")
+    out = tmp_path / "result.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True,
+                          text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "can't allocate memory" in result["first_error"]
+    assert result["events"] == ["oom_recovered"]
+    # The first micro-batch of 8 could not get its memory; from then on halves of 4 ran.
+    assert result["rows"] == [[0, 8], [0, 4], [0, 4], [1, 4], [1, 4], [2, 4], [2, 4]]
+    assert result["samples"] == [8, 8, 8]
+    assert result["max_weight_difference"] < 1e-5
 
 
 def test_other_errors_are_not_swallowed():
@@ -169,3 +210,24 @@ def test_lr_schedulers_after_warmup():
     # Cosine decays slower than linear in the first half of the decay and faster in the second.
     assert cosine[7] > linear[7] and cosine[17] < linear[17]
     assert all(a > b for a, b in zip(linear[4:], linear[5:], strict=False))
+
+
+def test_resume_refuses_a_planted_pickle_payload(tmp_path):
+    """Checkpoints load with weights_only=True: a rng.pt holding a Python object that would run
+    code when unpickled is refused, naming the file, and the code does not run."""
+    data, cfg = toy_data(16), finetune_cfg(max_steps=2)
+    _fit(_model(), data, cfg, out_dir=tmp_path)
+    marker = tmp_path / "payload-ran"
+    torch.save({"python": _Payload(str(marker))}, tmp_path / "checkpoints" / "last" / "rng.pt")
+    with pytest.raises(DataError, match=r"rng\.pt: refused to load") as err:
+        _fit(_model(), data, cfg, out_dir=tmp_path, resume=True)
+    assert "trust" in err.value.hint
+    assert not marker.exists()
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
