@@ -64,3 +64,16 @@ def test_invalid_yaml_names_the_line(tmp_path):
         load_config(p)
     assert "line" in str(err.value)
     assert Config().finetune.method == "lora"
+
+
+@pytest.mark.parametrize("name", ["../x", "runs/../../etc", "/tmp/x", "a/b", "..", ".hidden",
+                                  "-rf", "with space", "a\\b", "x" * 101])
+def test_run_name_is_one_safe_path_segment(name):
+    with pytest.raises(ConfigError, match=r"tracking\.run_name.*one folder name") as err:
+        load_config(None, [f"tracking.run_name={name}"])
+    assert repr(name)[:20] in str(err.value)
+
+
+def test_safe_run_names_are_accepted():
+    for name in ("sentiment-lora-r16", "run_1.2", "A" * 100):
+        assert load_config(None, [f"tracking.run_name={name}"]).tracking.run_name == name
