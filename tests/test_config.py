@@ -1,6 +1,6 @@
 import pytest
 
-from tunesmith.config import Config, load_config, valid_keys
+from tunesmith.config import Config, load_config, safe_run_name, valid_keys
 from tunesmith.errors import ConfigError
 
 
@@ -77,3 +77,10 @@ def test_run_name_is_one_safe_path_segment(name):
 def test_safe_run_names_are_accepted():
     for name in ("sentiment-lora-r16", "run_1.2", "A" * 100):
         assert load_config(None, [f"tracking.run_name={name}"]).tracking.run_name == name
+
+
+def test_safe_run_name_makes_any_folder_name_valid():
+    for text in ("my run (2)", "..", "-x", "ü/../ß", ""):
+        name = safe_run_name(text)
+        assert load_config(None, [f"tracking.run_name={name}"]).tracking.run_name == name
+    assert safe_run_name("my run (2)") == "my-run-2-"

@@ -156,6 +156,12 @@ class EvaluationConfig(_Section):
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
+def safe_run_name(text: str) -> str:
+    """``text`` made a valid ``tracking.run_name`` (other characters become '-')."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).lstrip(".-")[:100]
+    return name or "run"
+
+
 class TrackingConfig(_Section):
     # MLflow tracking URI; the default is an embedded sqlite store in the working directory.
     mlflow_uri: str = "sqlite:///mlflow.db"

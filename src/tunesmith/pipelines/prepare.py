@@ -221,12 +221,12 @@ def load_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
     from tunesmith import assets
-    from tunesmith.models.loader import converted_gguf_dir
+    from tunesmith.models.loader import converted_gguf_dir, locate_model
 
     try:
         source = assets.model_source(model)
         if isinstance(source, str):
-            return AutoTokenizer.from_pretrained(source)
+            return AutoTokenizer.from_pretrained(locate_model(source))
         if source.gguf:
             converted = converted_gguf_dir(source.name)
             if (converted / "tokenizer_config.json").is_file():

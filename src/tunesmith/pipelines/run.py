@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import assets
-from tunesmith.config import Config, apply_overrides, validate_config
+from tunesmith.config import Config, apply_overrides, safe_run_name, validate_config
 from tunesmith.errors import UsageError
 from tunesmith.pipelines.evaluate import EvaluateResult, evaluate
 from tunesmith.pipelines.train import TrainResult, default_run_name, train
@@ -94,7 +94,8 @@ def run(
         )
     if out_dir is not None and cfg.tracking.run_name is None:
         # The MLflow run is named after the folder the user chose.
-        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": out.name})})
+        named = safe_run_name(out.resolve().name)
+        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": named})})
     log(f"preparing {cfg.prepare.dataset} into {out / 'data'}")
     created = not out.exists()
     try:
