@@ -22,6 +22,7 @@ from tunesmith import assets
 from tunesmith.config import Config, apply_overrides, safe_run_name, validate_config
 from tunesmith.errors import UsageError
 from tunesmith.pipelines.evaluate import EvaluateResult, evaluate
+from tunesmith.pipelines.prepare import REJECTS
 from tunesmith.pipelines.train import TrainResult, default_run_name, train
 
 # The demo's departures from the defaults, each with its reason (printed by `tunesmith demo`).
@@ -69,6 +70,18 @@ def _task_guess(cfg: Config) -> str | None:
     return builtin.task if builtin else None
 
 
+def _clean_up_failed_prepare(out: Path) -> None:
+    """Remove what a failed data step wrote, except a non-empty rejects.jsonl: the error
+    message points to it (each rejected row with its line and reason)."""
+    rejects = out / "data" / REJECTS
+    if not (rejects.is_file() and rejects.stat().st_size):
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in out.rglob("*"):
+        if path.is_file() and path != rejects:
+            path.unlink()
+
+
 def run(
     cfg: Config,
     out_dir: str | Path | None = None,
@@ -101,8 +114,8 @@ def run(
     try:
         prepared = prepare_data(cfg.prepare, out / "data")
     except Exception:
-        if created:  # nothing worth keeping: the error message says what to fix
-            shutil.rmtree(out, ignore_errors=True)
+        if created:
+            _clean_up_failed_prepare(out)
         raise
     counts = {"train": len(prepared.train), "val": len(prepared.val), "test": len(prepared.test)}
     read = prepared.manifest.get("counts", {})
