@@ -10,7 +10,7 @@ from data_files import CLASSIFICATION_JSONL, timed_records, write_jsonl
 
 from tunesmith.config import PrepareConfig
 from tunesmith.data.dedup import deduplicate, lsh_bands, normalize
-from tunesmith.data.leakage import find_leaks
+from tunesmith.data.leakage import find_leaks, overlap_check
 from tunesmith.data.split import part_sizes, split_records
 from tunesmith.data.validate import time_value
 from tunesmith.errors import DataError
@@ -211,3 +211,33 @@ def test_chat_and_qa_builtins_validate_and_split(in_tmp):
     groups = [{r.meta["group"] for r in p} for p in (qa.train, qa.val, qa.test)]
     assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
     assert qa.manifest["overlap_check"]["passed"]
+
+
+def test_overlap_check_catches_planted_overlaps():
+    long = ("the cast is great and the story is told with care from the first scene to the very "
+            "last frame while the music keeps every moment alive until the end of the")
+    parts = {
+        "train": [rec("A wonderful, moving film."), rec(f"{long} film"), rec("something else")],
+        "val": [rec("a WONDERFUL moving film!", "b")],  # the same input after normalisation
+        "test": [rec(f"{long} movie"), rec("unrelated words here")],  # one word differs
+    }
+    exact = overlap_check(parts)
+    assert (exact["train-val"], exact["train-test"], exact["val-test"]) == (1, 0, 0)
+    assert exact["passed"] is False
+    near = overlap_check(parts, near=True, threshold=0.8)
+    assert (near["train-val"], near["train-test"], near["val-test"]) == (1, 1, 0)
+    assert near["passed"] is False
+    clean = {"train": parts["train"][2:], "val": parts["val"], "test": parts["test"][1:]}
+    assert overlap_check(clean, near=True, threshold=0.8)["passed"] is True
+
+
+def test_prepare_reports_an_overlap_in_the_split_files_it_wrote(in_tmp):
+    # Without deduplication every input appears twice, so the split files written to disk share
+    # inputs; the check reads those files back and says so in the manifest.
+    rows = [{"text": f"review number {i} is {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"}
+            for i in range(20)]
+    write_jsonl(in_tmp / "twice.jsonl", rows + rows)
+    prepared = prepare_data(PrepareConfig(dataset="twice.jsonl", dedup="none", split="random"), "out")
+    check = prepared.manifest["overlap_check"]
+    assert check["passed"] is False
+    assert check["train-val"] + check["train-test"] + check["val-test"] > 0
