@@ -13,7 +13,7 @@ import pytest
 import torch
 from core_tiny import finetune_cfg, tiny_bert, tokenizer, toy_data, trainable
 
-from tunesmith.errors import DataError
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.methods import apply_method
 from tunesmith.train.loop import Callback, fit
 from tunesmith.train.objectives import ClassificationObjective
@@ -231,3 +231,100 @@ class _Payload:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.path),))
+
+
+def test_gradients_are_clipped_to_max_grad_norm_before_each_step():
+    """What the optimizer steps with has a global norm of at most max_grad_norm, while the
+    logged grad_norm is the norm before clipping."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+
+    def norm_at_step(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(norm_at_step)
+    try:
+        clipped = _fit(_model(), toy_data(16), finetune_cfg(max_steps=3, max_grad_norm=0.05))
+        seen_clipped, seen[:] = list(seen), []
+        free = _fit(_model(), toy_data(16), finetune_cfg(max_steps=3, max_grad_norm=0.0))
+    finally:
+        handle.remove()
+    logged = [r["grad_norm"] for r in clipped.history if r["kind"] == "train"]
+    assert all(n > 0.05 for n in logged)  # the raw gradients were larger than the limit ...
+    assert seen_clipped == pytest.approx([0.05] * 3, rel=1e-3)  # ... and were cut to it
+    # max_grad_norm 0 disables clipping: the optimizer sees the raw norm that is logged.
+    assert seen == pytest.approx([r["grad_norm"] for r in free.history if r["kind"] == "train"], rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_gradient_checkpointing_recomputes_activations_and_trains_the_same(method):
+    """With gradient_checkpointing the encoder layers keep far fewer activations for backward
+    and run their forward again during backward instead; training ends with the same weights."""
+    results = {}
+    for checkpointing in (False, True):
+        cfg = finetune_cfg(method=method, max_steps=2, gradient_checkpointing=checkpointing,
+                           learning_rate=1e-2)
+        model = _model(dropout=0.0, cfg=cfg)
+        bert = model.get_base_model().bert if method == "lora" else model.bert
+        calls = []
+        bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+            lambda *_, calls=calls: calls.append(1))
+        saved = [0]
+
+        def pack(tensor, saved=saved):
+            saved[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            _fit(model, toy_data(16), cfg)
+        results[checkpointing] = (len(calls), saved[0], trainable(model))
+    assert results[False][0] == 2 and results[True][0] == 4  # 2 steps of one micro-batch
+    assert results[True][1] < results[False][1] / 3  # activations kept for backward
+    plain, checkpointed = results[False][2], results[True][2]
+    start = trainable(_model(dropout=0.0, cfg=finetune_cfg(method=method)))
+    assert any(not torch.equal(plain[k], start[k]) for k in plain)  # it trained
+    for key in plain:
+        torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-4, atol=1e-6)
+
+
+_PRECISION = """
+import json, math, sys
+import torch
+from core_tiny import finetune_cfg, tiny_bert, tokenizer, toy_data
+from tunesmith.methods import apply_method
+from tunesmith.train.loop import fit
+from tunesmith.train.objectives import ClassificationObjective
+cfg = finetune_cfg(max_steps=2, precision=sys.argv[1])
+model = apply_method(tiny_bert(0, 0.0), cfg, task="classification")
+seen = set()
+model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+    lambda _m, _i, out: seen.add(str(out.dtype)))
+result = fit(model, toy_data(16), objective=ClassificationObjective(), cfg=cfg,
+             pad_token_id=tokenizer().pad_token_id, progress=False)
+print(json.dumps({"forward": sorted(seen),
+                  "weights": sorted({str(p.dtype) for p in model.parameters()}),
+                  "finite": all(math.isfinite(r["loss"]) for r in result.history if r["kind"] == "train")}))
+"""
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_mixed_precision_runs_the_forward_pass_in_the_chosen_dtype(precision):
+    """finetune.precision bf16 autocasts the forward pass to bfloat16 (here on CPU) while the
+    weights stay float32; fp32 keeps float32. In a child process: Accelerate allows one mixed
+    precision setting per process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _PRECISION, precision], env=env,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = {"fp32": "torch.float32", "bf16": "torch.bfloat16"}[precision]
+    assert result == {"forward": [expected], "weights": ["torch.float32"], "finite": True}
+
+
+def test_fp16_needs_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        _fit(_model(), toy_data(16), finetune_cfg(max_steps=1, precision="fp16"))

@@ -14,7 +14,13 @@ import json
 
 import pytest
 import torch
-from scale_helpers import adapter_tensors, history, kill_after_first_checkpoint, run_cli, write_config
+from scale_helpers import (
+    adapter_tensors,
+    history,
+    kill_after_first_checkpoint,
+    run_cli,
+    write_config,
+)
 
 STEPS = 60
 STEPS_PER_EPOCH = 16  # 64 training examples / batch 4
