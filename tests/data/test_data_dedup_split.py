@@ -27,6 +27,15 @@ def test_normalize_ignores_case_whitespace_punctuation():
     assert normalize("Dull -- and far too long...") == normalize("dull and FAR too long")
 
 
+def test_normalize_applies_nfkc_so_compatibility_forms_are_duplicates():
+    # The fi ligature, full-width letters, a no-break space and a composed vs decomposed é.
+    assert normalize("\ufb01ne \uff26\uff29\uff2c\uff2d\u00a0caf\u00e9") == "fine film café"
+    assert normalize("cafe\u0301") == normalize("caf\u00e9")
+    kept, report = deduplicate([rec("A fine film, caf\u00e9 style", line=1),
+                                rec("A \ufb01ne \uff26ILM caf\u0065\u0301 style", line=2)], "exact")
+    assert [r.line for r in kept] == [1] and report.removed == 1
+
+
 def test_exact_near_and_conflicts_with_both_lines():
     long_a = "the cast is great and the story is told with care from the first scene to the very last frame while the music and the camera work keep every moment alive until the end of the film"
     long_b = long_a.replace("of the film", "of the movie")
