@@ -1,6 +1,6 @@
 import pytest
 
-from tunesmith.config import Config, load_config, valid_keys
+from tunesmith.config import Config, load_config, safe_run_name, valid_keys
 from tunesmith.errors import ConfigError
 
 
@@ -77,3 +77,23 @@ def test_environment_overrides_apply_after_set_and_are_announced(monkeypatch, ca
     assert "TUNESMITH_SET overrides the config: finetune.max_steps=5" in capsys.readouterr().err
     monkeypatch.setenv("TUNESMITH_SET", "")
     assert load_config().finetune.max_steps is None
+
+
+@pytest.mark.parametrize("name", ["../x", "runs/../../etc", "/tmp/x", "a/b", "..", ".hidden",
+                                  "-rf", "with space", "a\\b", "x" * 101])
+def test_run_name_is_one_safe_path_segment(name):
+    with pytest.raises(ConfigError, match=r"tracking\.run_name.*one folder name") as err:
+        load_config(None, [f"tracking.run_name={name}"])
+    assert repr(name)[:20] in str(err.value)
+
+
+def test_safe_run_names_are_accepted():
+    for name in ("sentiment-lora-r16", "run_1.2", "A" * 100):
+        assert load_config(None, [f"tracking.run_name={name}"]).tracking.run_name == name
+
+
+def test_safe_run_name_makes_any_folder_name_valid():
+    for text in ("my run (2)", "..", "-x", "ü/../ß", ""):
+        name = safe_run_name(text)
+        assert load_config(None, [f"tracking.run_name={name}"]).tracking.run_name == name
+    assert safe_run_name("my run (2)") == "my-run-2-"

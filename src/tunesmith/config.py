@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import ConfigError
 
@@ -154,13 +155,34 @@ class EvaluationConfig(_Section):
     num_samples: int = Field(default=20, ge=0)
 
 
+# A run name becomes a folder under runs/: one path segment, no '..', no separators.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def safe_run_name(text: str) -> str:
+    """``text`` made a valid ``tracking.run_name`` (other characters become '-')."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).lstrip(".-")[:100]
+    return name or "run"
+
+
 class TrackingConfig(_Section):
     # MLflow tracking URI; the default is an embedded sqlite store in the working directory.
     mlflow_uri: str = "sqlite:///mlflow.db"
     experiment: str = "tunesmith"
-    # null names the run <task>-<model>-<method>-<timestamp>.
+    # null names the run <task>-<model>-<method>-<timestamp>. It is a folder name under runs/:
+    # one path segment of letters, digits, '.', '_' and '-' (so it cannot point elsewhere).
     run_name: str | None = None
     enabled: bool = True
+
+    @field_validator("run_name")
+    @classmethod
+    def _one_safe_segment(cls, value: str | None) -> str | None:
+        if value is not None and (not _SAFE_NAME.fullmatch(value) or set(value) == {"."}):
+            raise ValueError(
+                "a run name is one folder name of letters, digits, '.', '_' and '-' (at most "
+                "100, not starting with '.' or '-'), e.g. sentiment-lora-r16"
+            )
+        return value
 
 
 class Config(_Section):

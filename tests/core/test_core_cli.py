@@ -71,3 +71,31 @@ def test_train_without_data_and_runs_without_folder(in_tmp):
     assert out.returncode == 2 and "no runs folder" in out.stderr
     out = _run("evaluate", "nowhere")
     assert out.returncode == 2 and "not a tunesmith run folder" in out.stderr
+
+
+_HELP_IMPORTS = """
+import json, sys, time
+start = time.perf_counter()
+from tunesmith.cli.main import build_parser, main
+commands = sorted(build_parser()._subparsers._group_actions[0].choices)
+for argv in [["--help"]] + [[c, "--help"] for c in commands]:
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+heavy = sorted(m for m in ("torch", "transformers", "peft", "mlflow", "accelerate", "dvc",
+                           "matplotlib", "sklearn", "fastapi", "pandas") if m in sys.modules)
+print(json.dumps({"commands": len(commands), "heavy": heavy,
+                  "seconds": time.perf_counter() - start}))
+"""
+
+
+def test_help_of_every_command_imports_nothing_heavy_and_is_fast():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", _HELP_IMPORTS], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["commands"] >= 10
+    assert result["heavy"] == []  # e.g. torch alone takes seconds to import
+    assert result["seconds"] < 5, result  # about 1.5 s for all of them on 2 busy cores

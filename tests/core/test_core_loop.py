@@ -4,11 +4,16 @@ weights, resume and out-of-memory recovery."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from core_tiny import finetune_cfg, tiny_bert, tokenizer, toy_data, trainable
 
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.methods import apply_method
 from tunesmith.train.loop import Callback, fit
 from tunesmith.train.objectives import ClassificationObjective
@@ -123,27 +128,63 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 
 class _OomOnce(Callback):
-    def __init__(self):
-        self.raised = False
+    """Records the rows of every micro-batch; at step 1 an allocation fails once.
+
+    ``cpu``: a real failure of torch's CPU allocator (asking it for 1 PiB), whose message reads
+    "DefaultCPUAllocator: can't allocate memory"; ``cuda``: the error CUDA's allocator raises.
+    """
+
+    def __init__(self, kind):
+        self.kind, self.raised, self.rows = kind, False, []
 
     def on_micro_batch(self, step, batch):
+        self.rows.append((step, int(batch["input_ids"].shape[0])))
         if step == 1 and not self.raised:
             self.raised = True
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.kind == "cpu":
+                torch.empty(2**50, dtype=torch.uint8)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-def test_out_of_memory_halves_micro_batch_and_keeps_the_step(tmp_path):
+@pytest.mark.parametrize("kind", ["cpu", "cuda"])
+def test_out_of_memory_halves_micro_batch_and_keeps_the_step(tmp_path, kind):
     data, cfg = toy_data(32), finetune_cfg(max_steps=3)
     plain = _model(dropout=0.0)
     _fit(plain, data, cfg)
     recovered = _model(dropout=0.0)
-    result = _fit(recovered, data, cfg, callbacks=[_OomOnce()], out_dir=tmp_path)
+    oom = _OomOnce(kind)
+    result = _fit(recovered, data, cfg, callbacks=[oom], out_dir=tmp_path)
     events = [r for r in result.history if r["kind"] == "event"]
     assert [e["event"] for e in events] == ["oom_recovered"] and events[0]["step"] == 1
+    assert "micro-batch cut to about 4 with 2 accumulation steps" in events[0]["message"]
+    # Step 0 ran whole; step 1 failed at 8 rows and ran again as two halves; so did step 2.
+    assert oom.rows == [(0, 8), (1, 8), (1, 4), (1, 4), (2, 4), (2, 4)]
+    # The effective batch is kept: every optimizer step still saw 8 examples.
+    assert [r["samples"] for r in result.history if r["kind"] == "train"] == [8, 8, 8]
     assert result.steps == 3
     a, b = trainable(plain), trainable(recovered)
+    assert any(not torch.equal(a[k], trainable(_model(dropout=0.0))[k]) for k in a)  # it trained
     for key in a:  # same effective batch, so the same weights
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(__import__("resource"), "RLIMIT_AS"), reason="needs RLIMIT_AS (Linux)")
+def test_out_of_memory_under_a_real_memory_limit(tmp_path):
+    """In a child process capped with RLIMIT_AS, a micro-batch of 8 cannot get its memory and
+    one of 4 can: training recovers by halving and ends with the uncapped run's weights."""
+    script = Path(__file__).with_name("oom_under_rlimit.py")
+    out = tmp_path / "result.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True,
+                          text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "can't allocate memory" in result["first_error"]
+    assert result["events"] == ["oom_recovered"]
+    # The first micro-batch of 8 could not get its memory; from then on halves of 4 ran.
+    assert result["rows"] == [[0, 8], [0, 4], [0, 4], [1, 4], [1, 4], [2, 4], [2, 4]]
+    assert result["samples"] == [8, 8, 8]
+    assert result["max_weight_difference"] < 1e-5
 
 
 def test_other_errors_are_not_swallowed():
@@ -169,3 +210,121 @@ def test_lr_schedulers_after_warmup():
     # Cosine decays slower than linear in the first half of the decay and faster in the second.
     assert cosine[7] > linear[7] and cosine[17] < linear[17]
     assert all(a > b for a, b in zip(linear[4:], linear[5:], strict=False))
+
+
+def test_resume_refuses_a_planted_pickle_payload(tmp_path):
+    """Checkpoints load with weights_only=True: a rng.pt holding a Python object that would run
+    code when unpickled is refused, naming the file, and the code does not run."""
+    data, cfg = toy_data(16), finetune_cfg(max_steps=2)
+    _fit(_model(), data, cfg, out_dir=tmp_path)
+    marker = tmp_path / "payload-ran"
+    torch.save({"python": _Payload(str(marker))}, tmp_path / "checkpoints" / "last" / "rng.pt")
+    with pytest.raises(DataError, match=r"rng\.pt: refused to load") as err:
+        _fit(_model(), data, cfg, out_dir=tmp_path, resume=True)
+    assert "trust" in err.value.hint
+    assert not marker.exists()
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_gradients_are_clipped_to_max_grad_norm_before_each_step():
+    """What the optimizer steps with has a global norm of at most max_grad_norm, while the
+    logged grad_norm is the norm before clipping."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+
+    def norm_at_step(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(norm_at_step)
+    try:
+        clipped = _fit(_model(), toy_data(16), finetune_cfg(max_steps=3, max_grad_norm=0.05))
+        seen_clipped, seen[:] = list(seen), []
+        free = _fit(_model(), toy_data(16), finetune_cfg(max_steps=3, max_grad_norm=0.0))
+    finally:
+        handle.remove()
+    logged = [r["grad_norm"] for r in clipped.history if r["kind"] == "train"]
+    assert all(n > 0.05 for n in logged)  # the raw gradients were larger than the limit ...
+    assert seen_clipped == pytest.approx([0.05] * 3, rel=1e-3)  # ... and were cut to it
+    # max_grad_norm 0 disables clipping: the optimizer sees the raw norm that is logged.
+    assert seen == pytest.approx([r["grad_norm"] for r in free.history if r["kind"] == "train"], rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_gradient_checkpointing_recomputes_activations_and_trains_the_same(method):
+    """With gradient_checkpointing the encoder layers keep far fewer activations for backward
+    and run their forward again during backward instead; training ends with the same weights."""
+    results = {}
+    for checkpointing in (False, True):
+        cfg = finetune_cfg(method=method, max_steps=2, gradient_checkpointing=checkpointing,
+                           learning_rate=1e-2)
+        model = _model(dropout=0.0, cfg=cfg)
+        bert = model.get_base_model().bert if method == "lora" else model.bert
+        calls = []
+        bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+            lambda *_, calls=calls: calls.append(1))
+        saved = [0]
+
+        def pack(tensor, saved=saved):
+            saved[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            _fit(model, toy_data(16), cfg)
+        results[checkpointing] = (len(calls), saved[0], trainable(model))
+    assert results[False][0] == 2 and results[True][0] == 4  # 2 steps of one micro-batch
+    assert results[True][1] < results[False][1] / 3  # activations kept for backward
+    plain, checkpointed = results[False][2], results[True][2]
+    start = trainable(_model(dropout=0.0, cfg=finetune_cfg(method=method)))
+    assert any(not torch.equal(plain[k], start[k]) for k in plain)  # it trained
+    for key in plain:
+        torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-4, atol=1e-6)
+
+
+_PRECISION = """
+import json, math, sys
+import torch
+from core_tiny import finetune_cfg, tiny_bert, tokenizer, toy_data
+from tunesmith.methods import apply_method
+from tunesmith.train.loop import fit
+from tunesmith.train.objectives import ClassificationObjective
+cfg = finetune_cfg(max_steps=2, precision=sys.argv[1])
+model = apply_method(tiny_bert(0, 0.0), cfg, task="classification")
+seen = set()
+model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+    lambda _m, _i, out: seen.add(str(out.dtype)))
+result = fit(model, toy_data(16), objective=ClassificationObjective(), cfg=cfg,
+             pad_token_id=tokenizer().pad_token_id, progress=False)
+print(json.dumps({"forward": sorted(seen),
+                  "weights": sorted({str(p.dtype) for p in model.parameters()}),
+                  "finite": all(math.isfinite(r["loss"]) for r in result.history if r["kind"] == "train")}))
+"""
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_mixed_precision_runs_the_forward_pass_in_the_chosen_dtype(precision):
+    """finetune.precision bf16 autocasts the forward pass to bfloat16 (here on CPU) while the
+    weights stay float32; fp32 keeps float32. In a child process: Accelerate allows one mixed
+    precision setting per process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _PRECISION, precision], env=env,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = {"fp32": "torch.float32", "bf16": "torch.bfloat16"}[precision]
+    assert result == {"forward": [expected], "weights": ["torch.float32"], "finite": True}
+
+
+def test_fp16_needs_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        _fit(_model(), toy_data(16), finetune_cfg(max_steps=1, precision="fp16"))

@@ -10,7 +10,7 @@ from data_files import CLASSIFICATION_JSONL, timed_records, write_jsonl
 
 from tunesmith.config import PrepareConfig
 from tunesmith.data.dedup import deduplicate, lsh_bands, normalize
-from tunesmith.data.leakage import find_leaks
+from tunesmith.data.leakage import find_leaks, overlap_check
 from tunesmith.data.split import part_sizes, split_records
 from tunesmith.data.validate import time_value
 from tunesmith.errors import DataError
@@ -25,6 +25,15 @@ def rec(text: str, label: str = "a", line: int | None = None, **meta) -> Classif
 def test_normalize_ignores_case_whitespace_punctuation():
     assert normalize("  A WONDERFUL,\tmoving film! ") == "a wonderful moving film"
     assert normalize("Dull -- and far too long...") == normalize("dull and FAR too long")
+
+
+def test_normalize_applies_nfkc_so_compatibility_forms_are_duplicates():
+    # The fi ligature, full-width letters, a no-break space and a composed vs decomposed é.
+    assert normalize("\ufb01ne \uff26\uff29\uff2c\uff2d\u00a0caf\u00e9") == "fine film café"
+    assert normalize("cafe\u0301") == normalize("caf\u00e9")
+    kept, report = deduplicate([rec("A fine film, caf\u00e9 style", line=1),
+                                rec("A \ufb01ne \uff26ILM caf\u0065\u0301 style", line=2)], "exact")
+    assert [r.line for r in kept] == [1] and report.removed == 1
 
 
 def test_exact_near_and_conflicts_with_both_lines():
@@ -211,3 +220,33 @@ def test_chat_and_qa_builtins_validate_and_split(in_tmp):
     groups = [{r.meta["group"] for r in p} for p in (qa.train, qa.val, qa.test)]
     assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
     assert qa.manifest["overlap_check"]["passed"]
+
+
+def test_overlap_check_catches_planted_overlaps():
+    long = ("the cast is great and the story is told with care from the first scene to the very "
+            "last frame while the music keeps every moment alive until the end of the")
+    parts = {
+        "train": [rec("A wonderful, moving film."), rec(f"{long} film"), rec("something else")],
+        "val": [rec("a WONDERFUL moving film!", "b")],  # the same input after normalisation
+        "test": [rec(f"{long} movie"), rec("unrelated words here")],  # one word differs
+    }
+    exact = overlap_check(parts)
+    assert (exact["train-val"], exact["train-test"], exact["val-test"]) == (1, 0, 0)
+    assert exact["passed"] is False
+    near = overlap_check(parts, near=True, threshold=0.8)
+    assert (near["train-val"], near["train-test"], near["val-test"]) == (1, 1, 0)
+    assert near["passed"] is False
+    clean = {"train": parts["train"][2:], "val": parts["val"], "test": parts["test"][1:]}
+    assert overlap_check(clean, near=True, threshold=0.8)["passed"] is True
+
+
+def test_prepare_reports_an_overlap_in_the_split_files_it_wrote(in_tmp):
+    # Without deduplication every input appears twice, so the split files written to disk share
+    # inputs; the check reads those files back and says so in the manifest.
+    rows = [{"text": f"review number {i} is {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"}
+            for i in range(20)]
+    write_jsonl(in_tmp / "twice.jsonl", rows + rows)
+    prepared = prepare_data(PrepareConfig(dataset="twice.jsonl", dedup="none", split="random"), "out")
+    check = prepared.manifest["overlap_check"]
+    assert check["passed"] is False
+    assert check["train-val"] + check["train-test"] + check["val-test"] > 0

@@ -1,7 +1,9 @@
-"""Robust to anything: random bytes, JSON values and CSV rows end as records or rejects.
+"""Robust to anything: random bytes, JSON values (lines or one array), CSV rows and Parquet
+tables end as records or rejects.
 
-Whatever the input, reading never raises, every row read is either accepted or rejected with a
-reason, and the counts add up.
+Whatever the input, every row read is either accepted or rejected with a reason, and the counts
+add up. Reading never raises, except a DataError for a whole file that cannot be parsed (a JSON
+array or a Parquet file: those formats have no lines to reject one by one).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunesmith.data.validate import Reject, open_records
+from tunesmith.errors import DataError
 from tunesmith.records import TASKS
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -33,10 +36,15 @@ json_values = st.recursive(
 )
 
 
-def read_all(data: bytes, suffix: str, task):
+def read_all(data: bytes | None, suffix: str, task, table=None):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"data{suffix}"
-        path.write_bytes(data)
+        if table is not None:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, path)
+        else:
+            path.write_bytes(data)
         stream = open_records(path, task=task)
         items = list(stream)
     summary = stream.summary
@@ -79,3 +87,40 @@ def test_random_csv_rows(rows, header, task):
     summary = read_all(buffer.getvalue().encode("utf-8", "surrogatepass"), ".csv", task)
     # Rows whose cells are all blank read back as blank lines, which are not records.
     assert summary.read <= len(rows)
+
+
+@SETTINGS
+@given(data=st.binary(min_size=1, max_size=400), suffix=st.sampled_from([".json", ".parquet"]), task=tasks)
+def test_random_bytes_as_a_whole_file_format_fail_only_with_a_data_error(data, suffix, task):
+    try:
+        read_all(data, suffix, task)
+    except DataError as exc:
+        assert "data" in exc.message  # the message names the file
+
+
+@SETTINGS
+@given(values=st.lists(json_values, min_size=1, max_size=12), task=tasks, indent=st.sampled_from([None, 2]))
+def test_random_json_values_in_one_array(values, task, indent):
+    summary = read_all(json.dumps(values, indent=indent).encode(), ".json", task)
+    # Every element is a row: objects are checked, anything else is rejected as not an object.
+    assert summary.read == len(values)
+    assert summary.reasons["not a JSON object"] == sum(not isinstance(v, dict) for v in values)
+
+
+optional_text = st.none() | st.text(max_size=15)
+
+
+@SETTINGS
+@given(
+    texts=st.lists(optional_text, min_size=1, max_size=10),
+    labels=st.sampled_from([optional_text, st.none() | st.integers(-3, 3), st.booleans()]).flatmap(
+        lambda values: st.lists(values, min_size=10, max_size=10)),
+    task=tasks,
+)
+def test_random_parquet_tables(texts, labels, task):
+    import pyarrow as pa
+
+    table = pa.table({"text": texts, "label": labels[: len(texts)]})
+    summary = read_all(None, ".parquet", task, table=table)
+    # A Parquet row has no blank form: every row is read.
+    assert summary.read == len(texts)

@@ -37,9 +37,20 @@ def test_batched_left_padded_generation_equals_one_by_one(smol_tokenizer, tiny_l
 
 
 def test_sampling_is_seeded(smol_tokenizer, tiny_llama):
-    ids = [prompt_ids(smol_tokenizer, PROMPTS[0])]
-    settings = GenerationSettings(max_new_tokens=5, temperature=1.0, top_p=0.9, seed=3)
-    assert generate(tiny_llama, smol_tokenizer, ids, settings) == generate(tiny_llama, smol_tokenizer, ids, settings)
+    ids = [prompt_ids(smol_tokenizer, p) for p in PROMPTS]
+
+    def sample(seed):
+        settings = GenerationSettings(max_new_tokens=8, temperature=1.0, top_p=0.9, seed=seed)
+        return generate(tiny_llama, smol_tokenizer, ids, settings)
+
+    # The same seed gives the same samples ...
+    assert sample(3) == sample(3)
+    # ... and it really samples: other seeds give other text (a random model spreads its
+    # probability over the whole vocabulary, so 8 tokens from 3 prompts never all agree), and
+    # so does greedy decoding.
+    assert sample(4) != sample(3) and sample(5) != sample(3)
+    greedy = generate(tiny_llama, smol_tokenizer, ids, GenerationSettings(max_new_tokens=8))
+    assert greedy != sample(3)
 
 
 def test_label_likelihood_picks_the_most_likely_label(smol_tokenizer, tiny_llama):

@@ -85,11 +85,29 @@ def test_objective_equals_the_models_own_loss_on_response_tokens(smol_tokenizer,
 
 
 def test_objective_backpropagates_only_through_labelled_positions(smol_tokenizer, tiny_llama):
+    """The final hidden state at position t feeds only the prediction of token t + 1 (the
+    layers after it act per position): its gradient is non-zero exactly where label t + 1 is
+    learned, and zero at prompt, template and padding positions."""
     batch = collate(_examples(smol_tokenizer)[:2], smol_tokenizer.pad_token_id)
+    captured = {}
+
+    def keep_output(module, inputs, output):
+        output.retain_grad()
+        captured["hidden"] = output
+
+    hook = tiny_llama.model.norm.register_forward_hook(keep_output)
     tiny_llama.zero_grad()
-    loss_sum, n = causal_lm_loss(tiny_llama, batch)
-    (loss_sum / n).backward()
-    assert tiny_llama.lm_head.weight.grad is not None
+    try:
+        loss_sum, n = causal_lm_loss(tiny_llama, batch)
+        (loss_sum / n).backward()
+    finally:
+        hook.remove()
+    grad = captured["hidden"].grad  # (rows, positions, hidden)
+    learned = torch.zeros(grad.shape[:2], dtype=torch.bool)
+    learned[:, :-1] = batch["labels"][:, 1:] != IGNORE_INDEX
+    touched = grad.abs().sum(dim=-1) > 0
+    assert learned.any() and (~learned).any()  # both kinds of positions are in the batch
+    assert torch.equal(touched, learned)
     assert torch.isfinite(tiny_llama.lm_head.weight.grad).all()
     tiny_llama.zero_grad()
 

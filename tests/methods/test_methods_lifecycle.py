@@ -7,7 +7,7 @@ import torch
 from methods_tiny import batch, outputs, save_tiny_base, tiny_bert, tiny_llama, train_steps
 
 from tunesmith.config import FinetuneConfig
-from tunesmith.errors import UsageError
+from tunesmith.errors import DataError, UsageError
 from tunesmith.methods import (
     adapter_names,
     apply_method,
@@ -17,6 +17,7 @@ from tunesmith.methods import (
     read_adapter_meta,
     save_adapter,
     set_adapter,
+    trusted_base_model,
 )
 
 BUILDERS = {"classification": tiny_bert, "instruction": tiny_llama}
@@ -155,3 +156,26 @@ def test_predict_on_a_causal_base_generates_or_scores_labels(tmp_path):
     assert generated[0].score is None and isinstance(generated[0].output, str)
     scored = server.predict(["a fine film", "dull"], "cls")
     assert all(p.output in ("negative", "positive") and 0.5 <= p.score <= 1 for p in scored)
+
+
+def test_a_corrupt_adapter_meta_names_the_file(tmp_path):
+    (tmp_path / "tunesmith_adapter.json").write_text('{"method": "lora", base_model: "minilm"}')
+    with pytest.raises(DataError, match=r"tunesmith_adapter\.json: not valid JSON at line 1") as err:
+        read_adapter_meta(tmp_path)
+    assert str(tmp_path) in err.value.message and "Restore it" in err.value.hint
+
+
+def test_an_adapters_base_model_must_be_built_in_or_a_local_folder(tmp_path):
+    from tunesmith.serve.base import load_base
+
+    folder = tmp_path / "base"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert trusted_base_model({"base_model": "minilm"}) == "minilm"
+    assert trusted_base_model({"base_model": str(folder)}) == str(folder)
+    for untrusted in ("evil-org/model", "distilbert-base-uncased", str(tmp_path / "missing")):
+        meta = {"base_model": untrusted, "task": "classification", "labels": ["a", "b"]}
+        with pytest.raises(UsageError, match="neither a built-in model") as err:
+            load_base(meta, directory=tmp_path / "adapter")
+        assert str(tmp_path / "adapter" / "tunesmith_adapter.json") in err.value.message
+        assert "trust_remote_code" in err.value.message and "hf download" in err.value.hint

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -50,3 +52,27 @@ def adapter_tensors(adapter_dir: Path) -> dict:
     files = sorted(adapter_dir.glob("*.safetensors"))
     assert files, f"no adapter weights in {adapter_dir}"
     return {k: v for f in files for k, v in load_file(str(f)).items()}
+
+
+def kill_after_first_checkpoint(args: list[str], run_dir, cwd) -> int:
+    """Start `tunesmith ARGS` (train or run), SIGKILL it once a checkpoint exists; return its step."""
+    state = run_dir / "checkpoints" / "last" / "state.json"
+    process = subprocess.Popen([*CLI, *args], cwd=cwd, env=cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not state.is_file():
+            assert process.poll() is None, f"training ended before a checkpoint: {process.stderr.read()}"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (run_dir / "metrics.json").exists(), "the run finished before the kill"
+    # last/ may be mid-swap when the kill lands: last.old/ then still holds the previous one.
+    saved = run_dir / "checkpoints" / ("last" if state.is_file() else "last.old") / "state.json"
+    return json.loads(saved.read_text())["step"]

@@ -11,41 +11,20 @@ uninterrupted run with the same seed.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
-from scale_helpers import CLI, adapter_tensors, cli_env, history, run_cli, write_config
+from scale_helpers import (
+    adapter_tensors,
+    history,
+    kill_after_first_checkpoint,
+    run_cli,
+    write_config,
+)
 
 STEPS = 60
 STEPS_PER_EPOCH = 16  # 64 training examples / batch 4
 EVAL_EVERY = 5
-
-
-def _kill_after_first_checkpoint(args: list[str], run_dir, cwd) -> int:
-    """Start `tunesmith train ARGS`, SIGKILL it once a checkpoint exists; return its step."""
-    state = run_dir / "checkpoints" / "last" / "state.json"
-    process = subprocess.Popen([*CLI, *args], cwd=cwd, env=cli_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not state.is_file():
-            assert process.poll() is None, f"training ended before a checkpoint: {process.stderr.read()}"
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == -signal.SIGKILL
-    assert not (run_dir / "metrics.json").exists(), "the run finished before the kill"
-    # last/ may be mid-swap when the kill lands: last.old/ then still holds the previous one.
-    saved = run_dir / "checkpoints" / ("last" if state.is_file() else "last.old") / "state.json"
-    return json.loads(saved.read_text())["step"]
 
 
 # End to end through the CLI in subprocesses (about a minute of CPU).
@@ -57,7 +36,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_setup, in_tmp):
     data = str(tiny_setup["data"])
     run_cli("train", "--config", str(config), "--data", data, "--out", "full", cwd=in_tmp)
 
-    killed_at = _kill_after_first_checkpoint(
+    killed_at = kill_after_first_checkpoint(
         ["train", "--config", str(config), "--data", data, "--out", "killed"], in_tmp / "killed", in_tmp
     )
     assert 0 < killed_at < STEPS and killed_at % EVAL_EVERY == 0

@@ -231,8 +231,10 @@ def _config_source(model: str) -> tuple[Any, str | None]:
             raise ConfigError(f"{path}: no 'model_type' field, so its architecture is unknown.",
                               hint="Point --model at a transformers config.json.")
         return AutoConfig.for_model(data.pop("model_type"), **data), None
+    from tunesmith.models.loader import locate_model
+
     try:
-        return AutoConfig.from_pretrained(model), None
+        return AutoConfig.from_pretrained(locate_model(model)), None
     except (OSError, ValueError) as exc:
         raise assets.unknown_model_error(model, str(exc).splitlines()[0]) from None
 

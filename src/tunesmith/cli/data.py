@@ -217,13 +217,16 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _verdict(summary: Any, strict: bool) -> int:
-    from tunesmith.pipelines.prepare import no_records_error, strict_error
+    from tunesmith.pipelines.prepare import no_records_error, reencode_hint, strict_error
 
     if not summary.accepted:
         err = no_records_error(summary)
     elif strict and summary.rejected:
         err = strict_error(summary, None)
     else:
+        if summary.reasons.get("not valid UTF-8"):
+            print(f"note: some rows are not valid UTF-8. {reencode_hint(summary.source)}",
+                  file=sys.stderr)
         return 0
     print(f"error: {err.message}", file=sys.stderr)
     if err.hint:

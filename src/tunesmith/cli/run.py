@@ -16,6 +16,11 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set finetune.lora_r=16 (repeatable)")
 
 
+def _add_nproc(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train in N processes (DDP via torchrun: one per GPU, or gloo on CPU)")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_set(p)
     p.add_argument("--out", help="the run folder (default runs/<run-name>)")
@@ -31,6 +36,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--config", help="params.yaml (default: the built-in defaults)")
     _add_run_options(run)
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="finish a stopped run: training from its last checkpoint, then "
+                     "evaluation, report and MLflow (uses the run's own config.yaml)")
+    _add_nproc(run)
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser(
@@ -57,8 +66,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="continue RUN_DIR from its checkpoints/last (same result as not stopping)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     # Hook (performance engineer): data-parallel training, see tunesmith.train.distributed.
-    train.add_argument("--nproc", type=int, default=1, metavar="N",
-                       help="train in N processes (DDP via torchrun: one per GPU, or gloo on CPU)")
+    _add_nproc(train)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -158,10 +166,19 @@ def _render_result(
 def _run(args: argparse.Namespace) -> int:
     _quiet()
     from tunesmith.config import load_config
-    from tunesmith.pipelines.run import run
+    from tunesmith.errors import UsageError
+    from tunesmith.pipelines.run import resume_run, run
 
-    cfg = load_config(args.config, args.overrides)
-    result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            raise UsageError("--resume continues a run with its own config.yaml in its own "
+                             "folder: leave out --config, --set and --out.")
+        result = resume_run(args.resume, nproc=args.nproc, progress=not args.no_progress, log=_err)
+        cfg = load_config(result.run_dir / "config.yaml")
+    else:
+        cfg = load_config(args.config, args.overrides)
+        result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err,
+                     nproc=args.nproc)
     _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg))
     return 0
 
@@ -190,40 +207,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     _quiet()
+    from tunesmith.pipelines.train import train, train_inputs
+
+    # Checked once here, before --nproc starts processes that would each fail on them.
+    cfg, data, out = train_inputs(args.config, args.overrides, data=args.data, out=args.out,
+                                  resume=args.resume, nproc=args.nproc)
     # Hook (performance engineer): --nproc N re-runs this command in N processes under
     # torchrun; each of them comes back here without --nproc.
     if args.nproc != 1:
         from tunesmith.train.distributed import launch, train_argv
 
         return launch(train_argv(args), args.nproc)
-    import json
-
-    from tunesmith.config import load_config
-    from tunesmith.errors import UsageError
-    from tunesmith.pipelines.train import train
-
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise UsageError(f"{run_dir} is not a run folder (config.yaml is missing).")
-        cfg = load_config(args.config or run_dir / "config.yaml", args.overrides)
-        meta_path = run_dir / "run.json"
-        data = args.data or (json.loads(meta_path.read_text()).get("data_dir") if meta_path.is_file() else None)
-        out = Path(args.out) if args.out else run_dir
-        if out != run_dir:
-            raise UsageError("--resume continues the run in its own folder: leave --out out.")
-    else:
-        if not args.data or not args.out:
-            raise UsageError("train needs --data DIR (train.jsonl, val.jsonl) and --out DIR.",
-                             hint="Or `tunesmith run`, which prepares the data as well.")
-        cfg = load_config(args.config, args.overrides)
-        data, out = args.data, Path(args.out)
-    if not data:
-        raise UsageError("where is the data? pass --data DIR.")
     result = train(cfg, data, out, resume=bool(args.resume), progress=not args.no_progress, log=_err)
     fit = result.fit
     best = f"best val {fit.best_metric} {fit.best_value:.4f} at step {fit.best_step}" if fit.best_value is not None else "no validation"
     print(f"trained {fit.steps} steps in {fit.train_seconds:.0f} s ({best}); adapter in {out}/adapter")
+    if args.resume:
+        print(f"next: `tunesmith evaluate {out}` scores it against the baseline "
+              f"(`tunesmith run --resume {out}` resumes training and evaluates in one go)")
     return 0
 
 

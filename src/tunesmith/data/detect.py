@@ -76,7 +76,7 @@ def detect_task(
     if partial[best]:
         return best, None
     seen = sorted({str(k) for d in rows for k in d})[:12]
-    mapped = f" (after --map {column_map})" if column_map else ""
+    mapped = f" (after the column map {column_map})" if column_map else ""
     problem = (
         f"the fields{mapped} match none of the four formats: found {', '.join(seen) or 'no fields'}."
     )
@@ -86,5 +86,7 @@ def detect_task(
 DETECT_HINT = (
     "The formats: instruction (instruction, input?, output), classification (text, label), "
     "qa (question, context?, answer), chat (messages of {role, content}). Name yours with "
-    "--task, and map your columns with --map, e.g. --map text=review --map label=sentiment."
+    "prepare.task and map your columns with prepare.column_map, e.g. --set "
+    "'prepare.column_map={text: review, label: sentiment}' (with `tunesmith data`: --task, and "
+    "--map text=review --map label=sentiment)."
 )

@@ -59,8 +59,16 @@ def check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file not found: {p}", hint="Check the path, or use a built-in dataset name.")
+    if p.is_dir():
+        inside = sorted(f.name for f in p.iterdir() if f.suffix.lower() in _SUFFIXES)[:5]
+        found = f" (it holds {', '.join(inside)})" if inside else ""
+        raise DataError(
+            f"{p} is a folder, not a data file{found}.",
+            hint="Give the path of one file in it: .jsonl, .json, .csv, .tsv or .parquet.",
+        )
     if not p.is_file():
-        raise DataError(f"{p} is not a file.")
+        raise DataError(f"{p} is not a regular file (a device, pipe or socket).",
+                        hint="Copy the data into a .jsonl, .json, .csv, .tsv or .parquet file.")
     if p.stat().st_size == 0:
         raise DataError(f"{p} is empty.", hint="Add records, one JSON object per line for JSONL.")
     return p

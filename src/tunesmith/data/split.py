@@ -28,6 +28,11 @@ from tunesmith.records import Record
 
 SPLITS = ("train", "val", "test")
 
+# How to ask for a random split: `run` and params.yaml take the config key, `tunesmith data
+# split` its own option.
+USE_RANDOM_SPLIT = ("split at random: --set prepare.split=random (`tunesmith run`, params.yaml "
+                    "prepare.split), or --split random (`tunesmith data split`)")
+
 
 @dataclass
 class Split:
@@ -80,7 +85,7 @@ def stratified_split(records: list[Record], ratios: tuple[float, float, float], 
         raise DataError(
             f"label(s) too rare to stratify: {shown}; each label needs at least {needed} records "
             "to appear in train, validation and test.",
-            hint="Add examples of those labels, merge or drop them, or use --split random.",
+            hint=f"Add examples of those labels, merge or drop them, or {USE_RANDOM_SPLIT}.",
         )
     rng = random.Random(seed)
     parts: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
@@ -123,7 +128,7 @@ def time_split(records: list[Record], ratios: tuple[float, float, float], time_f
         raise DataError(
             f"cannot split by time on '{time_field}': too few distinct times "
             f"({len(set(times))}) for three ordered parts.",
-            hint="Use more data with more distinct times, or --split random.",
+            hint=f"Use more data with more distinct times, or {USE_RANDOM_SPLIT}.",
         )
     raw = {i: records[i].meta[time_field] for _, i in keyed}
 
@@ -148,7 +153,7 @@ def group_split(records: list[Record], ratios: tuple[float, float, float], group
     if len(names) < needed:
         raise DataError(
             f"cannot split by group on '{group_field}': {len(names)} group(s) for {needed} splits.",
-            hint="Each split needs whole groups: use data with more groups, or --split random.",
+            hint=f"Each split needs whole groups: use data with more groups, or {USE_RANDOM_SPLIT}.",
         )
     random.Random(seed).shuffle(names)
     targets = [len(records) * r for r in ratios]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.data.detect import apply_column_map, describe_fields, detect_task
-from tunesmith.data.io import Row, file_format, iter_rows
+from tunesmith.data.io import Row, check_file, file_format, iter_rows
 from tunesmith.records import (
     REQUIRED_FIELDS,
     ROLES,
@@ -73,6 +73,12 @@ class ReadSummary:
     warning_lines: dict[str, list[int]] = field(default_factory=dict)
     # Why the format could not be detected (all rows are then rejected as "unknown format").
     detect_problem: str | None = None
+    # The source's own column names (from the first rows, before column_map) and the map used:
+    # so that a missing field can be explained in the user's terms.
+    columns: list[str] = field(default_factory=list)
+    column_map: dict[str, str] = field(default_factory=dict)
+    # Rejects by (reason, guide field), for the reasons that concern one field.
+    field_reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def warn(self, kind: str, line: int) -> None:
         self.warnings[kind] += 1
@@ -219,6 +225,8 @@ class RecordStream:
         rows = iter(rows)
         head = list(itertools.islice(rows, self.DETECT_ROWS))
         self._rows = itertools.chain(head, rows)
+        self.summary.columns = sorted({str(k) for r in head if r.data is not None for k in r.data})
+        self.summary.column_map = self.column_map
         if task is not None and task not in TASKS:
             raise ValueError(f"unknown task {task!r}")
         if task is None:
@@ -236,6 +244,8 @@ class RecordStream:
             if isinstance(item, Reject):
                 summary.rejected += 1
                 summary.reasons[item.reason] += 1
+                if item.field:
+                    summary.field_reasons[(item.reason, item.field)] += 1
             else:
                 summary.accepted += 1
             yield item
@@ -325,6 +335,7 @@ def open_records(
 ) -> RecordStream:
     """A validating stream over a file, or over records already built (a built-in dataset)."""
     if isinstance(source, str | Path):
+        check_file(source)  # a folder or a missing file is named as such, before its suffix
         fmt = fmt or file_format(source)
         rows: Iterable[Row] = iter_rows(source, fmt)
         name = str(source)

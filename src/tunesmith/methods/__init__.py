@@ -26,8 +26,9 @@ from typing import Any
 
 from torch import nn
 
+from tunesmith.assets import BUILTIN_MODELS
 from tunesmith.config import FinetuneConfig
-from tunesmith.errors import ConfigError, UsageError
+from tunesmith.errors import ConfigError, DataError, UsageError
 from tunesmith.methods import adapter as bottleneck
 from tunesmith.methods.full import apply_full, layer_lr_scales
 from tunesmith.methods.lora import apply_lora, is_lora_b
@@ -210,14 +211,60 @@ def _bottleneck_config(model: nn.Module) -> bottleneck.BottleneckConfig:
 
 
 def read_adapter_meta(directory: str | Path) -> dict[str, Any]:
-    """The ``tunesmith_adapter.json`` of a saved adapter; UsageError when there is none."""
+    """The ``tunesmith_adapter.json`` of a saved adapter.
+
+    Raises UsageError when there is none and DataError naming the file when it is not a JSON
+    object. Its ``base_model`` is not checked here: :func:`trusted_base_model` does that before
+    anything loads it.
+    """
     path = Path(directory) / ADAPTER_META
     if not path.is_file():
         raise UsageError(
             f"no saved adapter in {directory} ({ADAPTER_META} is missing).",
             hint="Point at a run folder's adapter/ directory written by `tunesmith run`.",
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = (f" at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+                 if isinstance(exc, json.JSONDecodeError) else " (not UTF-8 text)")
+        raise DataError(
+            f"{path}: not valid JSON{where}; this file says which base model, task and labels "
+            "the adapter belongs to.",
+            hint="Restore it from the run's MLflow artifacts (adapter/) or a copy of the run "
+            "folder, or train the run again.",
+        ) from None
+    if not isinstance(info, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(info).__name__}.")
+    return info
+
+
+def trusted_base_model(meta: dict[str, Any], directory: str | Path | None = None) -> str:
+    """The ``base_model`` of an adapter's metadata, when it is safe to load: a built-in model
+    name or a local folder holding config.json.
+
+    An adapter folder may come from anyone, and a hub id written in it would make tunesmith
+    download and load whatever that repository holds; so anything else raises UsageError
+    (naming ``directory``'s tunesmith_adapter.json when given). tunesmith never passes
+    ``trust_remote_code``, so no model repository's own code runs in any case.
+    """
+    where = Path(directory) / ADAPTER_META if directory is not None else ADAPTER_META
+    base = meta.get("base_model")
+    if not isinstance(base, str) or not base:
+        raise UsageError(
+            f"{where} does not say which base model the adapter is for (base_model).",
+            hint="It was not written by tunesmith; load it with the Python API instead.",
+        )
+    if base in BUILTIN_MODELS or (Path(base) / "config.json").is_file():
+        return base
+    raise UsageError(
+        f"{where}: base_model '{base}' is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
+        "nor a local folder holding config.json. An adapter folder may come from anyone, so "
+        "tunesmith loads its base only from those two places, never a hub id written in it "
+        "(and never with trust_remote_code).",
+        hint="If you trust that model, download it into a folder (`hf download ID --local-dir "
+        "DIR`) and set base_model in that file to the folder.",
+    )
 
 
 def load_adapter(base_model: nn.Module, directory: str | Path, name: str = "default") -> nn.Module:

@@ -83,11 +83,81 @@ def _convert_gguf(name: str) -> Path:
     return target
 
 
+# How long the one request that checks a hub id may take before tunesmith gives up on it.
+HUB_CHECK_TIMEOUT_S = 10.0
+
+
+def locate_model(name: str) -> str:
+    """The local folder or hub id to hand to ``from_pretrained`` for a name that is not built in.
+
+    Resolved locally first, so that a wrong name fails at once: an existing folder (it must hold
+    config.json); a hub id already in the local Hugging Face cache (its snapshot folder: no
+    network call, so cached models are not checked for updates); a name that is not a valid hub
+    id fails without any network call, and so does an uncached hub id under HF_HUB_OFFLINE=1.
+    Otherwise one request asks the hub whether the model exists (no retries,
+    :data:`HUB_CHECK_TIMEOUT_S`), instead of the download's retries with back-off (about 30 s
+    with no network). Raises AssetError saying which of these failed.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        if (path / "config.json").is_file():
+            return str(path)
+        raise assets.unknown_model_error(name, f"the folder {path} holds no config.json"
+                                         if path.is_dir() else f"{path} is a file, not a folder")
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        looks_like_path = True
+    if looks_like_path:
+        raise assets.unknown_model_error(name, "no such folder, and not a hub id of the form "
+                                         "'name' or 'organisation/name'")
+    cached = try_to_load_from_cache(name, "config.json")
+    if isinstance(cached, str):
+        return str(Path(cached).parent)
+    if constants.is_offline_mode():
+        raise assets.unknown_model_error(name, "not in the local Hugging Face cache, and "
+                                         "HF_HUB_OFFLINE=1 forbids downloading it")
+    _check_on_hub(name)
+    return name
+
+
+def _check_on_hub(name: str) -> None:
+    """One request, no retries: does the hub serve this model to us? AssetError if not."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(name, timeout=HUB_CHECK_TIMEOUT_S)
+    except GatedRepoError:
+        raise assets.unknown_model_error(
+            name, "the hub says it is gated: accept its licence on the model page and log in "
+            "with `hf auth login`") from None
+    except RepositoryNotFoundError:
+        raise assets.unknown_model_error(
+            name, "the hub has no such model, or it is private and you are not logged in"
+        ) from None
+    except HfHubHTTPError as exc:
+        raise assets.unknown_model_error(name, f"the hub answered: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - httpx's connection errors and timeouts, and OSError
+        raise assets.unknown_model_error(
+            name, f"not in the local Hugging Face cache, and the hub could not be reached "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'})",
+        ) from None
+
+
 def resolve_model_path(name: str) -> tuple[str, ModelKind | None]:
-    """The folder or hub id to load for ``name`` and its kind when known (built-ins)."""
+    """The folder or hub id to load for ``name`` and its kind when known (built-ins).
+
+    Raises AssetError at once for a name that resolves to nothing (see :func:`locate_model`).
+    """
     source = assets.model_source(name)
     if isinstance(source, str):
-        return source, None
+        return locate_model(source), None
     if source.gguf:
         return str(_convert_gguf(source.name)), source.kind  # type: ignore[return-value]
     return str(assets.builtin_model_path(source.name)), source.kind  # type: ignore[return-value]

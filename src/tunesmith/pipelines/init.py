@@ -140,7 +140,7 @@ def preprocess(config_path: str | Path, raw_dir: str | Path, out_dir: str | Path
             else:
                 records.append(item)
     if not records:
-        raise no_records_error(stream.summary)
+        raise no_records_error(stream.summary, out / "rejects.jsonl")
     unique, dedup = deduplicate(records, prepare.dedup, prepare.near_duplicate_threshold)
     write_jsonl(unique, out / "records.jsonl")
     summary = {

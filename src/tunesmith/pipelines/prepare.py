@@ -79,22 +79,86 @@ def open_source(
     return stream, sha256_file(path)
 
 
-def no_records_error(summary: ReadSummary) -> DataError:
+def _where(summary: ReadSummary, guide_field: str) -> str:
+    """A guide field in the user's terms: which column it was read from, if mapped."""
+    column = summary.column_map.get(guide_field)
+    if column is None:
+        return f"field '{guide_field}'"
+    if summary.columns and column not in summary.columns:
+        return f"field '{guide_field}', from your column '{column}', which the file does not have"
+    return f"field '{guide_field}', from your column '{column}'"
+
+
+def _column_hint(summary: ReadSummary, fields: list[str]) -> str:
+    """How to map ``fields`` onto the file's columns, for `run` and for `tunesmith data`."""
+    mapping = dict(summary.column_map)
+    free = [c for c in summary.columns if c not in mapping.values()]
+    for name in fields:
+        if mapping.get(name) not in summary.columns:
+            mapping[name] = free.pop(0) if free else "COLUMN"
+    as_yaml = ", ".join(f"{k}: {v}" for k, v in mapping.items())
+    as_flags = " ".join(f"--map {k}={v}" for k, v in mapping.items())
+    return (f"Map the guide's fields onto the file's columns, e.g. --set "
+            f"'prepare.column_map={{{as_yaml}}}' (with `tunesmith data`: {as_flags}).")
+
+
+def reencode_hint(source: str) -> str:
+    """What to do about a file that is not UTF-8."""
+    path = Path(source)
+    return (f"Re-encode the file as UTF-8, e.g. `iconv -f cp1252 -t utf-8 {path} > "
+            f"{path.with_name(path.stem + '-utf8' + path.suffix)}` (cp1252 is what Excel on "
+            "Windows writes; use the file's real encoding), then use the new file.")
+
+
+def no_records_error(summary: ReadSummary, rejects_path: Path | None = None) -> DataError:
+    """Why nothing was usable, in the user's terms: the guide's field, the user's column, the
+    columns the file has; and where the rejects are listed."""
+    columns = f" The file's columns: {', '.join(summary.columns)}." if summary.columns else ""
     if summary.detect_problem:
-        return DataError(f"{summary.source}: {summary.detect_problem}", hint=DETECT_HINT)
-    reasons = ", ".join(f"{n} {r}" for r, n in summary.reasons.most_common(5)) or "the file holds no records"
+        unmapped = [f"'{c}' (for {g})" for g, c in summary.column_map.items()
+                    if summary.columns and c not in summary.columns]
+        absent = f" prepare.column_map names columns it does not have: {', '.join(unmapped)}." if unmapped else ""
+        return DataError(f"{summary.source}: {summary.detect_problem}{columns}{absent}", hint=DETECT_HINT)
+    reasons = ", ".join(
+        f"{n} {reason}" + (f" ({_where(summary, fld)})" if fld else "")
+        for (reason, fld), n in _reasons_with_fields(summary).most_common(5)
+    ) or "the file holds no records"
+    where = f"in {rejects_path}" if rejects_path else "by `tunesmith data check`"
+    missing = sorted({fld for (reason, fld) in summary.field_reasons if reason == "missing field"})
+    if summary.reasons.get("not valid UTF-8"):
+        hint = reencode_hint(summary.source)
+    elif missing and summary.columns:
+        hint = _column_hint(summary, missing)
+    else:
+        hint = "Fix the rejected rows at the source (each reject's reason is listed with its line)."
     return DataError(
-        f"{summary.source}: no usable records ({summary.read} read, all rejected: {reasons}).",
-        hint="See each reject's line and reason in rejects.jsonl or with `tunesmith data check`.",
+        f"{summary.source}: no usable records ({summary.read} read, all rejected: {reasons})."
+        f"{columns} Each reject with its line is listed {where}.",
+        hint=hint,
     )
+
+
+def _reasons_with_fields(summary: ReadSummary) -> Counter[tuple[str, str | None]]:
+    """Rejects by (reason, field): reasons that concern one field are split by field."""
+    counts: Counter[tuple[str, str | None]] = Counter()
+    for (reason, fld), n in summary.field_reasons.items():
+        counts[(reason, fld)] += n
+    for reason, n in summary.reasons.items():
+        rest = n - sum(m for (r, _), m in summary.field_reasons.items() if r == reason)
+        if rest:
+            counts[(reason, None)] += rest
+    return counts
 
 
 def strict_error(summary: ReadSummary, rejects_path: Path | None) -> DataError:
     reasons = ", ".join(f"{n} {r}" for r, n in summary.reasons.most_common())
     where = f" (listed in {rejects_path})" if rejects_path else ""
+    hint = "Fix them at the source, or drop --strict to continue without them."
+    if summary.reasons.get("not valid UTF-8"):
+        hint = f"{reencode_hint(summary.source)} {hint}"
     return DataError(
         f"{summary.source}: {summary.rejected} record(s) rejected with --strict: {reasons}{where}.",
-        hint="Fix them at the source, or drop --strict to continue without them.",
+        hint=hint,
     )
 
 
@@ -146,7 +210,7 @@ def prepare_data(
     if strict and summary.rejected:
         raise strict_error(summary, rejects_path)
     if not records:
-        raise no_records_error(summary)
+        raise no_records_error(summary, rejects_path)
     task = records[0].task
 
     unique, dedup = deduplicate(records, cfg.dedup, cfg.near_duplicate_threshold)
@@ -221,12 +285,12 @@ def load_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
     from tunesmith import assets
-    from tunesmith.models.loader import converted_gguf_dir
+    from tunesmith.models.loader import converted_gguf_dir, locate_model
 
     try:
         source = assets.model_source(model)
         if isinstance(source, str):
-            return AutoTokenizer.from_pretrained(source)
+            return AutoTokenizer.from_pretrained(locate_model(source))
         if source.gguf:
             converted = converted_gguf_dir(source.name)
             if (converted / "tokenizer_config.json").is_file():

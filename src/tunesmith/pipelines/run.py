@@ -12,6 +12,7 @@ with the changes that make it finish in minutes on 2 CPU cores and beat its base
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,9 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import assets
-from tunesmith.config import Config, apply_overrides, validate_config
-from tunesmith.errors import UsageError
+from tunesmith.config import (
+    Config,
+    apply_overrides,
+    load_config,
+    safe_run_name,
+    save_config,
+    validate_config,
+)
+from tunesmith.errors import TunesmithError, UsageError
 from tunesmith.pipelines.evaluate import EvaluateResult, evaluate
+from tunesmith.pipelines.prepare import REJECTS
 from tunesmith.pipelines.train import TrainResult, default_run_name, train
 
 # The demo's departures from the defaults, each with its reason (printed by `tunesmith demo`).
@@ -57,7 +66,8 @@ class RunResult:
     run_dir: Path
     task: str
     metrics: dict[str, Any]  # metrics.json
-    training: TrainResult
+    # None when training ran in other processes (--nproc) or had finished before a resume.
+    training: TrainResult | None
     evaluation: EvaluateResult
     data_counts: dict[str, int]
 
@@ -69,12 +79,25 @@ def _task_guess(cfg: Config) -> str | None:
     return builtin.task if builtin else None
 
 
+def _clean_up_failed_prepare(out: Path) -> None:
+    """Remove what a failed data step wrote, except a non-empty rejects.jsonl: the error
+    message points to it (each rejected row with its line and reason)."""
+    rejects = out / "data" / REJECTS
+    if not (rejects.is_file() and rejects.stat().st_size):
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in out.rglob("*"):
+        if path.is_file() and path != rejects:
+            path.unlink()
+
+
 def run(
     cfg: Config,
     out_dir: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
+    nproc: int = 1,
 ) -> RunResult:
     """Prepare ``cfg.prepare.dataset``, finetune, evaluate against the baseline.
 
@@ -82,7 +105,11 @@ def run(
     ``tracking.run_name`` or ``<task>-<model>-<method>-<timestamp>``. Raises UsageError when
     ``out_dir`` already holds a run, DataError/AssetError/ConfigError for bad input.
     ``callbacks`` (:class:`tunesmith.train.loop.Callback`) see every history record as it comes.
+    ``nproc`` > 1 trains in that many processes (data parallel, like `tunesmith train --nproc`);
+    preparing and evaluating stay in this one. A stopped run continues with :func:`resume_run`.
     """
+    if nproc < 1:
+        raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
     from tunesmith.pipelines.prepare import prepare_data
 
     name = cfg.tracking.run_name or default_run_name(cfg, _task_guess(cfg))
@@ -94,14 +121,15 @@ def run(
         )
     if out_dir is not None and cfg.tracking.run_name is None:
         # The MLflow run is named after the folder the user chose.
-        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": out.name})})
+        named = safe_run_name(out.resolve().name)
+        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": named})})
     log(f"preparing {cfg.prepare.dataset} into {out / 'data'}")
     created = not out.exists()
     try:
         prepared = prepare_data(cfg.prepare, out / "data")
     except Exception:
-        if created:  # nothing worth keeping: the error message says what to fix
-            shutil.rmtree(out, ignore_errors=True)
+        if created:
+            _clean_up_failed_prepare(out)
         raise
     counts = {"train": len(prepared.train), "val": len(prepared.val), "test": len(prepared.test)}
     read = prepared.manifest.get("counts", {})
@@ -110,6 +138,78 @@ def run(
         + (f" (reasons and lines in {out / 'data' / 'rejects.jsonl'})" if rejected else "")
         + f", {read.get('duplicates_removed', 0)} duplicates removed; "
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
-    training = train(cfg, out / "data", out, progress=progress, log=log, callbacks=callbacks)
+    training = _train_step(cfg, out, resume=False, nproc=nproc, progress=progress, log=log,
+                           callbacks=callbacks)
     evaluation = evaluate(out, log=log)
-    return RunResult(out, training.task, evaluation.metrics, training, evaluation, counts)
+    return RunResult(out, evaluation.metrics["task"], evaluation.metrics, training, evaluation, counts)
+
+
+def _train_step(
+    cfg: Config, out: Path, *, resume: bool, nproc: int, progress: bool,
+    log: Callable[[str], None], callbacks: Sequence[Any],
+) -> TrainResult | None:
+    """Train on ``out/data`` into ``out``: here, or in ``nproc`` processes under torchrun."""
+    if nproc == 1:
+        return train(cfg, out / "data", out, resume=resume, progress=progress, log=log,
+                     callbacks=callbacks)
+    from tunesmith.train.distributed import launch
+
+    if callbacks:
+        raise UsageError("callbacks cannot follow training in other processes: use nproc=1.")
+    # The processes read the run's config (with its run name) like `tunesmith train` does.
+    save_config(cfg, out / "config.yaml")
+    args = ["--resume", str(out)] if resume else [
+        "--config", str(out / "config.yaml"), "--data", str(out / "data"), "--out", str(out)]
+    log(f"training in {nproc} processes (process 0 reports here; the others log to "
+        f"{out / 'ranks'}/<k>/console.log)")
+    code = launch([*args, *([] if progress else ["--no-progress"])], nproc)
+    if code != 0:
+        raise TunesmithError(
+            f"training in {nproc} processes failed (exit code {code}); process 0's error is "
+            f"above, the others' in {out / 'ranks'}/<k>/console.log.",
+            hint=f"Fix the cause, then continue with `tunesmith run --resume {out} --nproc {nproc}`.",
+        )
+    return None
+
+
+def resume_run(
+    run_dir: str | Path,
+    *,
+    nproc: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    callbacks: Sequence[Any] = (),
+) -> RunResult:
+    """Finish a `tunesmith run` that was stopped: training from its last checkpoint (or from
+    the start when it had none yet), then evaluation, report and MLflow, as :func:`run` would.
+
+    A run whose training had finished is only evaluated. Raises UsageError when ``run_dir`` is
+    not a run folder whose data step finished (the run must then be started again).
+    """
+    out = Path(run_dir)
+    data = out / "data"
+    if not (out / "config.yaml").is_file() or not (data / "train.jsonl").is_file():
+        raise UsageError(
+            f"{out} is not a run folder that `tunesmith run` got to train (config.yaml or "
+            "data/train.jsonl is missing).",
+            hint="Start the run again with `tunesmith run`; `--resume` takes a folder such as "
+            "runs/<run-name> written by it.",
+        )
+    cfg = load_config(out / "config.yaml")
+    metrics = out / "metrics.json"
+    trained = metrics.is_file() and "train" in json.loads(metrics.read_text(encoding="utf-8"))
+    training = None
+    if trained and (out / "adapter").is_dir():
+        log(f"{out}: training had finished; evaluating")
+    else:
+        checkpoint = any((out / "checkpoints" / d / "state.json").is_file() for d in ("last", "last.old"))
+        log(f"{out}: resuming training from its last checkpoint" if checkpoint else
+            f"{out}: no checkpoint was written yet; training from the start")
+        training = _train_step(cfg, out, resume=checkpoint, nproc=nproc, progress=progress,
+                               log=log, callbacks=callbacks)
+    evaluation = evaluate(out, log=log)
+    manifest = data / "manifest.json"
+    counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {}) if manifest.is_file() else {}
+    split_counts = {k: counts[k] for k in ("train", "val", "test") if k in counts}
+    return RunResult(out, evaluation.metrics["task"], evaluation.metrics, training, evaluation,
+                     split_counts)

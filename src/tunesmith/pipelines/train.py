@@ -326,3 +326,47 @@ def train(
         if tracker:
             tracker.finish(status)
     return TrainResult(out, task, labels, result, summary.trainable, summary.percent, plan.notes)
+
+
+def train_inputs(
+    config: str | Path | None,
+    overrides: list[str],
+    *,
+    data: str | None,
+    out: str | None,
+    resume: str | None,
+    nproc: int = 1,
+) -> tuple[Config, str, Path]:
+    """Check `tunesmith train`'s arguments and resolve them: (config, data folder, run folder).
+
+    Everything a launch in several processes would otherwise fail on in each of them is
+    checked here first, in one process. ``resume`` is a run folder to continue (its
+    config.yaml, and the data folder recorded in run.json, unless given). Raises UsageError
+    (missing or contradicting arguments), ConfigError, DataError (no train split).
+    """
+    from tunesmith.config import load_config
+
+    if nproc < 1:
+        raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"{run_dir} is not a run folder (config.yaml is missing).")
+        cfg = load_config(config or run_dir / "config.yaml", overrides)
+        meta_path = run_dir / "run.json"
+        recorded = json.loads(meta_path.read_text()).get("data_dir") if meta_path.is_file() else None
+        data = data or recorded
+        if out and Path(out) != run_dir:
+            raise UsageError("--resume continues the run in its own folder: leave --out out.")
+        out_dir = run_dir
+    else:
+        if not data or not out:
+            raise UsageError("train needs --data DIR (train.jsonl, val.jsonl) and --out DIR.",
+                             hint="Or `tunesmith run`, which prepares the data as well.")
+        cfg = load_config(config, overrides)
+        out_dir = Path(out)
+    if not data:
+        raise UsageError("where is the data? pass --data DIR.")
+    if not (Path(data) / "train.jsonl").is_file():
+        read_split(data, "train")  # raises the DataError that says what to do
+    return cfg, str(data), out_dir

@@ -74,12 +74,12 @@ def merge_adapter_dir(adapter: str | Path, out_dir: str | Path) -> MergeResult:
     if (out / "config.json").exists():
         raise UsageError(f"{out} already holds a model.", hint="Choose another --out or remove it.")
 
-    reference = load_base(meta)
+    reference = load_base(meta, directory=adapter)
     unmerged = load_adapter(reference.model, adapter).eval()
     expected = _probe_outputs(unmerged, reference.tokenizer)
     del unmerged, reference
 
-    loaded = load_base(meta, dequantize=True)
+    loaded = load_base(meta, dequantize=True, directory=adapter)
     merged = merge_adapter(load_adapter(loaded.model, adapter)).eval()
     diff = float((_probe_outputs(merged, loaded.tokenizer) - expected).abs().max())
 

@@ -80,7 +80,7 @@ class AdapterServer:
         meta = read_adapter_meta(directory)
         signature = _signature(meta)
         if self._signature is None:
-            loaded = load_base(meta)
+            loaded = load_base(meta, directory=directory)
             self.model, self.tokenizer = loaded.model, loaded.tokenizer
             self._signature = signature
         else:

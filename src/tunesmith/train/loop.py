@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import FinetuneConfig
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.train.encoding import EncodedDataset, batch_order, collate
 from tunesmith.train.objectives import Objective
 
@@ -100,12 +100,21 @@ class _State:
     stopped_early: bool = False
 
 
+# What an allocation failure says: CUDA's caching allocator ("CUDA out of memory"), torch's CPU
+# allocator ("DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"), MPS
+# ("MPS backend out of memory").
+_OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure on any device (CUDA, CPU, MPS), which a smaller
+    micro-batch may avoid; False for every other error."""
     import torch
 
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in message for m in _OUT_OF_MEMORY_MESSAGES)
 
 
 def check_engine(distributed_type: str) -> None:
@@ -509,8 +518,15 @@ def _save_checkpoint(
                   str(tmp / "best.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(),
-           "torch": torch.get_rng_state()}
+    # Only tensors, numbers, strings, lists and dicts, so that resuming can load it with
+    # torch.load(weights_only=True): no pickled Python objects (numpy's state is an array).
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    rng: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")
@@ -521,6 +537,30 @@ def _save_checkpoint(
         os.rename(last, old)
     os.rename(tmp, last)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def load_tensors_only(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers only.
+
+    A checkpoint may come from someone else (a shared or DVC-pulled run folder) and unpickling
+    it could run any code it holds, so nothing else is unpickled. Raises DataError naming the
+    file when it holds anything more (or is not a torch file at all).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{path}: refused to load this checkpoint file: it holds more than tensors and plain "
+            f"values (Python objects that unpickling would execute), or it is damaged ({first}).",
+            hint="Resume only run folders written by this version of tunesmith that you trust; "
+            "otherwise start the run again (the adapter/ and metrics of a finished run need no "
+            "checkpoint).",
+        ) from None
 
 
 def _load_checkpoint(
@@ -539,13 +579,15 @@ def _load_checkpoint(
     state = _State(**json.loads((last / "state.json").read_text()))
     model.load_state_dict(load_file(str(last / "trainable.safetensors")), strict=False)
     best = load_file(str(last / "best.safetensors")) if (last / "best.safetensors").is_file() else None
-    optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(last / "scheduler.pt", weights_only=False))
-    rng = torch.load(last / "rng.pt", weights_only=False)
-    random.setstate(rng["python"])
+    optimizer.load_state_dict(load_tensors_only(last / "optimizer.pt"))
+    scheduler.load_state_dict(load_tensors_only(last / "scheduler.pt"))
+    rng = load_tensors_only(last / "rng.pt")
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
     import numpy as np
 
-    np.random.set_state(rng["numpy"])
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
