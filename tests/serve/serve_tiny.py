@@ -56,7 +56,7 @@ def save_tiny_bert(folder: Path) -> Path:
     return folder
 
 
-def make_run(runs: Path, name: str, base: Path, *, task: str = "chat", method: str = "lora",
+def make_run(runs: Path, name: str, base: Path | str, *, task: str = "chat", method: str = "lora",
              seed: int = 1, labels: list[str] | None = None) -> Path:
     """A run folder whose adapter has random (non-zero) weights, so it answers unlike the base."""
     from tunesmith.models import load_model
