@@ -5,8 +5,9 @@ their weights barely move, which changes nothing about serving cost) unless --ru
 starts `tunesmith serve` in a child process for each setting and sends chat requests from here
 with httpx (asyncio), counting completion tokens from each answer's usage:
 
-- concurrency 1, 8 and 32; batching on (5 ms gathering window) and off (--batch-wait-ms 0);
-  one adapter, and requests spread over the two adapters and the base;
+- batching on (5 ms gathering window): concurrency 1, 8 and 32, with one adapter and with the
+  requests spread over the two adapters and the base;
+- batching off (--batch-wait-ms 0, one request at a time): concurrency 1 and 8, one adapter;
 - then the load test: --load-requests (default 2,000) at concurrency 32 on a batching server,
   with the server's resident memory before (after a warm-up) and after.
 
@@ -74,14 +75,14 @@ def free_port() -> int:
 class Server:
     """`tunesmith serve` in a child process, on a free port."""
 
-    def __init__(self, runs: list[Path], state: Path, batch_wait_ms: float) -> None:
+    def __init__(self, runs: list[Path], state: Path, batch_wait_ms: float, threads: int) -> None:
         import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         args = [sys.executable, "-m", "tunesmith.cli.main", "serve", "--port", str(self.port),
-                "--state-dir", str(state), "--batch-wait-ms", str(batch_wait_ms)]
+                "--state-dir", str(state), "--batch-wait-ms", str(batch_wait_ms), "--threads", str(threads)]
         for run in runs:
             args += ["--run", str(run)]
         self.proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -146,8 +147,12 @@ def main() -> int:
     parser.add_argument("--runs", nargs=2, metavar="RUN", help="two run folders on one causal base")
     parser.add_argument("--runs-dir", default=str(Path(tempfile.gettempdir()) / "tunesmith-bench-serve"),
                         help="where the bench's own runs are made (and reused)")
-    parser.add_argument("--requests", type=int, default=32, help="requests per cell, at least 32 (default 32)")
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=32,
+                        help="requests per batched cell (at least the concurrency; default 32)")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="the server's torch threads (default 1: on a shared machine two threads "
+                        "waiting on each other made decoding 13x slower here)")
     parser.add_argument("--load-requests", type=int, default=2000)
     parser.add_argument("--load-max-tokens", type=int, default=8)
     args = parser.parse_args()
@@ -155,24 +160,30 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="tunesmith-bench-state-"))
     loads = [os.getloadavg()[0]]
     cells = []
-    for batching in (True, False):
-        server = Server(runs, state, 5.0 if batching else 0.0)
+    # Batching off serves one request at a time, so its cells take longest: c=1 and c=8 with one
+    # adapter are enough for the comparison (c=32 would only queue longer).
+    plan = {True: [(s, c) for s in ("one adapter", "2 adapters + base") for c in (1, 8, 32)],
+            False: [("one adapter", 1), ("one adapter", 8)]}
+    for batching, cells_planned in plan.items():
+        server = Server(runs, state, 5.0 if batching else 0.0, args.threads)
         try:
             names = [m["id"] for m in server.models]
-            single = [runs[0].name]
-            mixed = [runs[0].name, runs[1].name, next(n for n in names if n not in {r.name for r in runs})]
-            asyncio.run(send(server.url, single, 4, 4, 4))  # warm-up
-            for spread, models in (("one adapter", single), ("2 adapters + base", mixed)):
-                for concurrency in (1, 8, 32):
-                    n = max(args.requests, concurrency) if concurrency > 1 else max(4, args.requests // 4)
-                    cell = asyncio.run(send(server.url, models, n, concurrency, args.max_tokens))
-                    cell.update(batching="on" if batching else "off", spread=spread)
-                    loads.append(os.getloadavg()[0])
-                    print(json.dumps(cell), flush=True)
-                    cells.append(cell)
+            base = next(n for n in names if n not in {r.name for r in runs})
+            spreads = {"one adapter": [runs[0].name], "2 adapters + base": [runs[0].name, runs[1].name, base]}
+            asyncio.run(send(server.url, spreads["one adapter"], 2, 2, 4))  # warm-up
+            for spread, concurrency in cells_planned:
+                if concurrency == 1:
+                    n = 4
+                else:
+                    n = max(args.requests, concurrency) if batching else max(16, args.requests // 2)
+                cell = asyncio.run(send(server.url, spreads[spread], n, concurrency, args.max_tokens))
+                cell.update(batching="on" if batching else "off", spread=spread)
+                loads.append(os.getloadavg()[0])
+                print(json.dumps(cell), flush=True)
+                cells.append(cell)
         finally:
             server.stop()
-    server = Server(runs, state, 5.0)
+    server = Server(runs, state, 5.0, args.threads)
     try:
         names = [m["id"] for m in server.models]
         asyncio.run(send(server.url, names, 64, 32, args.load_max_tokens))  # warm-up
@@ -199,6 +210,7 @@ def main() -> int:
                                              / tokens_per_s("on", "one adapter", 32), 2),
     }
     result = {"model": "smollm2-135m-instruct", "runs": [str(r) for r in runs], "max_tokens": args.max_tokens,
+              "threads": args.threads,
               "cells": cells, "load_test": load, "goals": goals,
               "load_average_1min": {"min": min(loads), "max": max(loads)},
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

@@ -142,3 +142,16 @@ def test_lookup_of_an_unknown_name_is_a_404_request_error(engine):
     with pytest.raises(RequestError) as info:
         engine.lookup("missing")
     assert info.value.status == 404 and "alpha" in info.value.message
+
+
+def test_a_stop_string_split_across_tokens_is_never_streamed_in_part(engine):
+    from tunesmith.serve.decode import advance
+
+    tokenizer = engine.server.tokenizer
+    ids = tokenizer("Hello World again", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids[:1]) == "Hello"  # so "o W" starts in one token and ends in the next
+    deltas = []
+    row = Row([1], 10, lambda delta, finish: deltas.append((delta, finish)), stop=["o W"])
+    finished = [advance(row, token, tokenizer, set()) for token in ids]
+    assert "".join(d for d, _ in deltas) == "Hell" and deltas[-1][1] == "stop"
+    assert finished[:2] == [False, True]

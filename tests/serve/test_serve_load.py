@@ -77,4 +77,13 @@ def test_a_client_that_leaves_mid_stream_frees_its_rows_and_is_logged_499(served
             break
         time.sleep(0.1)
     assert row is not None and row.status == 499 and "left" in row.error
-    assert row.completion_tokens < 200  # generation stopped when the client left
+    assert row.completion_tokens < 200
+
+    def dropped():  # rows the worker dropped because their client had left
+        text = httpx.get(url + "/metrics").text
+        return 'tunesmith_rows_finished_total{model="alpha",reason="cancelled"} 1.0' in text
+
+    deadline = time.monotonic() + 30
+    while not dropped() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dropped()

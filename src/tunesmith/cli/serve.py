@@ -38,6 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="how long a request waits for others to batch with (default 5; 0: no batching)")
     serve.add_argument("--max-tokens-cap", type=int, default=1024,
                        help="the largest max_tokens a request may ask for (default 1024)")
+    serve.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for the model (default: one per core); 1 keeps latency steady "
+                       "on a machine busy with other jobs")
     serve.add_argument("--check", metavar="RUN",
                        help="say which servers can serve RUN (vLLM, llama.cpp, merged weights) and how; "
                        "then exit")
@@ -59,6 +62,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(args.run, args.registry, tracking_uri=args.tracking_uri, host=args.host, port=args.port,
           api_key=args.api_key, state_dir=args.state_dir, max_batch=args.max_batch,
-          batch_wait_ms=args.batch_wait_ms, max_tokens_cap=args.max_tokens_cap,
+          batch_wait_ms=args.batch_wait_ms, max_tokens_cap=args.max_tokens_cap, threads=args.threads,
           log=lambda line: print(line, file=sys.stderr, flush=True))
     return 0

@@ -32,11 +32,13 @@ def serve(
     max_batch: int = 32,
     batch_wait_ms: float = 5.0,
     max_tokens_cap: int = 1024,
+    threads: int | None = None,
     log: Callable[[str], None] = print,
 ) -> None:
     """Serve ``runs`` (folders) and ``registry`` models (``NAME@ALIAS``) until stopped.
 
-    The API key is ``api_key`` or $TUNESMITH_API_KEY (none: no auth). Raises UsageError for
+    The API key is ``api_key`` or $TUNESMITH_API_KEY (none: no auth). ``threads`` sets torch's
+    CPU threads (None: torch's default, one per core). Raises UsageError for
     runs that cannot share a base or unknown registry names, before anything listens.
     """
     import uvicorn
@@ -46,6 +48,10 @@ def serve(
     from tunesmith.serve.engine import Engine
     from tunesmith.serve.traffic import TrafficLog
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     uri = resolve_tracking_uri(tracking_uri) if registry else None
     engine = Engine.load(runs, registry, tracking_uri=uri, log=log, max_batch=max_batch,
                          max_wait_ms=batch_wait_ms, max_tokens_cap=max_tokens_cap)

@@ -131,6 +131,7 @@ def create_app(
     metrics = ServeMetrics()
     app.state.metrics = metrics
     engine.batch_observers.append(metrics.observe_batch)
+    engine.finish_observers.append(metrics.observe_finish)
     chain = [*resolvers, default_resolver(engine)]
 
     def begin(request: Request, model: str | None, user: str | None) -> _Exchange:

@@ -37,6 +37,7 @@ class Row:
     cancelled: Callable[[], bool] = lambda: False
     generated: list[int] = field(default_factory=list)
     sent: int = 0  # characters of the decoded text already emitted
+    finish_reason: str | None = None  # "stop", "length", or "cancelled" (dropped: its client left)
 
 
 def held_back(text: str, stops: Sequence[str]) -> int:
@@ -75,19 +76,22 @@ def _pick(logits: Any, row: Row, generator: Any) -> int:
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def _advance(row: Row, token: int, tokenizer: Any, eos_ids: set[int]) -> bool:
+def advance(row: Row, token: int, tokenizer: Any, eos_ids: set[int]) -> bool:
     """Add ``token`` to ``row``, emit what became certain; True when the row is finished."""
     if token in eos_ids:
         _flush(row, tokenizer, "stop")
+        row.finish_reason = "stop"
         return True
     row.generated.append(token)
     text = tokenizer.decode(row.generated, skip_special_tokens=True)
     cut = cut_at_stop(text, row.stop)
     if cut is not None:
         row.emit(cut[row.sent :] if len(cut) > row.sent else "", "stop")
+        row.finish_reason = "stop"
         return True
     if len(row.generated) >= row.max_tokens:
         row.emit(text[row.sent :], "length")
+        row.finish_reason = "length"
         return True
     safe = len(text) - held_back(text, row.stop)
     while safe > row.sent and text[safe - 1] == "\ufffd":  # an unfinished multi-byte character
@@ -181,9 +185,10 @@ def decode_batch(model: Any, tokenizer: Any, rows: Sequence[Row], *, mixed: bool
             keep, tokens = [], []
             for i, row in enumerate(live):
                 if row.cancelled():
+                    row.finish_reason = "cancelled"
                     continue
                 token = _pick(logits[i], row, generators[i])
-                if not _advance(row, token, tokenizer, eos_ids):
+                if not advance(row, token, tokenizer, eos_ids):
                     keep.append(i)
                     tokens.append(token)
             if not keep:

@@ -135,6 +135,8 @@ class Engine:
         self.max_tokens_cap = max_tokens_cap
         self.default_max_tokens = default_max_tokens
         self.batch_observers: list[Callable[[dict[str, int]], None]] = []
+        # Called once per generated row when it ends: (served model name, finish reason).
+        self.finish_observers: list[Callable[[str, str], None]] = []
         self.batcher = MicroBatcher(self._run_batch, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
     # -- loading ---------------------------------------------------------------------------
@@ -319,6 +321,9 @@ class Engine:
             with self._active(model):
                 decode_batch(self.server.model, self.server.tokenizer, rows, mixed=False)
         for job in group:
+            for row in job.rows:
+                for observe in self.finish_observers:
+                    observe(job.model.name, row.finish_reason or "error")
             job.future.set_result(None)
 
     def _active(self, model: ServedModel) -> AbstractContextManager[Any]:

@@ -4,8 +4,10 @@ Each app has its own registry (several apps can live in one process, as in tests
 ``tunesmith_requests_total{endpoint,model,status}``, ``tunesmith_request_errors_total{endpoint,status}``,
 ``tunesmith_request_latency_seconds{endpoint,model}`` (histogram),
 ``tunesmith_tokens_total{model,kind}`` (kind: prompt or completion),
-``tunesmith_batch_rows`` (rows per batch, histogram) and ``tunesmith_batch_rows_per_model{model}``
-(a model's rows in each batch it was part of, histogram).
+``tunesmith_batch_rows`` (rows per batch, histogram), ``tunesmith_batch_rows_per_model{model}``
+(a model's rows in each batch it was part of, histogram) and
+``tunesmith_rows_finished_total{model,reason}`` (reason: stop, length, or cancelled when the
+client left and its row was dropped from the batch).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class ServeMetrics:
                                buckets=_BATCH_BUCKETS, registry=r)
         self.batch_model = Histogram("tunesmith_batch_rows_per_model", "A model's rows in a batch",
                                      ["model"], buckets=_BATCH_BUCKETS, registry=r)
+        self.finished = Counter("tunesmith_rows_finished", "Generated rows by how they ended",
+                                ["model", "reason"], registry=r)
+
+    def observe_finish(self, model: str, reason: str) -> None:
+        self.finished.labels(model, reason).inc()
 
     def observe_request(self, record: TrafficRecord) -> None:
         model = record.served_model or "unknown"
