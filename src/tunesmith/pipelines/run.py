@@ -112,6 +112,6 @@ def run(
         + f", {read.get('duplicates_removed', 0)} duplicates removed; "
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
     training = train(cfg, out / "data", out, progress=progress, log=log, callbacks=callbacks)
+    log(check_servability(out).summary())  # where the trained adapter can be served, and how
     evaluation = evaluate(out, log=log)
-    log(check_servability(out).summary())
     return RunResult(out, training.task, evaluation.metrics, training, evaluation, counts)
