@@ -93,7 +93,7 @@ def test_serve_without_runs_is_a_usage_error(capsys):
     assert "nothing to serve" in capsys.readouterr().err
 
 
-def test_run_ends_with_the_servability_check(in_tmp, tiny_runs):
+def test_run_says_where_its_adapter_can_be_served(in_tmp, tiny_runs):
     from tunesmith.config import validate_config
     from tunesmith.pipelines.run import run
 
@@ -109,5 +109,5 @@ def test_run_ends_with_the_servability_check(in_tmp, tiny_runs):
     })
     lines = []
     run(cfg, in_tmp / "run", progress=False, log=lines.append)
-    assert lines[-1].startswith(f"serving {in_tmp / 'run'} (lora, qa):")
-    assert "yes vLLM: vllm serve" in lines[-1]
+    check = next(line for line in lines if line.startswith(f"serving {in_tmp / 'run'} (lora, qa):"))
+    assert "yes vLLM: vllm serve" in check
