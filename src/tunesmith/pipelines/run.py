@@ -32,6 +32,7 @@ from tunesmith.errors import TunesmithError, UsageError
 from tunesmith.pipelines.evaluate import EvaluateResult, evaluate
 from tunesmith.pipelines.prepare import REJECTS
 from tunesmith.pipelines.train import TrainResult, default_run_name, train
+from tunesmith.serve.servability import check_servability
 
 # The demo's departures from the defaults, each with its reason (printed by `tunesmith demo`).
 DEMO_SETTINGS: dict[str, Any] = {
@@ -140,6 +141,7 @@ def run(
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
     training = _train_step(cfg, out, resume=False, nproc=nproc, progress=progress, log=log,
                            callbacks=callbacks)
+    log(check_servability(out).summary())  # where the trained adapter can be served, and how
     evaluation = evaluate(out, log=log)
     return RunResult(out, evaluation.metrics["task"], evaluation.metrics, training, evaluation, counts)
 
