@@ -40,8 +40,9 @@ def _client(tracking_uri: str):
 def resolve_arm(spec: str, *, tracking_uri: str, runs_dir: str | Path = "runs") -> ArmModel:
     """The arm for ``spec``: ``NAME@ALIAS`` (registry), a run folder, or a served name.
 
-    A run folder is served under its run name (run.json ``run_name``); a plain name is taken as
-    served as is, and its training run is read from ``runs_dir/NAME/run.json`` when that exists.
+    A run folder is served under its folder's name (as ``tunesmith serve --run`` names it); a
+    plain name is taken as served as is, and its training run is read from
+    ``runs_dir/NAME/run.json`` when that exists.
     """
     match = _REGISTRY_REF.match(spec)
     if match:
@@ -62,8 +63,7 @@ def resolve_arm(spec: str, *, tracking_uri: str, runs_dir: str | Path = "runs") 
         folder = Path(runs_dir) / spec
     if (folder / "run.json").is_file():
         run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        served = spec if folder.name == spec else str(run.get("run_name") or folder.name)
-        return ArmModel(spec, served, run.get("mlflow_run_id"))
+        return ArmModel(spec, folder.resolve().name, run.get("mlflow_run_id"))
     if "/" in spec or "\\" in spec:
         raise UsageError(f"'{spec}' looks like a path but holds no run.json.",
                          hint="Pass a run folder written by `tunesmith run`, a served model name "

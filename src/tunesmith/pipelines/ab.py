@@ -116,3 +116,13 @@ def list_experiments(state_dir: str | Path = DEFAULT_STATE_DIR) -> list[Experime
             experiment, {arm: sum(r.arm == arm for r in rows) for arm in ARMS},
             len(store.outcomes(experiment.metric, (r.request_id for r in rows)))))
     return out
+
+
+def serve_extensions(state_dir: str | Path) -> tuple[list, list]:
+    """What `tunesmith serve` mounts for A/B tests: ``([resolver], [router])`` over the
+    experiments of ``state_dir`` (the ``ab:NAME`` models and ``POST /v1/feedback``)."""
+    from tunesmith.ab.routes import ExperimentResolver, feedback_router
+
+    store = ExperimentStore(state_dir)
+    return [ExperimentResolver(store)], [feedback_router(store)]
+
