@@ -16,8 +16,8 @@ LABELS = ["neg", "pos"]
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory):
-    """Two LoRA runs on a tiny Llama (alpha, beta), a DoRA run on it, and a LoRA classifier run
-    on a tiny BERT: {name: run folder}."""
+    """Two LoRA runs on a tiny Llama (alpha, beta), a DoRA run on it, and two LoRA classifier
+    runs on a tiny BERT (sentiment, sentiment-b): {name: run folder}."""
     root = tmp_path_factory.mktemp("serve-runs")
     llama = save_tiny_llama(root / "tiny-llama")
     bert = save_tiny_bert(root / "tiny-bert")
@@ -26,6 +26,8 @@ def tiny_runs(tmp_path_factory):
         "beta": make_run(root / "runs", "beta", llama, seed=2),
         "gamma-dora": make_run(root / "runs", "gamma-dora", llama, method="dora", seed=3),
         "sentiment": make_run(root / "runs", "sentiment", bert, task="classification", labels=LABELS),
+        "sentiment-b": make_run(root / "runs", "sentiment-b", bert, task="classification", labels=LABELS,
+                                seed=5),
     }
 
 
@@ -42,6 +44,6 @@ def engine(tiny_runs):
 def classifier(tiny_runs):
     from tunesmith.serve.engine import Engine
 
-    eng = Engine.load([tiny_runs["sentiment"]])
+    eng = Engine.load([tiny_runs["sentiment"], tiny_runs["sentiment-b"]])
     yield eng
     eng.close()

@@ -23,6 +23,7 @@ from tunesmith.config import Config, apply_overrides, validate_config
 from tunesmith.errors import UsageError
 from tunesmith.pipelines.evaluate import EvaluateResult, evaluate
 from tunesmith.pipelines.train import TrainResult, default_run_name, train
+from tunesmith.serve.servability import check_servability
 
 # The demo's departures from the defaults, each with its reason (printed by `tunesmith demo`).
 DEMO_SETTINGS: dict[str, Any] = {
@@ -112,4 +113,5 @@ def run(
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
     training = train(cfg, out / "data", out, progress=progress, log=log, callbacks=callbacks)
     evaluation = evaluate(out, log=log)
+    log(check_servability(out).summary())
     return RunResult(out, training.task, evaluation.metrics, training, evaluation, counts)

@@ -15,7 +15,8 @@ methods) or one adapter for the whole batch (DoRA, bottleneck adapters).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,11 +114,41 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def decode_batch(model: Any, tokenizer: Any, rows: Sequence[Row], *, per_row_adapters: bool) -> None:
+def mixable_modules(model: Any) -> list[Any]:
+    """The PEFT modules that take a per-row ``adapter_names`` (LoRA layers, saved heads)."""
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    return [m for m in model.modules() if isinstance(m, (LoraLayer, AuxiliaryTrainingWrapper))]
+
+
+@contextlib.contextmanager
+def per_row_adapters(modules: Sequence[Any], names: Sequence[str]) -> Iterator[None]:
+    """Within the block, each row of a forward pass uses its own adapter (``"__base__"``: none).
+
+    PEFT's own ``adapter_names=`` argument does the same through hooks that it leaves in place
+    when the forward pass raises (peft 0.21), so every later call fails with a length mismatch;
+    these hooks go away whatever happens.
+    """
+    names = list(names)
+
+    def inject(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        kwargs["adapter_names"] = names
+        return args, kwargs
+
+    handles = [m.register_forward_pre_hook(inject, with_kwargs=True) for m in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def decode_batch(model: Any, tokenizer: Any, rows: Sequence[Row], *, mixed: bool) -> None:
     """Generate for every row until each finishes (EOS, a stop string, ``max_tokens``, or cancel).
 
-    ``per_row_adapters`` passes PEFT's ``adapter_names`` (one per row) to every forward pass;
-    otherwise the model's active adapter serves all rows. Raises whatever the model raises.
+    ``mixed``: each row uses its own ``adapter`` (:func:`per_row_adapters`); otherwise the
+    model's active adapter serves all rows. Raises whatever the model raises.
     """
     import torch
 
@@ -137,12 +168,14 @@ def decode_batch(model: Any, tokenizer: Any, rows: Sequence[Row], *, per_row_ada
         generator.manual_seed(row.seed if row.seed is not None else int(torch.randint(0, 2**31, ()).item()))
         generators.append(generator)
     cache = None
+    modules = mixable_modules(model) if mixed else []
     with torch.inference_mode():
         while live:
-            extra = {"adapter_names": [r.adapter for r in live]} if per_row_adapters else {}
-            # logits_to_keep=1: only the last column's logits (a 49k-wide row per token otherwise).
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                        cache=cache, use_cache=True, logits_to_keep=1, **extra)
+            routing = per_row_adapters(modules, [r.adapter for r in live]) if mixed else contextlib.nullcontext()
+            with routing:
+                # logits_to_keep=1: only the last column's logits (a 49k-wide row per token otherwise).
+                out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                            cache=cache, use_cache=True, logits_to_keep=1)
             cache = out.cache
             logits = out.logits[:, -1, :]
             keep, tokens = [], []

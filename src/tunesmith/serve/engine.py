@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunesmith.errors import TunesmithError, UsageError
-from tunesmith.serve.decode import Row, decode_batch
+from tunesmith.serve.decode import Row, decode_batch, mixable_modules, per_row_adapters
 from tunesmith.serve.predict import AdapterServer, adapter_dir
 
 BASE = "__base__"
@@ -314,10 +314,10 @@ class Engine:
             return
         rows = [row for job in group for row in job.rows]
         if len({row.adapter for row in rows}) > 1:  # only mixable models share a group
-            decode_batch(self.server.model, self.server.tokenizer, rows, per_row_adapters=True)
+            decode_batch(self.server.model, self.server.tokenizer, rows, mixed=True)
         else:
             with self._active(model):
-                decode_batch(self.server.model, self.server.tokenizer, rows, per_row_adapters=False)
+                decode_batch(self.server.model, self.server.tokenizer, rows, mixed=False)
         for job in group:
             job.future.set_result(None)
 
@@ -355,11 +355,12 @@ class Engine:
             return out
         tokenizer = self.server.tokenizer
         enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        mixed = len(set(names)) > 1  # only mixable models share a group
-        extra = {"adapter_names": names} if mixed else {}
-        with torch.inference_mode(), contextlib.nullcontext() if mixed else self._active(model):
-            logits = self.server.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                       **extra).logits
+        net = self.server.model
+        # Only mixable models share a group; a group of one adapter runs it directly.
+        routing = (per_row_adapters(mixable_modules(net), names) if len(set(names)) > 1
+                   else self._active(model))
+        with torch.inference_mode(), routing:
+            logits = net(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
         return [_classification(labels, row.tolist()) for row in torch.softmax(logits.float(), dim=-1)]
 
 
