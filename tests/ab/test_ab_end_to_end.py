@@ -12,12 +12,7 @@ import pytest
 from serve_tiny import running
 
 from tunesmith.ab.store import ExperimentStore
-from tunesmith.pipelines.ab import (
-    list_experiments,
-    report_experiment,
-    serve_extensions,
-    start_experiment,
-)
+from tunesmith.pipelines.ab import list_experiments, report_experiment, serve_extensions
 
 pytestmark = pytest.mark.integration
 CLICK_RATE = {"sentiment-v1": 0.25, "sentiment-v2": 0.50}  # the treatment is better by 25 points
@@ -37,8 +32,12 @@ def setup(ab_runs, tmp_path_factory):
     promote("sentiment", control.version, "production", tracking_uri=uri)
     promote("sentiment", treatment.version, "staging", tracking_uri=uri)
     state = root / "state"
-    experiment = start_experiment("rollout", "sentiment@production", "sentiment@staging",
-                                  metric="click", state_dir=state, tracking_uri=uri)
+    from tunesmith.cli.main import main
+
+    assert main(["ab", "start", "rollout", "--control", "sentiment@production", "--treatment",
+                 "sentiment@staging", "--metric", "click", "--state-dir", str(state),
+                 "--tracking-uri", uri]) == 0
+    experiment = ExperimentStore(state).get("rollout")
     engine = Engine.load(registry=["sentiment@production", "sentiment@staging"], tracking_uri=uri)
     resolvers, routers = serve_extensions(state)
     log = TrafficLog(state)
@@ -55,7 +54,7 @@ def _clicks(user: str, turn: int, served: str) -> bool:
     return coin < CLICK_RATE[served]
 
 
-def test_users_click_the_better_arm_more_and_the_report_ships_it(setup):
+def test_users_click_the_better_arm_more_and_the_report_ships_it(setup, capsys):
     url, uri = setup["url"], setup["uri"]
 
     def session(user: str) -> list[str]:
@@ -102,6 +101,13 @@ def test_users_click_the_better_arm_more_and_the_report_ships_it(setup):
     assert ExperimentStore(setup["state"]).get("rollout").status == "shipped"
     (summary,) = list_experiments(setup["state"])
     assert sum(summary.requests.values()) == 600
+
+    from tunesmith.cli.main import main
+
+    capsys.readouterr()
+    assert main(["ab", "report", "rollout", "--state-dir", str(setup["state"]), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "Decision: SHIP" in out and "mSPRT" in out and "sentiment@staging" in out
 
 
 @pytest.mark.parametrize(("path", "body", "headers", "status", "needle"), [

@@ -51,11 +51,13 @@ def movie_run(tmp_path_factory):
 
 
 def _traffic(texts, model, *, latency=20.0):
-    """Traffic-log rows as `tunesmith serve` writes them for POST /v1/classify."""
+    """Traffic-log records as `tunesmith serve` writes them for POST /v1/classify."""
+    from tunesmith.serve.traffic import TrafficRecord
+
     labels = model.predict(texts)
-    return [SimpleNamespace(
-        request_id=f"clf-{i}", model="movies", served_model="movies", status=200,
-        latency_ms=latency + i % 7, prompt=json.dumps([text]), output=None,
+    return [TrafficRecord(
+        f"clf-{i}", 1.7e9 + i, "/v1/classify", model="movies", served_model="movies", status=200,
+        latency_ms=latency + i % 7, prompt=json.dumps([text]), run_id="movies",
         prediction=json.dumps([{"index": 0, "label": str(label), "score": 0.9}]),
     ) for i, (text, label) in enumerate(zip(texts, labels, strict=True))]
 
@@ -101,3 +103,28 @@ def test_refusals_and_lengths_of_generated_answers():
     assert check.drift and check.score == pytest.approx(0.4)
     assert not drift.refusal_drift(reference, ["Berlin is the capital of Germany."] * 100).drift
     assert drift.is_refusal("Well. I cannot do that") and not drift.is_refusal("Sorry to hear it went well!")
+
+
+def test_cli_exits_3_on_drift_and_0_without_and_logs_to_mlflow(movie_run, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from tunesmith.cli.main import main
+    from tunesmith.serve.traffic import TrafficLog
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for name, texts in (("chat", movie_run.chats), ("reviews", movie_run.held_out)):
+        state = tmp_path / name
+        log = TrafficLog(state)
+        for record in _traffic(texts, movie_run.model):
+            log.write(record)
+        log.close()
+        code = main(["monitor", "--run", str(movie_run.dir), "--state-dir", str(state),
+                     "--tracking-uri", uri])
+        assert code == (3 if name == "chat" else 0)
+        out = capsys.readouterr().out
+        assert ("Drift found" in out) == (name == "chat") and "Service per model" in out
+        assert (state / "monitor" / "movies.html").is_file()
+    runs = MlflowClient(tracking_uri=uri).search_runs(
+        [MlflowClient(tracking_uri=uri).get_experiment_by_name("tunesmith-monitor").experiment_id])
+    assert sorted(r.data.metrics["drift"] for r in runs) == [0.0, 1.0]
+    assert all(r.data.metrics["input_prompts_score"] > 0 for r in runs)
