@@ -128,3 +128,27 @@ def test_cli_exits_3_on_drift_and_0_without_and_logs_to_mlflow(movie_run, tmp_pa
         [MlflowClient(tracking_uri=uri).get_experiment_by_name("tunesmith-monitor").experiment_id])
     assert sorted(r.data.metrics["drift"] for r in runs) == [0.0, 1.0]
     assert all(r.data.metrics["input_prompts_score"] > 0 for r in runs)
+
+
+def test_a_chat_model_that_starts_refusing_is_flagged_and_ordinary_answers_are_not(tmp_path):
+    from tunesmith.assets import load_builtin_records
+    from tunesmith.data.io import write_jsonl
+    from tunesmith.serve.traffic import TrafficRecord
+
+    chats = load_builtin_records("chitchat")
+    (tmp_path / "data").mkdir()
+    write_jsonl(chats[:2000], tmp_path / "data" / "train.jsonl")
+    reference = reference_from_run(tmp_path)
+    assert reference.task == "chat"
+
+    def rows(answer):
+        return [TrafficRecord(
+            f"chatcmpl-{i}", 1.7e9 + i, "/v1/chat/completions", served_model="chatty", status=200,
+            latency_ms=100.0, prompt=json.dumps([{"role": m.role, "content": m.content} for m in c.messages[:-1]]),
+            output=answer(c)) for i, c in enumerate(chats[-300:])]
+
+    ordinary = monitor(reference, rows(lambda c: c.messages[-1].content))
+    assert not ordinary.drift, [(c.name, c.score) for c in ordinary.checks if c.drift]
+    refusing = monitor(reference, rows(lambda c: "I'm sorry, but I can't help with that."))
+    flagged = {c.name for c in refusing.checks if c.drift}
+    assert flagged == {"response length", "refusals"}  # the prompts did not change
