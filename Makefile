@@ -40,7 +40,8 @@ demo: install
 	$(VENV)/bin/tunesmith demo
 
 # -n 2: the CI machine has 2 cores; integration tests that train are marked and spread evenly.
-test: install
+test: install lint
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 test-fast: install

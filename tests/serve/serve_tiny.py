@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.config import FinetuneConfig
+from tunesmith.config import FinetuneConfig, validate_config
 from tunesmith.methods import apply_method, save_adapter
 
 
@@ -56,7 +56,7 @@ def save_tiny_bert(folder: Path) -> Path:
     return folder
 
 
-def make_run(runs: Path, name: str, base: Path, *, task: str = "chat", method: str = "lora",
+def make_run(runs: Path, name: str, base: Path | str, *, task: str = "chat", method: str = "lora",
              seed: int = 1, labels: list[str] | None = None) -> Path:
     """A run folder whose adapter has random (non-zero) weights, so it answers unlike the base."""
     from tunesmith.models import load_model
@@ -77,6 +77,8 @@ def make_run(runs: Path, name: str, base: Path, *, task: str = "chat", method: s
     run_meta = {"run_name": name, "task": task, "model": str(base), "method": method,
                 "mlflow_run_id": f"mlflow-{name}", "data_sha256": f"data-{name}"}
     (out / "run.json").write_text(json.dumps(run_meta), encoding="utf-8")
+    config = validate_config({"finetune": {"model": str(base), "method": method, "lora_r": 8}})
+    (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     return out
 
 

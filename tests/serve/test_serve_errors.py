@@ -152,3 +152,15 @@ def test_metrics_count_requests_errors_tokens_and_batches(engine):
     assert 'tunesmith_request_errors_total{endpoint="/v1/chat/completions",status="404"} 1.0' in text
     assert 'tunesmith_tokens_total{kind="completion",model="alpha"} 3.0' in text
     assert 'tunesmith_batch_rows_per_model_count{model="alpha"}' in text
+
+
+def test_too_many_inputs_in_one_request_is_400(http, classifier):
+    from tunesmith.serve.schema import MAX_INPUTS
+
+    error = _error(http.post("/v1/completions", json={"model": "alpha", "prompt": ["x"] * (MAX_INPUTS + 1)}), 400)
+    assert error["param"] == "prompt" and f"at most {MAX_INPUTS}" in error["message"]
+    with TestClient(create_app(classifier)) as other:
+        error = _error(other.post("/v1/classify", json={"model": "sentiment", "input": ["x"] * 300}), 400)
+        assert error["param"] == "input"
+        ok = other.post("/v1/classify", json={"model": "sentiment", "input": "a great film"})
+        assert ok.status_code == 200 and ok.json()["data"][0]["label"] in {"neg", "pos"}

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_N = 8  # choices per request: each is a full generation
 MAX_STOPS = 4  # as OpenAI
+MAX_INPUTS = 256  # texts per classify request, prompts per completions request
+
+
+def _at_most(value: str | list[str], limit: int) -> str | list[str]:
+    if isinstance(value, list) and len(value) > limit:
+        raise ValueError(f"at most {limit} items per request, got {len(value)}: split the list")
+    return value
 
 
 class _Body(BaseModel):
@@ -61,6 +68,11 @@ class ChatCompletionRequest(_Sampling):
 class CompletionRequest(_Sampling):
     prompt: str | list[str] = Field(min_length=1)
 
+    @field_validator("prompt")
+    @classmethod
+    def _few_enough(cls, value: str | list[str]) -> str | list[str]:
+        return _at_most(value, MAX_INPUTS)
+
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
@@ -69,6 +81,11 @@ class ClassifyRequest(_Body):
     model: str = Field(min_length=1)
     input: str | list[str] = Field(min_length=1)
     user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _few_enough(cls, value: str | list[str]) -> str | list[str]:
+        return _at_most(value, MAX_INPUTS)
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
