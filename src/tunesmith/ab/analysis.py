@@ -4,8 +4,9 @@ The unit of assignment is the user (the sample-ratio check counts users); the un
 is the request, as in most product dashboards: requests are treated as independent, which
 understates the variance when a few users send many requests each (docs/deploy.md says so).
 
-The decision reads the always-valid test (mSPRT), so it may be read after every batch of
-traffic without inflating false positives:
+The decision reads the always-valid test (mSPRT), evaluated after every observation in arrival
+order (so its p-value and confidence sequence do not depend on when the report is run), and
+may be read after every batch of traffic without inflating false positives:
 
 1. sample-ratio mismatch (p < 0.001): keep collecting, and fix the split first: no result of a
    broken split can be trusted;
@@ -100,16 +101,17 @@ class ABReport:
         return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
-def _values(experiment: Experiment, rows: Sequence[Served],
-            outcomes: Mapping[str, float]) -> dict[Arm, np.ndarray]:
+def _observations(experiment: Experiment, rows: Sequence[Served],
+                  outcomes: Mapping[str, float]) -> list[tuple[Arm, float]]:
+    """(arm, value) of every request that counts for the metric, in the rows' (arrival) order."""
     spec = experiment.metric_spec
-    by_arm: dict[Arm, list[float]] = {arm: [] for arm in ARMS}
+    out: list[tuple[Arm, float]] = []
     for row in rows:
         if row.request_id in outcomes:
-            by_arm[row.arm].append(outcomes[row.request_id])
+            out.append((row.arm, outcomes[row.request_id]))
         elif spec.missing_is_zero and row.ok:
-            by_arm[row.arm].append(0.0)
-    return {arm: np.asarray(v, dtype=float) for arm, v in by_arm.items()}
+            out.append((row.arm, 0.0))
+    return out
 
 
 def _guardrails(experiment: Experiment, rows: Sequence[Served]) -> tuple[Guardrail, ...]:
@@ -138,7 +140,8 @@ def _guardrails(experiment: Experiment, rows: Sequence[Served]) -> tuple[Guardra
 
 def analyse(experiment: Experiment, rows: Sequence[Served], outcomes: Mapping[str, float]) -> ABReport:
     """The report of ``experiment`` given its served requests and ``{request_id: outcome}``."""
-    values = _values(experiment, rows, outcomes)
+    observed = _observations(experiment, rows, outcomes)
+    values = {arm: np.asarray([v for a, v in observed if a == arm], dtype=float) for arm in ARMS}
     users = {arm: len({r.user for r in rows if r.arm == arm}) for arm in ARMS}
     srm = stats.sample_ratio_mismatch([users["control"], users["treatment"]],
                                       [1 - experiment.treatment_share, experiment.treatment_share])
@@ -163,12 +166,12 @@ def analyse(experiment: Experiment, rows: Sequence[Served], outcomes: Mapping[st
         if rate:
             fixed = stats.compare_rates(int(c.sum()), len(c), int(t.sum()), len(t),
                                         alpha=experiment.alpha)
-            variance = float(stats.rate_variance(c.sum(), len(c)) + stats.rate_variance(t.sum(), len(t)))
         else:
             fixed = stats.compare_means(c, t, alpha=experiment.alpha)
-            variance = float(c.var(ddof=1) / len(c) + t.var(ddof=1) / len(t))
-        sequential = stats.sequential_test(fixed.diff, variance, tau=experiment.mde,
-                                           alpha=experiment.alpha)
+        sequential = stats.sequential_path([a == "treatment" for a, _ in observed],
+                                           [v for _, v in observed], kind=experiment.kind,
+                                           tau=experiment.mde, alpha=experiment.alpha,
+                                           min_per_arm=MIN_PER_ARM)
     if len(c) >= 2:
         share = experiment.treatment_share
         if rate:

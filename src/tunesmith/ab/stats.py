@@ -125,15 +125,42 @@ def msprt(diff: np.ndarray | float, variance: np.ndarray | float, *, tau: float,
     return ratio, half
 
 
-def sequential_test(diff: float, variance: float, *, tau: float, alpha: float = 0.05,
-                    previous_p: float = 1.0) -> Sequential:
-    """One look of the mSPRT. ``previous_p`` is the always-valid p-value of the last look
-    (the p-value is a running minimum); 1.0 when every look is recomputed from all data."""
-    ratio, half = msprt(diff, variance, tau=tau, alpha=alpha)
-    lr = float(ratio)
-    p_value = min(previous_p, 1.0 / lr) if lr > 0 else previous_p
-    return Sequential("mSPRT (normal mixture, Johari et al. 2017)", lr, float(min(p_value, 1.0)),
-                      float(diff - half), float(diff + half), p_value <= alpha)
+def sequential_path(is_treatment: Sequence[bool], values: Sequence[float], *, kind: str, tau: float,
+                    alpha: float = 0.05, min_per_arm: int = 20) -> Sequential | None:
+    """The mSPRT read after every observation, in arrival order: the always-valid p-value is the
+    minimum of 1/ratio over all looks, the confidence sequence the intersection of the looks'
+    intervals (both stay valid under continuous monitoring, and neither depends on when the
+    report happens to be run). Looks start once both arms have ``min_per_arm`` observations;
+    None before that. ``kind`` "rate" (0/1 values) or "mean". O(n), vectorised.
+    """
+    arm = np.asarray(is_treatment, dtype=bool)
+    x = np.asarray(values, dtype=float)
+    stats_by_arm = []
+    for mask in (~arm, arm):
+        n = np.cumsum(mask)
+        total = np.cumsum(np.where(mask, x, 0.0))
+        squares = np.cumsum(np.where(mask, x * x, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = total / n
+            if kind == "rate":
+                var = rate_variance(total, n)
+            else:
+                var = np.where(n > 1, (squares - n * mean**2) / (n - 1), 0.0) / n
+        stats_by_arm.append((n, mean, np.maximum(var, 0.0)))
+    (n_c, mean_c, var_c), (n_t, mean_t, var_t) = stats_by_arm
+    looks = (n_c >= min_per_arm) & (n_t >= min_per_arm)
+    if not looks.any():
+        return None
+    diff = (mean_t - mean_c)[looks]
+    ratio, half = msprt(diff, (var_c + var_t)[looks], tau=tau, alpha=alpha)
+    p_value = float(min(1.0, np.min(1.0 / ratio)))
+    low, high = float(np.max(diff - half)), float(np.min(diff + half))
+    if low > high:
+        # The looks' intervals no longer overlap, which happens only when the sequence has
+        # failed (probability <= alpha): show the last look's interval rather than none.
+        low, high = float(diff[-1] - half[-1]), float(diff[-1] + half[-1])
+    return Sequential("mSPRT (normal mixture, Johari et al. 2017)", float(ratio[-1]), p_value,
+                      low, high, p_value <= alpha)
 
 
 def rate_variance(successes: np.ndarray | int, n: np.ndarray | int) -> np.ndarray:
