@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from tunesmith.errors import UsageError
@@ -117,9 +117,8 @@ class Experiment:
     max_latency_increase: float = 0.2
     max_error_increase: float = 0.01
     created: float = 0.0
-    status: str = "running"  # running | shipped | kept-control
+    status: str = "running"  # running | shipped (after `ab report --promote`)
     mlflow_run_id: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def arm(self, arm: Arm) -> ArmModel:
         return self.control if arm == "control" else self.treatment
