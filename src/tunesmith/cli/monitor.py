@@ -69,7 +69,7 @@ def _monitor(args: argparse.Namespace) -> int:
     if r.drift:
         flagged = ", ".join(c.name for c in r.checks if c.drift)
         console.print(f"Drift found ({flagged}): exit {DRIFT_EXIT_CODE}. Consider retraining on "
-                      "recent traffic (docs/deploy.md: the `retrain` stage).")
+                      "recent traffic (docs/deploy.md: the retrain step).")
         return DRIFT_EXIT_CODE
     console.print("No drift.")
     return 0
