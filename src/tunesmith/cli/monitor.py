@@ -10,8 +10,6 @@ import argparse
 
 from tunesmith.cli.track import _tracking_uri_arg
 
-DRIFT_EXIT_CODE = 3  # the same as tunesmith.pipelines.monitor.DRIFT_EXIT_CODE
-
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add this area's command to the top-level parser."""
@@ -39,7 +37,7 @@ def _monitor(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from tunesmith.errors import UsageError
-    from tunesmith.pipelines.monitor import run_monitor
+    from tunesmith.pipelines.monitor import DRIFT_EXIT_CODE, run_monitor
     from tunesmith.pipelines.registry import resolve_tracking_uri
 
     if not args.run and not args.data:
