@@ -211,10 +211,12 @@ def _decide(experiment: Experiment, fixed: stats.Difference | None,
     effect = (f"treatment minus control {fixed.diff * scale:+.3g} {unit}, always-valid interval "
               f"[{sequential.cs_low * scale:+.3g}, {sequential.cs_high * scale:+.3g}]").replace("  ", " ")
     if sequential.significant:
-        if fixed.diff > 0:
+        if sequential.cs_low > 0:  # the rejection excluded 0 from the sequence: its side decides
             return SHIP, (f"the treatment is better ({effect}; mSPRT p = {sequential.p_value:.3g} "
                           f"<= {experiment.alpha}).",)
-        return KEEP_CONTROL, (f"the treatment is worse ({effect}; mSPRT p = {sequential.p_value:.3g}).",)
+        if sequential.cs_high < 0:
+            return KEEP_CONTROL, (f"the treatment is worse ({effect}; mSPRT p = "
+                                  f"{sequential.p_value:.3g}).",)
     if sequential.cs_high < experiment.mde:
         return KEEP_CONTROL, (
             f"no improvement of {experiment.mde * scale:g} {unit} or more is left in the interval "
