@@ -14,7 +14,8 @@ from serve_tiny import running
 from tunesmith.ab.store import ExperimentStore
 from tunesmith.pipelines.ab import list_experiments, report_experiment, serve_extensions
 
-pytestmark = pytest.mark.integration
+# One server for the module: keep its tests on one xdist worker (make test uses --dist loadgroup).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ab-end-to-end")]
 CLICK_RATE = {"sentiment-v1": 0.25, "sentiment-v2": 0.50}  # the treatment is better by 25 points
 
 
@@ -39,7 +40,7 @@ def setup(ab_runs, tmp_path_factory):
                  "--tracking-uri", uri]) == 0
     experiment = ExperimentStore(state).get("rollout")
     engine = Engine.load(registry=["sentiment@production", "sentiment@staging"], tracking_uri=uri)
-    resolvers, routers = serve_extensions(state)
+    resolvers, routers = serve_extensions(state, engine)
     log = TrafficLog(state)
     with running(create_app(engine, resolvers=resolvers, routers=routers, traffic_log=log)) as url:
         yield {"url": url, "state": state, "uri": uri, "experiment": experiment,
@@ -138,3 +139,14 @@ def test_feedback_values_are_checked_against_the_experiment_metric(setup):
     assert httpx.post(url + "/v1/feedback", json={"request_id": served["id"], "outcome": "thumbs",
                                                   "value": "down"}, timeout=30).status_code == 200
     assert ExperimentStore(setup["state"]).outcomes("thumbs") == {served["id"]: 0.0}
+
+
+def test_an_experiment_started_while_serving_is_picked_up_and_unserved_arms_are_named(setup):
+    from tunesmith.pipelines.ab import start_experiment
+
+    start_experiment("ghost", "model-a", "model-b", state_dir=setup["state"])
+    reply = httpx.post(setup["url"] + "/v1/classify", json={"model": "ab:ghost", "input": "x", "user": "u"},
+                       timeout=30)
+    assert reply.status_code == 404
+    message = reply.json()["error"]["message"]
+    assert "experiment 'ghost'" in message and "does not serve" in message and "sentiment@staging" in message

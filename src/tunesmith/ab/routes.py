@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -27,10 +28,15 @@ from tunesmith.serve.engine import RequestError
 
 
 class ExperimentResolver:
-    """A serve ``Resolver`` for ``ab:NAME`` models (None for every other name)."""
+    """A serve ``Resolver`` for ``ab:NAME`` models (None for every other name).
 
-    def __init__(self, store: ExperimentStore) -> None:
+    ``served`` (the engine's ``model_names``) lets it say which experiment and arm point at a
+    model the server was not started with, instead of a bare "model not found".
+    """
+
+    def __init__(self, store: ExperimentStore, served: Callable[[], list[str]] | None = None) -> None:
         self.store = store
+        self.served = served
         self._lock = threading.Lock()
         self._experiments: dict[str, Experiment] = {e.name: e for e in store.list()}
 
@@ -55,7 +61,14 @@ class ExperimentResolver:
                 "id in the request's `user` field or an X-User-Id header.", status=400,
                 param="user", code="user_required")
         arm = assign(experiment, user)
-        return Resolution(experiment.arm(arm).served, experiment=name, arm=arm)
+        model_name = experiment.arm(arm).served
+        if self.served is not None and model_name not in self.served():
+            raise RequestError(
+                f"experiment '{name}' sends this user to its {arm} '{model_name}', which this "
+                f"server does not serve (it serves {', '.join(self.served())}): start "
+                "`tunesmith serve` with both arms (--run or --registry).", status=404,
+                param="model", code="model_not_found")
+        return Resolution(model_name, experiment=name, arm=arm)
 
 
 class FeedbackRequest(BaseModel):

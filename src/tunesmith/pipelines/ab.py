@@ -118,11 +118,13 @@ def list_experiments(state_dir: str | Path = DEFAULT_STATE_DIR) -> list[Experime
     return out
 
 
-def serve_extensions(state_dir: str | Path) -> tuple[list, list]:
+def serve_extensions(state_dir: str | Path, engine=None) -> tuple[list, list]:
     """What `tunesmith serve` mounts for A/B tests: ``([resolver], [router])`` over the
-    experiments of ``state_dir`` (the ``ab:NAME`` models and ``POST /v1/feedback``)."""
+    experiments of ``state_dir`` (the ``ab:NAME`` models and ``POST /v1/feedback``). With the
+    ``engine``, a request routed to an arm it does not serve gets a 404 naming the arm."""
     from tunesmith.ab.routes import ExperimentResolver, feedback_router
 
     store = ExperimentStore(state_dir)
-    return [ExperimentResolver(store)], [feedback_router(store)]
+    served = engine.model_names if engine is not None else None
+    return [ExperimentResolver(store, served)], [feedback_router(store)]
 

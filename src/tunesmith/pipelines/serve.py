@@ -53,7 +53,7 @@ def serve(
     key = api_key or os.environ.get(API_KEY_ENV) or None
     from tunesmith.pipelines.ab import serve_extensions  # ab:NAME experiments, POST /v1/feedback
 
-    resolvers, routers = serve_extensions(state_dir)
+    resolvers, routers = serve_extensions(state_dir, engine)
     app = create_app(engine, resolvers=resolvers, routers=routers, traffic_log=traffic, api_key=key)
     log(f"serving {', '.join(engine.model_names())} on http://{host}:{port}/v1 "
         f"(traffic log {traffic.path}; {'bearer API key required' if key else 'no API key'})")
