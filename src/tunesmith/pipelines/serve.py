@@ -57,7 +57,10 @@ def serve(
                          max_wait_ms=batch_wait_ms, max_tokens_cap=max_tokens_cap)
     traffic = TrafficLog(state_dir)
     key = api_key or os.environ.get(API_KEY_ENV) or None
-    app = create_app(engine, traffic_log=traffic, api_key=key)
+    from tunesmith.pipelines.ab import serve_extensions  # ab:NAME experiments, POST /v1/feedback
+
+    resolvers, routers = serve_extensions(state_dir, engine)
+    app = create_app(engine, resolvers=resolvers, routers=routers, traffic_log=traffic, api_key=key)
     log(f"serving {', '.join(engine.model_names())} on http://{host}:{port}/v1 "
         f"(traffic log {traffic.path}; {'bearer API key required' if key else 'no API key'})")
     try:
