@@ -317,8 +317,9 @@ def plan_for_records(
 
 def select(plan: MetricPlan, scores: Mapping[str, Any]) -> dict[str, Any]:
     """``scores`` restricted to the reported metrics, plan order first; the majority-class
-    rate (accuracy is read beside it), ``loss`` and the baseline's ``kind`` always stay."""
-    keep = [*plan.reported, "majority_rate", "loss", "kind"]
+    rate (accuracy is read beside it), the reference perplexity and ``loss`` (measured on the
+    whole split) and the baseline's ``kind`` always stay."""
+    keep = [*plan.reported, "majority_rate", "perplexity", "loss", "kind"]
     return {k: scores[k] for k in keep if k in scores}
 
 
