@@ -151,7 +151,8 @@ def _data_summary(run_dir: Path, run_meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any]) -> tuple[str | None, list[Finding], list[str]]:
+def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any],
+               headline: str | None = None) -> tuple[str | None, list[Finding], list[str]]:
     """The advisor's verdict on the curves, its findings and remedies, plus the loop's events
     (early stop, OOM recovery) that history.jsonl recorded."""
     from tunesmith.advise.diagnose import diagnose_history
@@ -167,7 +168,7 @@ def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any]) -> tuple[s
         cfg = FinetuneConfig.model_validate(config.get("finetune") or {})
     except ValueError:
         cfg = None  # an old or hand-edited config: remedies without concrete new values
-    diagnosis = diagnose_history(history, cfg)
+    diagnosis = diagnose_history(history, cfg, headline)
     # The verdict's own finding is the headline; the others that also hold are listed.
     findings += [Finding("warning", f"{f.pattern.replace('_', ' ')}: {f.evidence}")
                  for f in diagnosis.findings if f.pattern != diagnosis.verdict]
@@ -215,7 +216,10 @@ def gather(run_dir: str | Path) -> ReportContent:
     else:
         examples_title, examples = "Generation samples", _read_jsonl(samples_path, MAX_ROWS)
 
-    verdict, findings, remedies = _diagnosis(history, config)
+    from tunesmith.evaluate.metric_plan import headline_metric, plan_of
+
+    plan = plan_of(metrics)
+    verdict, findings, remedies = _diagnosis(history, config, headline_metric(plan) if plan else None)
     missing = []
     if not metrics.get("finetuned"):
         missing.append("evaluation (metrics.json has no finetuned scores: run `tunesmith evaluate`)")

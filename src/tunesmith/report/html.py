@@ -60,7 +60,7 @@ def render_html(content: ReportContent) -> str:
             text = content.headline_verdict[0].upper() + content.headline_verdict[1:]
             parts.append(f"<p><b>{escape(text)}</b></p>")
         rows = "".join(
-            f"<tr><th>{'<b>' if r.note == 'headline' else ''}{escape(r.name)}</th>"
+            f"<tr><th>{f'<b>{escape(r.name)}</b>' if r.note == 'headline' else escape(r.name)}</th>"
             f"{_cell(r.baseline, numeric=True, key=r.name)}"
             f"{_cell(r.finetuned, numeric=True, key=r.name)}{_delta_cell(r.delta, r.name)}"
             f'<td class="{"warning" if r.note and r.note != "headline" else "info"}">'
