@@ -105,3 +105,10 @@ def test_closed_set_scores_treat_answers_as_labels():
     # positive: predicted twice, right once -> P 1/2; true twice, found once -> R 1/2; F1 1/2.
     # negative: predicted once, wrong -> P 0, R 0 (the outside answer counts as a miss); F1 0.
     assert scores["label_f1"] == pytest.approx(0.25)
+    # An answer outside the set is a miss of its reference's class: negative is found once of
+    # twice (recall 1/2, precision 1, F1 2/3); positive is perfect. Macro F1 = 5/6, not 1.
+    scores = closed_set_scores(["positive", "negative", "It is negative, I think"],
+                               ["positive", "negative", "negative"], answers)
+    assert scores["label_f1"] == pytest.approx(5 / 6)
+    assert scores["label_accuracy"] == pytest.approx(2 / 3)
+    assert scores["out_of_set_rate"] == pytest.approx(1 / 3)
