@@ -133,7 +133,7 @@ def _render_result(
                       note)
     if "majority_rate" in baseline:
         table.add_row("majority class", _fmt(baseline["majority_rate"]), "", "",
-                      "always answering the commonest training label")
+                      "always the commonest label")
     console = Console()
     console.print(table)
     if plan and plan.left_out:
