@@ -33,6 +33,10 @@ def test_imbalanced_labels_lead_with_macro_f1_and_keep_accuracy_beside_the_major
     assert plan.supporting[:2] == ("accuracy", "majority_rate")
     assert plan.positive_label is None  # PR-AUC is for a binary task's rare class
     assert headline_metric(plan) == "val_f1"
+    # On a causal LM (labels as instructions) validation computes only the response loss.
+    causal = plan_classification(["a"] * 60 + ["b"] * 25 + ["c"] * 15,
+                                 task="classification-as-instruction")
+    assert causal.headline == "f1" and headline_metric(causal) == "val_loss"
     # Just under the ratio: still balanced enough.
     assert plan_classification(["a"] * 66 + ["b"] * 34).headline == "accuracy"
     assert plan_classification(["a"] * 67 + ["b"] * 33).headline == "f1"

@@ -61,8 +61,10 @@ DISPLAY = {
     "exact_match": "exact match", "token_f1": "token F1", "label_accuracy": "label accuracy",
     "label_f1": "label macro F1", "out_of_set_rate": "answers outside the set",
 }
-# Metrics the training loop's validation records carry (``val_<name>`` in history.jsonl).
-VALIDATION_METRICS = frozenset({"loss", "perplexity", "accuracy", "precision", "recall", "f1"})
+# Metrics the training loop's validation records carry (``val_<name>`` in history.jsonl): an
+# encoder classifier's scores, and for causal LMs (every other task) the response loss.
+CLASSIFIER_VALIDATION = frozenset({"loss", "accuracy", "precision", "recall", "f1"})
+CAUSAL_VALIDATION = frozenset({"loss", "perplexity"})
 SHORT_REASON = f"not meaningful: references under {SHORT_TOKENS} tokens"
 
 
@@ -125,13 +127,15 @@ def display(metric: str) -> str:
 def headline_metric(plan: MetricPlan) -> str:
     """The validation key (``val_<name>`` in history.jsonl) to select checkpoints by.
 
-    The training loop's validation computes loss and perplexity for every task and accuracy and
-    macro precision/recall/F1 for classifiers; a headline it does not compute (generation
-    metrics need generating, PR-AUC needs the scores of a whole split) falls back to
-    ``val_loss``. Drop the ``val_`` prefix for the loop's ``best_metric``; :func:`improved` says
-    which direction is better.
+    The training loop's validation computes loss, accuracy and macro precision/recall/F1 for an
+    encoder classifier (``plan.task == "classification"``) and the response loss and perplexity
+    for causal LMs (every other task, classification-as-instruction included); a headline it
+    does not compute (generation metrics need generating, PR-AUC the scores of a whole split)
+    falls back to ``val_loss``. Drop the ``val_`` prefix for the loop's ``best_metric``;
+    :func:`improved` says which direction is better.
     """
-    return f"val_{plan.headline}" if plan.headline in VALIDATION_METRICS else "val_loss"
+    computed = CLASSIFIER_VALIDATION if plan.task == "classification" else CAUSAL_VALIDATION
+    return f"val_{plan.headline}" if plan.headline in computed else "val_loss"
 
 
 def _expand(requested: Sequence[str] | None) -> tuple[bool, list[str]]:
@@ -306,8 +310,9 @@ def plan_for_records(
     replies (the references a generative model is scored against)."""
     from tunesmith.train.causal import record_messages
 
-    if records and isinstance(records[0], ClassificationRecord):
-        return plan_metrics(task, labels=[r.label for r in records], requested=requested)  # type: ignore[attr-defined]
+    labels = [r.label for r in records if isinstance(r, ClassificationRecord)]
+    if labels:
+        return plan_metrics(task, labels=labels, requested=requested)
     return plan_metrics(task, references=[record_messages(r)[-1]["content"] for r in records],
                         requested=requested)
 
