@@ -96,6 +96,9 @@ def test_classification_on_a_causal_lm_trains_as_instructions(in_tmp, tiny_llama
     assert run_meta["labels"] == ["fresh", "rotten"]
     metrics = json.loads((in_tmp / "run" / "metrics.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "perplexity"} <= set(metrics["finetuned"])
+    assert metrics["plan"]["headline"] == "accuracy"  # REVIEWS are balanced
+    # Accuracy is read beside the majority-class rate: the test split is half fresh.
+    assert metrics["baseline"]["majority_rate"] == 0.5
     assert "forgetting" not in metrics
     samples = [json.loads(line) for line in (in_tmp / "run" / "samples.jsonl").read_text().splitlines()]
     assert all(s["finetuned"] in ("fresh", "rotten") for s in samples)

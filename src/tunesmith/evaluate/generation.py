@@ -259,6 +259,11 @@ def evaluate_run(
     finetuned = score_model(model, tokenizer, test_records, **common)
 
     baseline = select(plan, {**baselines[best_kind].metrics, "kind": best_kind})
+    if labels:  # the floor accuracy is read against, as for an encoder classifier
+        from tunesmith.evaluate.metrics import majority_rate
+
+        baseline["majority_rate"] = majority_rate([reference(r, labels) for r in train_records],
+                                                  [reference(r, labels) for r in test_records])
     after = select(plan, finetuned.metrics)
     metrics: dict[str, Any] = {
         "plan": plan.to_dict(),
