@@ -119,8 +119,12 @@ def _prompting_rows(metrics: dict[str, Any]) -> list[tuple[str, dict[str, float]
     baselines = metrics.get("baselines") or {}
     if len(baselines) < 2:
         return []
+    from tunesmith.evaluate.metric_plan import ordered, plan_of
+
     finetuned = metrics.get("finetuned") or {}
     names = _metric_names(next(iter(baselines.values())), finetuned)
+    plan = plan_of(metrics)
+    names = ordered(plan, names) if plan else names
     return [(name, {kind: b.get(name) for kind, b in baselines.items()}, finetuned.get(name))
             for name in names]
 
