@@ -112,3 +112,18 @@ def test_closed_set_scores_treat_answers_as_labels():
     assert scores["label_f1"] == pytest.approx(5 / 6)
     assert scores["label_accuracy"] == pytest.approx(2 / 3)
     assert scores["out_of_set_rate"] == pytest.approx(1 / 3)
+
+
+def test_label_pr_auc_ranks_by_the_positive_labels_share_of_the_likelihood():
+    from tunesmith.evaluate.generation import _label_pr_auc
+
+    labels = ["neg", "pos"]
+    # Summed NLL per label: the lower, the likelier. P(pos) = 1 / (1 + exp(nll_pos - nll_neg)).
+    rows = [[(3.0, 1), (0.5, 1)],   # P(pos) 0.92, truly pos
+            [(0.2, 1), (1.0, 1)],   # P(pos) 0.31, truly pos
+            [(1.0, 1), (0.9, 1)],   # P(pos) 0.52, truly neg
+            [(0.1, 1), (4.0, 1)]]   # P(pos) 0.02, truly neg
+    # Ranked: pos, neg, pos, neg -> precision 1/1 and 2/3 where positives are found: AP 5/6.
+    assert _label_pr_auc(rows, labels, ["pos", "pos", "neg", "neg"], "pos") == pytest.approx(5 / 6)
+    # For "neg" the ranking reverses: neg (0.98), pos (0.69), neg (0.48), pos -> (1 + 2/3) / 2.
+    assert _label_pr_auc(rows, labels, ["pos", "pos", "neg", "neg"], "neg") == pytest.approx(5 / 6)

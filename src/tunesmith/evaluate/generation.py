@@ -207,9 +207,10 @@ def evaluate_run(
 
     Returns the metrics.json sections (``plan``: the metric plan; ``baselines``, ``baseline`` =
     the better of the two by the plan's headline metric, ``finetuned``, ``delta``,
-    ``forgetting``, ``generation``) and the samples. Cost on 2 CPU cores with SmolLM2-135M: about 0.8 s per generated example per
-    model (three models: zero-shot, few-shot, finetuned) plus one forward pass per test
-    example and model for perplexity.
+    ``forgetting``, ``generation``) and the samples. Cost on 2 CPU cores with SmolLM2-135M:
+    about 0.8 s per generated example per model (three models: zero-shot, few-shot,
+    finetuned) plus one forward pass per test example and model for perplexity; METEOR adds
+    about 6 s once to open WordNet.
     """
     from tunesmith.data.io import read_records
     from tunesmith.methods import load_adapter
