@@ -136,9 +136,11 @@ class FinetuneConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    # Classification: accuracy, precision, recall, f1. Generative: perplexity, bleu, rouge,
-    # exact_match, token_f1.
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "precision", "recall", "f1"])
+    # auto: the metric plan decides from the task and the data (guide: "Poor Metric
+    # Selection"; see tunesmith.evaluate.metric_plan). Or name them: classification accuracy,
+    # precision, recall, f1, pr_auc; generative perplexity, bleu, rouge, meteor, exact_match,
+    # token_f1, label_accuracy, label_f1, out_of_set_rate. [auto, bleu] = the plan plus BLEU.
+    metrics: list[str] = Field(default_factory=lambda: ["auto"])
     # Examples drawn from train for the few-shot prompting baseline of instruct models.
     few_shot_k: int = Field(default=3, ge=0, le=64)
     # Generation settings for generative tasks: greedy by default.

@@ -157,3 +157,28 @@ def test_a_classifier_knocked_onto_the_class_prior_by_a_high_rate_is_unstable_no
         if record["kind"] == "eval":
             record.update(val_accuracy=0.52, val_precision=0.5, val_recall=0.5)
     assert diagnose_history(history, FinetuneConfig(learning_rate=9.3e-3)).verdict == "underfitting"
+
+
+def test_diagnose_reads_the_curves_against_the_metric_plans_headline(tmp_path, capsys):
+    from tunesmith.evaluate.metric_plan import plan_classification
+
+    history = epochs(HEALTHY)
+    # Macro F1 peaks at epoch 3 while validation loss is lowest at epoch 4.
+    for record, f1 in zip([r for r in history if r["kind"] == "eval"], [0.40, 0.55, 0.61, 0.58, 0.57],
+                          strict=True):
+        record["val_f1"] = f1
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.jsonl").write_text("\n".join(json.dumps(r) for r in history) + "\n")
+    plan = plan_classification(["neg"] * 90 + ["pos"] * 10)  # imbalanced: macro F1 leads
+    (run / "metrics.json").write_text(json.dumps({
+        "plan": plan.to_dict(), "baseline": {"f1": 0.47, "accuracy": 0.90},
+        "finetuned": {"f1": 0.61, "accuracy": 0.88}}))
+    main(["diagnose", str(run)])
+    out = capsys.readouterr().out
+    assert ("note: headline metric val_f1: best 0.6100 at step 30, last 0.5700; validation loss "
+            "was lowest at step 40: a checkpoint chosen by loss is not the best by val_f1") in out
+    # The test split's verdict is read on macro F1 (up), not accuracy (down).
+    assert "test split: finetuning beat the baseline on the headline metric: macro F1 0.4700" in out
+    # Without a plan (a run evaluated before plans existed) nothing is added.
+    assert not any("headline" in n for n in diagnose_history(history).notes)

@@ -7,6 +7,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from tunesmith.evaluate.metrics import (
     accuracy,
+    average_precision,
     classification_metrics,
     confusion_matrix,
     majority_rate,
@@ -70,3 +71,20 @@ def test_improved_knows_which_metrics_are_lower_better():
     assert improved("accuracy", 0.02) and not improved("accuracy", -0.02)
     assert improved("perplexity", -3.0) and not improved("perplexity", 3.0)
     assert improved("loss", -0.1) and not improved("f1", 0.0)
+
+
+def test_average_precision_by_hand_and_against_sklearn():
+    from sklearn.metrics import average_precision_score
+
+    truth = [True, False, True, False, False]
+    scores = [0.9, 0.8, 0.7, 0.3, 0.1]
+    # Ranked: +, -, +, -, -. Precision where each positive is found: 1/1 and 2/3; mean 5/6.
+    assert average_precision(truth, scores) == pytest.approx(5 / 6)
+    assert average_precision(truth, scores) == pytest.approx(average_precision_score(truth, scores))
+    # Tied scores are one threshold: + and - tied at the top give precision 1/2 there.
+    assert average_precision([True, False, False], [0.5, 0.5, 0.1]) == pytest.approx(0.5)
+    assert average_precision([True, False, False], [0.5, 0.5, 0.1]) == pytest.approx(
+        average_precision_score([True, False, False], [0.5, 0.5, 0.1]))
+    # A constant "always the majority" score earns only the positive share: 1 of 5.
+    assert average_precision([True, False, False, False, False], [0.0] * 5) == pytest.approx(0.2)
+    assert average_precision([False, False], [0.2, 0.1]) == 0.0

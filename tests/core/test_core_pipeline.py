@@ -62,3 +62,31 @@ def test_demo_preset_matches_its_reasons():
     flat = cfg.flat()
     assert flat["finetune.learning_rate"] == 2e-3 and flat["finetune.num_epochs"] == 1
     assert flat["prepare.dataset"] == "rotten-tomatoes" and flat["finetune.model"] == "minilm"
+
+
+def test_imbalanced_labels_make_macro_f1_the_headline_with_pr_auc_of_the_rare_class(in_tmp, capsys):
+    from tunesmith.cli.run import _render_result
+
+    options = _setup(in_tmp)
+    records = toy_records(200)
+    rare = [r for r in records if r.label == "neg"][:12] + [r for r in records if r.label == "pos"][:88]
+    # 12% negative; each text made distinct so deduplication keeps the proportions.
+    Path("reviews.jsonl").write_text("".join(
+        json.dumps({"text": f"{r.text} (review {i})", "label": r.label}) + "\n"
+        for i, r in enumerate(rare)))
+    lines: list[str] = []
+    result = run(load_config(None, options), out_dir="runs/rare", progress=False, log=lines.append)
+    metrics = result.metrics
+    plan = metrics["plan"]
+    assert (plan["headline"], plan["positive_label"]) == ("f1", "neg")
+    assert sum(line.startswith("metric plan: macro F1 leads: labels are imbalanced") for line in lines) == 2
+    for side in ("baseline", "finetuned"):
+        assert list(metrics[side])[:3] == ["f1", "pr_auc", "accuracy"]
+        assert 0 < metrics[side]["pr_auc"] <= 1
+    assert metrics["delta"]["pr_auc"] == metrics["finetuned"]["pr_auc"] - metrics["baseline"]["pr_auc"]
+    [summary] = list_runs("runs")
+    assert summary.metric == "f1"
+    _render_result("classification", metrics, result.run_dir)
+    out = capsys.readouterr().out
+    assert "on the headline metric" in out and "macro F1" in out
+    assert "accuracy" not in out.split("headline metric")[1].split("\n")[0]

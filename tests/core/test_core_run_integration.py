@@ -56,6 +56,8 @@ def test_run_writes_the_run_folder_and_logs_to_mlflow(in_tmp, capsys):
     assert logged.info.status == "FINISHED" and logged.info.run_name == "small"
     assert logged.data.params["finetune.max_steps"] == "6"
     assert logged.data.tags["data_sha256"] == meta["data_sha256"]
+    # The metric plan rides along as tags: rotten-tomatoes is balanced enough for accuracy.
+    assert logged.data.tags["metric_plan.headline"] == metrics["plan"]["headline"] == "accuracy"
     assert logged.data.metrics["finetuned_accuracy"] == pytest.approx(metrics["finetuned"]["accuracy"])
     assert logged.data.metrics["baseline_accuracy"] == pytest.approx(metrics["baseline"]["accuracy"])
     assert len(client.get_metric_history(logged.info.run_id, "train_loss")) == 3

@@ -36,7 +36,13 @@ def test_qa_run_writes_baselines_finetuned_delta_forgetting_and_samples(in_tmp, 
     metrics = json.loads((in_tmp / "run" / "metrics.json").read_text())
     assert metrics["task"] == "qa" and result.task == "qa"
     assert set(metrics["baselines"]) == {"zero_shot", "few_shot"}
-    keys = {"bleu", "rouge1", "rouge2", "rougeL", "exact_match", "token_f1", "perplexity", "loss"}
+    # Answers of one or two tokens: BLEU and ROUGE-2 are left out by the metric plan, METEOR
+    # is kept but marked, token F1 leads (and picks the better prompting baseline).
+    plan = metrics["plan"]
+    assert plan["headline"] == metrics["primary_metric"] == "token_f1"
+    assert set(plan["left_out"]) == {"bleu", "rouge2"} and "meteor" in plan["degenerate"]
+    keys = {"rouge1", "rougeL", "meteor", "exact_match", "token_f1", "perplexity", "loss"}
+    assert not {"bleu", "rouge2"} & set(metrics["finetuned"])
     for section in ("finetuned", "delta", *(f"baselines.{k}" for k in metrics["baselines"])):
         part = metrics
         for name in section.split("."):
@@ -55,6 +61,32 @@ def test_qa_run_writes_baselines_finetuned_delta_forgetting_and_samples(in_tmp, 
     assert any(h["kind"] == "eval" and "val_perplexity" in h for h in history)
 
 
+def test_a_closed_set_instruction_run_reports_label_scores_beside_the_generation_metrics(
+        in_tmp, tiny_llama_dir):
+    rows = [{"instruction": f"Is this review positive or negative? Answer with one word.\n{t}",
+             "output": "positive" if y == "fresh" else "negative"} for t, y in REVIEWS]
+    data = _write(in_tmp / "instructions.jsonl", rows)
+    lines = []
+    run(_config(data, tiny_llama_dir, forgetting_text=None, few_shot_k=0), in_tmp / "run",
+        progress=False, log=lines.append)
+    metrics = json.loads((in_tmp / "run" / "metrics.json").read_text())
+    assert metrics["task"] == "instruction"
+    assert metrics["plan"]["headline"] == "label_f1"
+    assert metrics["plan"]["closed_set"] == ["negative", "positive"]
+    assert any(line.startswith("metric plan: label macro F1 leads") for line in lines)
+    for side in ("baseline", "finetuned"):
+        assert {"label_accuracy", "label_f1", "out_of_set_rate", "exact_match", "token_f1",
+                "perplexity"} <= set(metrics[side])
+        assert "bleu" not in metrics[side]
+    # The random tiny model answers no label: every answer is outside the set.
+    assert metrics["finetuned"]["out_of_set_rate"] == 1.0
+    md = (in_tmp / "run" / "report.md").read_text()
+    assert "Metric plan: label macro F1 leads" in md
+    assert "| label_f1 |" in md and "| headline |" in md
+    assert "| out_of_set_rate | 100.0% | 100.0% | +0.0 pts |" in md
+    assert "Left out: bleu (not meaningful: references under 4 tokens" in md
+
+
 def test_classification_on_a_causal_lm_trains_as_instructions(in_tmp, tiny_llama_dir):
     data = _write(in_tmp / "reviews.jsonl", [{"text": t, "label": y} for t, y in REVIEWS])
     run(_config(data, tiny_llama_dir, forgetting_text=None), in_tmp / "run", progress=False,
@@ -64,6 +96,9 @@ def test_classification_on_a_causal_lm_trains_as_instructions(in_tmp, tiny_llama
     assert run_meta["labels"] == ["fresh", "rotten"]
     metrics = json.loads((in_tmp / "run" / "metrics.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "perplexity"} <= set(metrics["finetuned"])
+    assert metrics["plan"]["headline"] == "accuracy"  # REVIEWS are balanced
+    # Accuracy is read beside the majority-class rate: the test split is half fresh.
+    assert metrics["baseline"]["majority_rate"] == 0.5
     assert "forgetting" not in metrics
     samples = [json.loads(line) for line in (in_tmp / "run" / "samples.jsonl").read_text().splitlines()]
     assert all(s["finetuned"] in ("fresh", "rotten") for s in samples)

@@ -80,3 +80,14 @@ def test_a_failing_method_is_reported_not_hidden(in_tmp):
 
     with pytest.raises(UsageError, match="every method failed:\n  lora: finetune.freeze_layers"):
         compare_methods(cfg, ["lora"], fresh_process=False, progress=False, log=lambda _: None)
+
+
+def test_the_table_compares_the_metric_plans_headline():
+    from tunesmith.evaluate.metric_plan import plan_classification
+    from tunesmith.pipelines.methods import _metric_for
+
+    plan = plan_classification(["neg"] * 90 + ["pos"] * 10)
+    metrics = {"plan": plan.to_dict(), "finetuned": {"accuracy": 0.9, "f1": 0.47, "pr_auc": 0.2}}
+    assert _metric_for(metrics) == "f1"
+    # A run evaluated before metric plans existed: accuracy as before.
+    assert _metric_for({"finetuned": {"accuracy": 0.9, "f1": 0.47}}) == "accuracy"

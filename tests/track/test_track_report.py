@@ -75,6 +75,40 @@ def test_report_html_is_self_contained_and_md_has_every_section(in_tmp):
     assert "&lt;patience&gt;" in html
 
 
+def test_report_follows_the_metric_plan_and_formats_numbers_for_people(in_tmp):
+    from tunesmith.evaluate.metric_plan import plan_generation
+    from tunesmith.pipelines.report import report
+
+    run = _synthetic_run(in_tmp)
+    plan = plan_generation("qa", ["Paris", "1990", "Ada", "Joe Russo", "blue"], ["auto", "bleu"])
+    (run / "metrics.json").write_text(json.dumps({
+        "task": "qa", "plan": plan.to_dict(),
+        "baseline": {"exact_match": 0.1, "token_f1": 0.2, "bleu": 0.5, "meteor": 0.1,
+                     "perplexity": 40.0, "kind": "few_shot"},
+        "finetuned": {"exact_match": 0.3, "token_f1": 0.45, "bleu": 0.0, "meteor": 0.2,
+                      "perplexity": 9.5},
+        "train": {"samples_per_second": 31.46, "train_seconds": 1234.5, "peak_memory_mb": 4321.7,
+                  "steps": 1039, "trainable_percent": 0.2654, "adapter_mb": 1.23,
+                  "trainable_params": 245760}}))
+    paths = report(run)
+    md = paths.md.read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and " | n/a |" not in line]
+    table = rows[rows.index("| metric | baseline | finetuned | delta | note |") + 1:]
+    # The headline first, the degenerate BLEU last and marked; the verdict on the headline.
+    assert table[0] == "| token_f1 | 0.2000 | 0.4500 | +0.2500 | headline |"
+    assert table[4].startswith("| bleu | 0.5000 | 0.0000 | -0.5000 | not meaningful: references under 4 tokens")
+    assert "**Finetuning beat the baseline on the headline metric: token F1 0.2000 -> 0.4500" in md
+    assert "Metric plan: token F1 leads: question answering" in md
+    assert "Left out: rouge2 (not meaningful: references under 4 tokens" in md
+    for cell in ("| samples_per_second | 31.5/s |", "| train_seconds | 1,234 s |",
+                 "| peak_memory_mb | 4,322 MB |", "| steps | 1,039 |", "| trainable_percent | 0.27% |",
+                 "| adapter_mb | 1.2 MB |", "| trainable_params | 245,760 |", "| read | 100 |"):
+        assert cell in md
+    html = paths.html.read_text()
+    assert "<td>31.5/s</td>" in html and "<td>1,234 s</td>" in html
+    assert "Metric plan: token F1 leads" in html and "<th><b>token_f1</b></th>" in html
+
+
 def test_report_of_an_unevaluated_run_says_what_is_missing(in_tmp):
     from tunesmith.pipelines.report import report
 

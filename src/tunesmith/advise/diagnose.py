@@ -371,9 +371,41 @@ def _collapse(history: Sequence[dict[str, Any]], cfg: FinetuneConfig | None) -> 
     )
 
 
-def diagnose_history(history: Sequence[dict[str, Any]], cfg: FinetuneConfig | None = None) -> Diagnosis:
-    """Classify a training history and give the remedies for its verdict."""
+def headline_notes(history: Sequence[dict[str, Any]], headline: str) -> list[str]:
+    """What the validation records say about the run's headline metric (``val_f1`` ...): its
+    best and last value, and whether validation loss peaked elsewhere (a checkpoint chosen by
+    loss is then not the best by the metric the run is judged by)."""
+    if headline == "val_loss":
+        return []
+    evals = [r for r in history if r.get("kind") == "eval"]
+    values = [(r.get("step", 0), r[headline]) for r in evals if _finite(r.get(headline))]
+    if not values:
+        return []
+    lower_better = headline.removeprefix("val_") in ("loss", "perplexity")
+    best_step, best = (min if lower_better else max)(values, key=lambda v: v[1])
+    last_step, last = values[-1]
+    note = (f"headline metric {headline}: best {best:.4f} at step {best_step}, "
+            f"{'last' if last_step != best_step else 'also the last'} {last:.4f}")
+    losses = [(r.get("step", 0), r["val_loss"]) for r in evals if _finite(r.get("val_loss"))]
+    if losses:
+        loss_step = min(losses, key=lambda v: v[1])[0]
+        if loss_step != best_step:
+            note += (f"; validation loss was lowest at step {loss_step}: a checkpoint chosen by "
+                     f"loss is not the best by {headline}")
+    return [note]
+
+
+def diagnose_history(
+    history: Sequence[dict[str, Any]], cfg: FinetuneConfig | None = None,
+    headline: str | None = None,
+) -> Diagnosis:
+    """Classify a training history and give the remedies for its verdict.
+
+    ``headline``: the run's headline validation key (``metric_plan.headline_metric``, e.g.
+    ``val_f1``), whose course is added to the notes."""
     found, rows, notes = findings_of(history)
+    if headline:
+        notes += headline_notes(history, headline)
     collapse = _collapse(history, cfg)
     if collapse is not None:
         found.append(collapse)

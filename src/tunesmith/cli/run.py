@@ -118,32 +118,37 @@ def _render_result(
     from rich.console import Console
     from rich.table import Table
 
+    from tunesmith.evaluate.metric_plan import ordered, plan_of, verdict
     from tunesmith.evaluate.metrics import improved
 
     baseline, finetuned = metrics.get("baseline", {}), metrics.get("finetuned", {})
     delta = metrics.get("delta", {})
     kind = baseline.get("kind", "baseline")
+    plan = plan_of(metrics)
     table = Table(title=f"{task} on the test split")
     table.add_column("metric")
     table.add_column(f"baseline ({kind})", justify="right")
     table.add_column("finetuned", justify="right")
     table.add_column("delta", justify="right")
-    for key in delta:
+    table.add_column("note")
+    for key in ordered(plan, list(delta)) if plan else delta:
         change = delta[key]
         style = "green" if isinstance(change, float) and improved(key, change) else "red"
-        table.add_row(key, _fmt(baseline.get(key)), _fmt(finetuned.get(key)),
-                      f"[{style}]{change:+.4f}[/{style}]" if isinstance(change, float) else "-")
+        note = plan.note(key) if plan else ""
+        table.add_row(f"[bold]{key}[/bold]" if note == "headline" else key,
+                      _fmt(baseline.get(key)), _fmt(finetuned.get(key)),
+                      f"[{style}]{change:+.4f}[/{style}]" if isinstance(change, float) else "-",
+                      note)
     if "majority_rate" in baseline:
-        table.add_row("majority class", _fmt(baseline["majority_rate"]), "", "")
+        table.add_row("majority class", _fmt(baseline["majority_rate"]), "", "",
+                      "always the commonest label")
     console = Console()
     console.print(table)
-    if task == "classification" and "accuracy" in delta:  # higher is better for each key
-        headline, change = "accuracy", delta["accuracy"]
-        console.print(
-            f"finetuning beat the baseline: {headline} {change:+.4f}" if change > 0 else
-            f"finetuning did NOT beat the baseline ({headline} {change:+.4f}): look at "
-            "plots/loss.png; too few steps or too low a learning rate are the usual causes."
-        )
+    if plan and plan.left_out:
+        console.print("left out: " + "; ".join(f"{m} ({why})" for m, why in plan.left_out.items()))
+    sentence = verdict(plan, metrics) if plan else None
+    if sentence:
+        console.print(sentence)
     train = metrics.get("train", {})
     if train:
         console.print(

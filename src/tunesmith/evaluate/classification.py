@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith.evaluate.metrics import classification_metrics, confusion_matrix, majority_rate
+from tunesmith.evaluate.metrics import (
+    average_precision,
+    classification_metrics,
+    confusion_matrix,
+    majority_rate,
+)
 from tunesmith.records import ClassificationRecord
 from tunesmith.train.encoding import EncodedDataset, collate
 
@@ -106,11 +111,13 @@ def probe_baseline(
     pad_token_id: int,
     *,
     seed: int = 42,
+    positive: int | None = None,
 ) -> tuple[dict[str, Any], list[int]]:
     """The frozen model's score: a logistic-regression probe fitted on ``train`` embeddings.
 
     Call it before any finetuning method changes ``model``. Returns the metrics (with
-    ``majority_rate`` and ``kind: "probe"``) and the probe's test predictions.
+    ``majority_rate``, ``kind: "probe"`` and, for a ``positive`` class index, its ``pr_auc``)
+    and the probe's test predictions.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -120,12 +127,17 @@ def probe_baseline(
     y_test = [e["label"] for e in test.examples]
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     probe.fit(embed(model, train, pad_token_id), y_train)
-    predictions = [int(p) for p in probe.predict(embed(model, test, pad_token_id))]
+    test_features = embed(model, test, pad_token_id)
+    predictions = [int(p) for p in probe.predict(test_features)]
     metrics: dict[str, Any] = classification_metrics(
         y_test, predictions, list(range(len(test.labels)))
     )
     metrics["majority_rate"] = majority_rate(y_train, y_test)
     metrics["kind"] = "probe"
+    if positive is not None:
+        column = list(probe.classes_).index(positive)
+        metrics["pr_auc"] = average_precision(
+            [y == positive for y in y_test], probe.predict_proba(test_features)[:, column].tolist())
     return metrics, predictions
 
 

@@ -26,6 +26,7 @@ from tunesmith.evaluate.forgetting import (
     text_windows,
     warning_message,
 )
+from tunesmith.evaluate.metric_plan import MetricPlan, plan_for_records, select
 from tunesmith.evaluate.prompting import (
     few_shot_turns,
     label_nlls,
@@ -34,7 +35,7 @@ from tunesmith.evaluate.prompting import (
     reference,
     reply_rows,
 )
-from tunesmith.evaluate.text_metrics import generation_scores, perplexity
+from tunesmith.evaluate.text_metrics import closed_set_scores, generation_scores, perplexity
 from tunesmith.records import Record
 from tunesmith.train.causal import CLASSIFICATION_AS_INSTRUCTION, nll_per_row, prompt_ids
 
@@ -101,7 +102,8 @@ def write_samples(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Baseline vs finetuned on the test split (the evaluate stage of a generative run)
 
-# The metric that picks the better prompting baseline (zero- or few-shot) for each task family.
+# The metric the advisor's prompting measurement reports per task family (a run uses its
+# metric plan's headline instead, see tunesmith.evaluate.metric_plan).
 PRIMARY_METRIC = {
     "instruction": "rougeL",
     "chat": "rougeL",
@@ -126,14 +128,17 @@ def score_model(
     settings: GenerationSettings,
     max_length: int,
     generation_limit: int | None,
+    plan: MetricPlan | None = None,
 ) -> ModelScores:
     """Perplexity of the reference replies, and generation (or label) scores, of one model.
 
     Perplexity covers every record: the NLL of its reference reply (the final assistant turn
     and EOS) given the prompt, averaged over tokens. Generative tasks then generate for the
-    first ``generation_limit`` records and score BLEU, ROUGE, exact match and token F1;
-    classification-as-instruction picks the most likely label for every record and scores
-    accuracy, precision, recall and F1 (macro), which needs no generation at all.
+    first ``generation_limit`` records and score BLEU, ROUGE, exact match and token F1 (METEOR
+    when ``plan`` reports it; label accuracy, macro F1 and the out-of-set rate when ``plan``
+    scores a closed set of answers as labels); classification-as-instruction picks the most
+    likely label for every record and scores accuracy, precision, recall and F1 (macro), and
+    PR-AUC of ``plan``'s rare positive label, which needs no generation at all.
     """
     prompts = [prompt_messages(r, shots, labels) for r in records]
     references = [reference(r, labels) for r in records]
@@ -151,6 +156,8 @@ def score_model(
         gold = [scores[i][labels.index(ref)] for i, ref in enumerate(references)]
         predicted = [most_likely(labels, s) for s in scores]
         metrics = classification_metrics(references, predicted, labels)
+        if plan is not None and plan.positive_label in labels:
+            metrics["pr_auc"] = _label_pr_auc(scores, labels, references, plan.positive_label)
         outputs = predicted[:n_gen]
     else:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -158,11 +165,34 @@ def score_model(
         room = max(max_length - settings.max_new_tokens, 1)
         ids = [prompt_ids(tokenizer, p)[-room:] for p in prompts[:n_gen]]  # keep the latest turns
         outputs = generate(model, tokenizer, ids, settings)
-        metrics = generation_scores(outputs, references[:n_gen])
+        metrics = generation_scores(outputs, references[:n_gen],
+                                    with_meteor=plan is not None and "meteor" in plan.reported)
+        if plan is not None and plan.closed_set:
+            metrics.update(closed_set_scores(outputs, references[:n_gen], plan.closed_set))
     total, count = sum(t for t, _ in gold), sum(n for _, n in gold)
     metrics["perplexity"] = perplexity(total, count)
     metrics["loss"] = total / count if count else float("nan")
     return ModelScores(metrics, outputs)
+
+
+def _label_pr_auc(
+    scores: Sequence[Sequence[tuple[float, int]]], labels: Sequence[str], references: Sequence[str],
+    positive: str,
+) -> float:
+    """PR-AUC of ``positive``, ranking by its probability among the labels (softmax of the
+    labels' negative summed NLLs)."""
+    import math
+
+    from tunesmith.evaluate.metrics import average_precision
+
+    k = labels.index(positive)
+    probability = []
+    for row in scores:
+        logits = [-nll for nll, _ in row]
+        top = max(logits)
+        weights = [math.exp(x - top) for x in logits]
+        probability.append(weights[k] / sum(weights))
+    return average_precision([r == positive for r in references], probability)
 
 
 def evaluate_run(
@@ -175,11 +205,12 @@ def evaluate_run(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Zero-shot and few-shot baselines, the finetuned model, forgetting; writes samples.jsonl.
 
-    Returns the metrics.json sections (``baselines``, ``baseline`` = the better of the two by
-    :data:`PRIMARY_METRIC`, ``finetuned``, ``delta``, ``forgetting``, ``generation``) and the
-    samples. Cost on 2 CPU cores with SmolLM2-135M: about 0.8 s per generated example per
-    model (three models: zero-shot, few-shot, finetuned) plus one forward pass per test
-    example and model for perplexity.
+    Returns the metrics.json sections (``plan``: the metric plan; ``baselines``, ``baseline`` =
+    the better of the two by the plan's headline metric, ``finetuned``, ``delta``,
+    ``forgetting``, ``generation``) and the samples. Cost on 2 CPU cores with SmolLM2-135M:
+    about 0.8 s per generated example per model (three models: zero-shot, few-shot,
+    finetuned) plus one forward pass per test example and model for perplexity; METEOR adds
+    about 6 s once to open WordNet.
     """
     from tunesmith.data.io import read_records
     from tunesmith.methods import load_adapter
@@ -191,12 +222,16 @@ def evaluate_run(
     train_records = read_records(data_dir / "train.jsonl", task=record_task)
     test_records = read_records(test_file, task=record_task)
     ev = cfg.evaluation
+    plan = plan_for_records(task, train_records, ev.metrics)
+    for line in plan.lines():
+        log(line)
     settings = GenerationSettings.from_config(ev, batch_size=cfg.finetune.batch_size, seed=cfg.prepare.seed)
     common = {
         "labels": labels,
         "settings": settings,
         "max_length": cfg.prepare.max_length,
         "generation_limit": ev.generation_limit,
+        "plan": plan,
     }
     # (methods hook) A QLoRA adapter was trained on the NF4 base: score it on that base.
     qlora = run_meta.get("method") == "qlora"
@@ -217,19 +252,26 @@ def evaluate_run(
     if shots:
         log(f"baseline: few-shot with {ev.few_shot_k} examples drawn from the train split")
         baselines["few_shot"] = score_model(model, tokenizer, test_records, shots=shots, **common)
-    primary = PRIMARY_METRIC[task]
+    primary = plan.headline
     best_kind = max(baselines, key=lambda kind: baselines[kind].metrics[primary])
 
     log("finetuned: the same prompts on the finetuned model")
     model = load_adapter(model, run_dir / "adapter")
     finetuned = score_model(model, tokenizer, test_records, **common)
 
-    baseline = {**baselines[best_kind].metrics, "kind": best_kind}
+    baseline = select(plan, {**baselines[best_kind].metrics, "kind": best_kind})
+    if labels:  # the floor accuracy is read against, as for an encoder classifier
+        from tunesmith.evaluate.metrics import majority_rate
+
+        baseline["majority_rate"] = majority_rate([reference(r, labels) for r in train_records],
+                                                  [reference(r, labels) for r in test_records])
+    after = select(plan, finetuned.metrics)
     metrics: dict[str, Any] = {
-        "baselines": {kind: {**s.metrics, "kind": kind} for kind, s in baselines.items()},
+        "plan": plan.to_dict(),
+        "baselines": {kind: select(plan, {**s.metrics, "kind": kind}) for kind, s in baselines.items()},
         "baseline": baseline,
-        "finetuned": finetuned.metrics,
-        "delta": {k: v - baseline[k] for k, v in finetuned.metrics.items()},
+        "finetuned": after,
+        "delta": {k: v - baseline[k] for k, v in after.items() if k in baseline},
         "primary_metric": primary,
         "generation": {
             "examples": len(finetuned.outputs),

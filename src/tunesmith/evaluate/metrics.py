@@ -66,6 +66,32 @@ def classification_metrics(
     }
 
 
+def average_precision(is_positive: Sequence[bool], scores: Sequence[float]) -> float:
+    """Area under the precision-recall curve of one class, as average precision (PR-AUC).
+
+    Rank the examples by ``scores`` (highest first) and average the precision at each rank
+    where a positive example is found: ``sum((R_n - R_{n-1}) * P_n)``, scikit-learn's
+    ``average_precision_score`` (tied scores form one threshold). 0 when there is no positive.
+    The guide's metric for a rare positive class: unlike accuracy, it does not reward always
+    answering the majority class.
+    """
+    if len(is_positive) != len(scores):
+        raise ValueError(f"{len(is_positive)} labels but {len(scores)} scores")
+    positives = sum(bool(y) for y in is_positive)
+    if positives == 0:
+        return 0.0
+    ranked = sorted(zip(scores, is_positive, strict=True), key=lambda pair: -pair[0])
+    total, hits, seen, i = 0.0, 0, 0, 0
+    while i < len(ranked):
+        threshold, before = ranked[i][0], hits
+        while i < len(ranked) and ranked[i][0] == threshold:  # one threshold per distinct score
+            hits += bool(ranked[i][1])
+            seen += 1
+            i += 1
+        total += (hits - before) * hits / seen  # recall step (in positives) x precision there
+    return total / positives
+
+
 def majority_rate(y_train: Sequence[Hashable], y_test: Sequence[Hashable]) -> float:
     """Accuracy on ``y_test`` of always answering the most common class of ``y_train``."""
     if not y_train or not y_test:

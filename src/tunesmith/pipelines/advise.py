@@ -6,6 +6,7 @@ Each returns a typed result that the CLI renders; nothing here prints.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,24 @@ def diagnose(run_dir: str | Path) -> Any:
 
     run = Path(run_dir)
     history = read_history(run / "history.jsonl" if run.is_dir() else run)
-    config_path = (run if run.is_dir() else run.parent) / "config.yaml"
+    folder = run if run.is_dir() else run.parent
+    config_path = folder / "config.yaml"
     cfg = load_config(config_path) if config_path.is_file() else None
-    return diagnose_history(history, cfg.finetune if cfg else None)
+    # The metric plan of an evaluated run: its headline is what the curves are read against.
+    metrics_path = folder / "metrics.json"
+    plan = metrics = None
+    if metrics_path.is_file():
+        from tunesmith.evaluate.metric_plan import headline_metric, plan_of, verdict
+
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        plan = plan_of(metrics)
+    diagnosis = diagnose_history(history, cfg.finetune if cfg else None,
+                                 headline_metric(plan) if plan else None)
+    if plan is not None and metrics is not None:
+        sentence = verdict(plan, metrics)
+        diagnosis.notes.append(f"test split: {sentence}" if sentence else
+                               f"the headline metric is {plan.headline}: {plan.why}")
+    return diagnosis
 
 
 def available_memory_gb() -> tuple[float, str]:

@@ -16,7 +16,8 @@ def show_config(path: str | Path | None = None, overrides: list[str] | None = No
     return load_config(path, overrides).to_yaml()
 
 
-# The metric each task family is ranked by in `tunesmith runs`.
+# The metric each task family is ranked by in `tunesmith runs` when metrics.json has no metric
+# plan (runs evaluated before plans existed); otherwise the plan's headline.
 HEADLINE = {"classification": "accuracy"}
 
 
@@ -37,7 +38,7 @@ class RunSummary:
 
 def _headline(task: str, metrics: dict[str, Any]) -> str | None:
     finetuned = metrics.get("finetuned") or {}
-    key = HEADLINE.get(task)
+    key = (metrics.get("plan") or {}).get("headline") or HEADLINE.get(task)
     if key in finetuned:
         return key
     return next((k for k, v in finetuned.items() if isinstance(v, (int, float))), None)

@@ -26,8 +26,6 @@ from tunesmith.train import causal
 # The probe is fitted on at most this many train examples (sampled with the seed): embedding
 # them is the probe's cost, and on rotten-tomatoes 10k examples gave 0.741 against 0.731 for 2k.
 PROBE_MAX_TRAIN = 10_000
-# Metrics compared between baseline and finetuned model (and shown in the console table).
-CLASSIFICATION_KEYS = ("accuracy", "precision", "recall", "f1")
 
 
 @dataclass
@@ -44,6 +42,8 @@ def _evaluate_classification(
     """Probe baseline and finetuned scores; writes errors.jsonl and the confusion matrix."""
     from tunesmith.data.io import read_records
     from tunesmith.evaluate.classification import probe_baseline, score, worst_errors
+    from tunesmith.evaluate.metric_plan import plan_for_records, select
+    from tunesmith.evaluate.metrics import average_precision
     from tunesmith.methods import load_adapter
     from tunesmith.models import load_model
     from tunesmith.report.plots import plot_confusion_matrix
@@ -51,6 +51,10 @@ def _evaluate_classification(
 
     labels = run_meta["labels"]
     train_records = read_split(data_dir, "train", "classification")
+    plan = plan_for_records("classification", train_records, cfg.evaluation.metrics)
+    for line in plan.lines():
+        log(line)
+    positive = labels.index(plan.positive_label) if plan.positive_label in labels else None
     if len(train_records) > PROBE_MAX_TRAIN:
         train_records = random.Random(cfg.prepare.seed).sample(train_records, PROBE_MAX_TRAIN)
     test_records = read_records(test_file, task="classification")
@@ -65,19 +69,25 @@ def _evaluate_classification(
 
     log(f"baseline: logistic-regression probe on the frozen {run_meta['model']} embeddings "
         f"({len(train_enc)} train, {len(test_enc)} test examples)")
-    baseline, _ = probe_baseline(loaded.model, train_enc, test_enc, pad, seed=cfg.prepare.seed)
+    baseline, _ = probe_baseline(loaded.model, train_enc, test_enc, pad, seed=cfg.prepare.seed,
+                                 positive=positive)
     model = load_adapter(loaded.model, run_dir / "adapter")
     scores = score(model, test_enc, pad)
-    finetuned = {k: scores.metrics[k] for k in (*CLASSIFICATION_KEYS, "loss")}
+    if positive is not None:
+        truth = [e["label"] == positive for e in test_enc.examples]
+        scores.metrics["pr_auc"] = average_precision(truth, scores.probabilities[:, positive].tolist())
+    finetuned = select(plan, scores.metrics)
+    baseline = select(plan, baseline)
     errors = worst_errors(test_records, scores, labels, cfg.evaluation.num_samples)
     with (run_dir / "errors.jsonl").open("w", encoding="utf-8") as fh:
         for error in errors:
             fh.write(json.dumps(error, ensure_ascii=False) + "\n")
     plot_confusion_matrix(scores.confusion, labels, run_dir / "plots" / "confusion_matrix.png")
     metrics = {
+        "plan": plan.to_dict(),
         "baseline": baseline,
         "finetuned": finetuned,
-        "delta": {k: finetuned[k] - baseline[k] for k in CLASSIFICATION_KEYS},
+        "delta": {k: v - baseline[k] for k, v in finetuned.items() if k in baseline},
         "confusion_matrix": {"labels": labels, "matrix": scores.confusion},
     }
     return metrics, errors
@@ -146,6 +156,10 @@ def evaluate(
         tracker.start(run_meta["mlflow_run_id"])
         try:
             tracker.log_final(metrics)
+            if "plan" in metrics:  # the plan's verdict on each metric, beside the numbers
+                from tunesmith.evaluate.metric_plan import MetricPlan, mlflow_tags
+
+                tracker.set_tags(mlflow_tags(MetricPlan.from_dict(metrics["plan"])))
             tracker.log_run_folder(root)
         finally:
             tracker.finish()

@@ -84,10 +84,16 @@ def method_learning_rate(cfg: Config, method: str, overrides: dict[str, float]) 
     return cfg.finetune.learning_rate
 
 
-def _metric_for(finetuned: dict[str, Any]) -> str:
-    # Accuracy for classification (also trained as instructions). Generative runs: perplexity,
-    # measured on the whole test split (generation metrics cover only evaluation.generation_limit
-    # examples, and short comparison budgets leave them at 0 for every method).
+def _metric_for(metrics: dict[str, Any]) -> str:
+    """The metric the table compares: the run's metric-plan headline (macro F1 for imbalanced
+    labels, token F1 for QA ...). Runs evaluated before plans existed: accuracy, else perplexity
+    (measured on the whole test split)."""
+    from tunesmith.evaluate.metric_plan import plan_of
+
+    plan = plan_of(metrics)
+    finetuned = metrics["finetuned"]
+    if plan is not None and plan.headline in finetuned:
+        return plan.headline
     return next(m for m in ("accuracy", "perplexity", "token_f1", "rougeL", "loss") if m in finetuned)
 
 
@@ -177,7 +183,7 @@ def compare_methods(
 
     results: list[MethodResult] = []
     failed: dict[str, str] = {}
-    metric = ""
+    metric = headline_why = ""
     for method in methods:
         lr = method_learning_rate(cfg, method, overrides)
         tracking = cfg.tracking.model_copy(update={"run_name": f"{name}-{method}"})
@@ -200,7 +206,12 @@ def compare_methods(
             failed[method] = str(exc)
             log(f"{method} failed: {exc}")
             continue
-        metric = metric or _metric_for(metrics["finetuned"])
+        if not metric:
+            metric = _metric_for(metrics)
+            plan = metrics.get("plan") or {}
+            if plan.get("why"):
+                log(f"comparing on {metric}: {plan['why']}")
+                headline_why = plan["why"]
         results.append(MethodResult.from_metrics(method, lr, metrics, metric, n_train, run_dir))
     if not results:
         raise UsageError("every method failed:\n" + "\n".join(f"  {m}: {e}" for m, e in failed.items()))
@@ -214,6 +225,7 @@ def compare_methods(
         + f", LoRA r {f.lora_r}, adapter {f.adapter_type}/{f.adapter_reduction_factor}. "
         "Peak memory is the training process's RSS on CPU (max allocated on CUDA); time per epoch "
         "is train examples / measured throughput."
+        + (f" Test {metric} is the metric plan's headline: {headline_why}." if headline_why else "")
     )
     if failed:
         settings += "\n\nFailed: " + "; ".join(f"{m}: {e.splitlines()[0]}" for m, e in failed.items())

@@ -139,6 +139,11 @@ def run(
         + (f" (reasons and lines in {out / 'data' / 'rejects.jsonl'})" if rejected else "")
         + f", {read.get('duplicates_removed', 0)} duplicates removed; "
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
+    from tunesmith.evaluate.metric_plan import plan_for_records
+
+    # What the run will be judged by, before it trains (evaluate decides it again and stores it).
+    for line in plan_for_records(prepared.task, prepared.train, cfg.evaluation.metrics).lines():
+        log(line)
     training = _train_step(cfg, out, resume=False, nproc=nproc, progress=progress, log=log,
                            callbacks=callbacks)
     log(check_servability(out).summary())  # where the trained adapter can be served, and how

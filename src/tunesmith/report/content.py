@@ -30,6 +30,7 @@ class MetricRow:
     name: str
     baseline: float | None
     finetuned: float | None
+    note: str = ""  # "headline", or why the metric is not meaningful here
 
     @property
     def delta(self) -> float | None:
@@ -66,6 +67,10 @@ class ReportContent:
     # beside it, as rows of (metric, {kind: value}, finetuned), and the forgetting check.
     prompting: list[tuple[str, dict[str, float], float | None]] = field(default_factory=list)
     forgetting: dict[str, Any] | None = None
+    # The metric plan: why the headline leads, the verdict on it, what was left out and why.
+    plan_why: str | None = None
+    headline_verdict: str | None = None
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -95,9 +100,17 @@ def _metric_names(baseline: dict[str, Any], finetuned: dict[str, Any]) -> list[s
 
 
 def _metric_rows(metrics: dict[str, Any]) -> list[MetricRow]:
+    """Baseline vs finetuned per metric, in the metric plan's order (headline first) with its
+    notes; runs evaluated before plans existed keep PREFERRED_METRICS' order."""
+    from tunesmith.evaluate.metric_plan import ordered, plan_of
+
     baseline = metrics.get("baseline") or {}
     finetuned = metrics.get("finetuned") or {}
-    return [MetricRow(k, baseline.get(k), finetuned.get(k)) for k in _metric_names(baseline, finetuned)]
+    names = _metric_names(baseline, finetuned)
+    plan = plan_of(metrics)
+    if plan is None:
+        return [MetricRow(k, baseline.get(k), finetuned.get(k)) for k in names]
+    return [MetricRow(k, baseline.get(k), finetuned.get(k), plan.note(k)) for k in ordered(plan, names)]
 
 
 def _prompting_rows(metrics: dict[str, Any]) -> list[tuple[str, dict[str, float], float | None]]:
@@ -106,8 +119,12 @@ def _prompting_rows(metrics: dict[str, Any]) -> list[tuple[str, dict[str, float]
     baselines = metrics.get("baselines") or {}
     if len(baselines) < 2:
         return []
+    from tunesmith.evaluate.metric_plan import ordered, plan_of
+
     finetuned = metrics.get("finetuned") or {}
     names = _metric_names(next(iter(baselines.values())), finetuned)
+    plan = plan_of(metrics)
+    names = ordered(plan, names) if plan else names
     return [(name, {kind: b.get(name) for kind, b in baselines.items()}, finetuned.get(name))
             for name in names]
 
@@ -138,7 +155,8 @@ def _data_summary(run_dir: Path, run_meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any]) -> tuple[str | None, list[Finding], list[str]]:
+def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any],
+               headline: str | None = None) -> tuple[str | None, list[Finding], list[str]]:
     """The advisor's verdict on the curves, its findings and remedies, plus the loop's events
     (early stop, OOM recovery) that history.jsonl recorded."""
     from tunesmith.advise.diagnose import diagnose_history
@@ -154,7 +172,7 @@ def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any]) -> tuple[s
         cfg = FinetuneConfig.model_validate(config.get("finetune") or {})
     except ValueError:
         cfg = None  # an old or hand-edited config: remedies without concrete new values
-    diagnosis = diagnose_history(history, cfg)
+    diagnosis = diagnose_history(history, cfg, headline)
     # The verdict's own finding is the headline; the others that also hold are listed.
     findings += [Finding("warning", f"{f.pattern.replace('_', ' ')}: {f.evidence}")
                  for f in diagnosis.findings if f.pattern != diagnosis.verdict]
@@ -202,7 +220,10 @@ def gather(run_dir: str | Path) -> ReportContent:
     else:
         examples_title, examples = "Generation samples", _read_jsonl(samples_path, MAX_ROWS)
 
-    verdict, findings, remedies = _diagnosis(history, config)
+    from tunesmith.evaluate.metric_plan import headline_metric, plan_of
+
+    plan = plan_of(metrics)
+    verdict, findings, remedies = _diagnosis(history, config, headline_metric(plan) if plan else None)
     missing = []
     if not metrics.get("finetuned"):
         missing.append("evaluation (metrics.json has no finetuned scores: run `tunesmith evaluate`)")
@@ -228,7 +249,18 @@ def gather(run_dir: str | Path) -> ReportContent:
         missing=missing,
         prompting=_prompting_rows(metrics),
         forgetting=metrics.get("forgetting"),
+        **_plan_parts(metrics),
     )
+
+
+def _plan_parts(metrics: dict[str, Any]) -> dict[str, Any]:
+    from tunesmith.evaluate.metric_plan import display, plan_of, verdict
+
+    plan = plan_of(metrics)
+    if plan is None:
+        return {}
+    return {"plan_why": f"{display(plan.headline)} leads: {plan.why}.",
+            "headline_verdict": verdict(plan, metrics), "left_out": dict(plan.left_out)}
 
 
 def fmt(value: Any) -> str:
@@ -244,5 +276,36 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def signed(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.4f}"
+def signed(value: float | None, key: str = "") -> str:
+    """A change: percentage points for rates, else 4 decimals with its sign."""
+    if value is None:
+        return "n/a"
+    if _is_rate(key):
+        return f"{100 * value:+.1f} pts"
+    return f"{value:+.4f}"
+
+
+def _is_rate(key: str) -> bool:
+    return key.endswith(("_rate", "_share")) or key == "relative_change"
+
+
+def human(key: str, value: Any) -> str:
+    """A value as people read it, by what its key says it is: MB and seconds with their units,
+    throughputs per second, rates (``*_rate``, ``*_share``) and ``*_percent`` as percentages,
+    integers with thousands separators and no decimals; the rest as :func:`fmt`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return fmt(value)
+    name = key.lower()
+    if name.endswith("_mb"):
+        return f"{value:,.1f} MB" if abs(value) < 100 else f"{value:,.0f} MB"
+    if name.endswith("per_second"):
+        return f"{value:,.1f}/s"
+    if name.endswith("seconds"):
+        return f"{value:,.1f} s" if abs(value) < 100 else f"{value:,.0f} s"
+    if name.endswith("_percent"):
+        return f"{value:.2f}%"
+    if _is_rate(name):
+        return f"{value:.1%}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return fmt(value)

@@ -9,7 +9,7 @@ import base64
 from html import escape
 
 from tunesmith.evaluate.metrics import improved
-from tunesmith.report.content import ReportContent, fmt, forgetting_line, signed
+from tunesmith.report.content import ReportContent, fmt, forgetting_line, human, signed
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1000px;
@@ -25,8 +25,8 @@ pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.85rem}.missing{bac
 _CELL_CHARS = 300
 
 
-def _cell(value: object, *, numeric: bool = False) -> str:
-    text = fmt(value)
+def _cell(value: object, *, numeric: bool = False, key: str = "") -> str:
+    text = human(key, value)
     if len(text) > _CELL_CHARS:
         text = text[:_CELL_CHARS - 1] + "…"
     cls = ' class="num"' if numeric else ""
@@ -34,7 +34,7 @@ def _cell(value: object, *, numeric: bool = False) -> str:
 
 
 def _pairs(items: dict) -> str:
-    rows = "".join(f"<tr><th>{escape(str(k))}</th>{_cell(v)}</tr>" for k, v in items.items())
+    rows = "".join(f"<tr><th>{escape(str(k))}</th>{_cell(v, key=str(k))}</tr>" for k, v in items.items())
     return f"<table>{rows}</table>"
 
 
@@ -42,7 +42,7 @@ def _delta_cell(value: float | None, name: str) -> str:
     cls = ""
     if value:
         cls = "up" if improved(name, value) else "down"
-    return f'<td class="num {cls}">{escape(signed(value))}</td>'
+    return f'<td class="num {cls}">{escape(signed(value, name))}</td>'
 
 
 def render_html(content: ReportContent) -> str:
@@ -54,21 +54,33 @@ def render_html(content: ReportContent) -> str:
     if content.metric_rows:
         if content.baseline_kind:
             parts.append(f"<p>Baseline: {escape(content.baseline_kind)}.</p>")
+        if content.plan_why:
+            parts.append(f"<p>Metric plan: {escape(content.plan_why)}</p>")
+        if content.headline_verdict:
+            text = content.headline_verdict[0].upper() + content.headline_verdict[1:]
+            parts.append(f"<p><b>{escape(text)}</b></p>")
         rows = "".join(
-            f"<tr><th>{escape(r.name)}</th>{_cell(r.baseline, numeric=True)}"
-            f"{_cell(r.finetuned, numeric=True)}{_delta_cell(r.delta, r.name)}</tr>"
+            f"<tr><th>{f'<b>{escape(r.name)}</b>' if r.note == 'headline' else escape(r.name)}</th>"
+            f"{_cell(r.baseline, numeric=True, key=r.name)}"
+            f"{_cell(r.finetuned, numeric=True, key=r.name)}{_delta_cell(r.delta, r.name)}"
+            f'<td class="{"warning" if r.note and r.note != "headline" else "info"}">'
+            f"{escape(r.note)}</td></tr>"
             for r in content.metric_rows
         )
-        parts.append("<table><tr><th>metric</th><th>baseline</th><th>finetuned</th><th>delta</th></tr>"
-                     f"{rows}</table>")
+        parts.append("<table><tr><th>metric</th><th>baseline</th><th>finetuned</th><th>delta</th>"
+                     f"<th>note</th></tr>{rows}</table>")
+        if content.left_out:
+            parts.append("<p>Left out: " + escape("; ".join(
+                f"{m} ({why})" for m, why in content.left_out.items())) + "</p>")
     else:
         parts.append("<p>Not evaluated yet.</p>")
     if content.prompting:
         kinds = list(content.prompting[0][1])
         head = "".join(f"<th>{escape(k)}</th>" for k in kinds)
         rows = "".join(
-            f"<tr><th>{escape(name)}</th>" + "".join(_cell(values[k], numeric=True) for k in kinds)
-            + f"{_cell(finetuned, numeric=True)}</tr>"
+            f"<tr><th>{escape(name)}</th>"
+            + "".join(_cell(values[k], numeric=True, key=name) for k in kinds)
+            + f"{_cell(finetuned, numeric=True, key=name)}</tr>"
             for name, values, finetuned in content.prompting
         )
         parts.append(f"<p>Every prompting baseline:</p><table><tr><th>metric</th>{head}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunesmith.report.content import ReportContent, fmt, forgetting_line, signed
+from tunesmith.report.content import ReportContent, fmt, forgetting_line, human, signed
 
 _CELL_CHARS = 200
 
@@ -28,15 +28,23 @@ def render_markdown(content: ReportContent) -> str:
     if content.metric_rows:
         if content.baseline_kind:
             out += [f"Baseline: {content.baseline_kind}.", ""]
-        out += _table(["metric", "baseline", "finetuned", "delta"],
-                      [[r.name, r.baseline, r.finetuned, signed(r.delta)] for r in content.metric_rows])
+        if content.plan_why:
+            out += [f"Metric plan: {content.plan_why}", ""]
+        if content.headline_verdict:
+            out += [f"**{content.headline_verdict[0].upper()}{content.headline_verdict[1:]}**", ""]
+        out += _table(["metric", "baseline", "finetuned", "delta", "note"],
+                      [[r.name, human(r.name, r.baseline), human(r.name, r.finetuned),
+                        signed(r.delta, r.name), r.note] for r in content.metric_rows])
+        if content.left_out:
+            out += ["Left out: " + "; ".join(f"{m} ({why})" for m, why in content.left_out.items()), ""]
     else:
         out += ["Not evaluated yet.", ""]
     if content.prompting:
         kinds = list(content.prompting[0][1])
         out += ["Every prompting baseline:", ""]
         out += _table(["metric", *kinds, "finetuned"],
-                      [[name, *(values[k] for k in kinds), finetuned] for name, values, finetuned in content.prompting])
+                      [[name, *(human(name, values[k]) for k in kinds), human(name, finetuned)]
+                       for name, values, finetuned in content.prompting])
     if content.forgetting:
         out += ["**Forgetting check:** " + forgetting_line(content.forgetting), ""]
 
@@ -49,7 +57,8 @@ def render_markdown(content: ReportContent) -> str:
         out += ["What to change:", ""] + [f"- {r}" for r in content.remedies] + [""]
 
     out += ["## Training", ""]
-    out += _table(["", ""], [[k, v] for k, v in content.training.items()]) if content.training else ["n/a", ""]
+    out += (_table(["", ""], [[k, human(k, v)] for k, v in content.training.items()])
+            if content.training else ["n/a", ""])
     for path, caption in content.figures:
         out += [f"![{caption}](plots/{path.name})", ""]
 
@@ -58,7 +67,7 @@ def render_markdown(content: ReportContent) -> str:
     if data:
         out += [f"Source: `{data.get('source')}`; split {fmt(data.get('split', {}).get('method'))}; "
                 f"overlap check passed: {fmt(data.get('overlap_check'))}.", ""]
-        out += _table(["count", "value"], [[k, v] for k, v in data.get("counts", {}).items()])
+        out += _table(["count", "value"], [[k, human(k, v)] for k, v in data.get("counts", {}).items()])
         for split, dist in data.get("label_distribution", {}).items():
             out += [f"- {split}: " + ", ".join(f"{k} {v}" for k, v in dist.items())]
         out += [""]
