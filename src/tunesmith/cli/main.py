@@ -17,10 +17,10 @@ import sys
 from collections.abc import Sequence
 
 from tunesmith import __version__
-from tunesmith.cli import advise, data, methods, run, track
+from tunesmith.cli import advise, data, methods, review, run, track
 
 # Order in --help: the everyday commands first.
-COMMAND_MODULES = (run, data, methods, advise, track)
+COMMAND_MODULES = (run, data, methods, advise, track, review)
 
 
 def build_parser() -> argparse.ArgumentParser:
