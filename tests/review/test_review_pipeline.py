@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from conftest import copy_run
-
-from tunesmith.errors import UsageError
-from tunesmith.pipelines.review import open_review, review_results
-from tunesmith.review.pairs import open_run, plan
+from tunesmith.pipelines.review import open_review
+from tunesmith.review.pairs import open_run
 from tunesmith.review.session import store_for
 
 quiet = {"log": lambda _: None}

@@ -113,7 +113,7 @@ def test_cohen_kappa_by_hand():
     pairs = [_pair(str(i), f"q{i}") for i in range(6)]
     ann = ["left", "left", "right", "right", "tie", "left"]
     bob = ["left", "right", "right", "right", "tie", "left"]
-    votes = [_vote(p, c, "ann") for p, c in zip(pairs, ann)] + [_vote(p, c, "bob") for p, c in zip(pairs, bob)]
+    votes = [_vote(p, c, "ann") for p, c in zip(pairs, ann, strict=True)] + [_vote(p, c, "bob") for p, c in zip(pairs, bob, strict=True)]
     votes.append(_vote(_pair("solo", "qs"), "left", "cy"))  # shares nothing with the others
     [agreement] = reviewer_agreement(votes)
     observed = 5 / 6
