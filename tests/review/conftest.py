@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-QUESTIONS = [(f"What is {a} plus {b}?", str(a + b)) for a in range(6) for b in range(5)]
+QUESTIONS = [(f"What is {a} plus {b}?", str(a + b)) for a in range(8) for b in range(8)]
 _WORDS = {"pos": ["great", "wonderful", "moving", "charming"], "neg": ["awful", "boring", "dull", "clumsy"]}
 
 

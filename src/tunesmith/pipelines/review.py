@@ -49,6 +49,10 @@ def open_review(
             "to compare): there is nothing to review.",
             hint=f"Evaluate the run first: `tunesmith evaluate {run.path}`.",
         )
+    review_plan = None
+    if run.generative or against:  # checked (and answers generated) before anything is written
+        review_plan = plan(run, list(against) or ["baseline"], limit=limit, runs_dir=runs_dir)
+        generated = fill_missing(review_plan, log)
     store = store_for(run)
     stored_seed = store.get_meta("seed")
     seed = seed if seed is not None else stored_seed if stored_seed is not None else secrets.randbits(31)
@@ -56,9 +60,7 @@ def open_review(
         store.set_meta("seed", seed)
     pair_ids: list[str] = []
     others = []
-    if run.generative or against:
-        review_plan = plan(run, list(against) or ["baseline"], limit=limit, runs_dir=runs_dir)
-        generated = fill_missing(review_plan, log)
+    if review_plan is not None:
         pairs = build_pairs(review_plan.prompts, review_plan.references, review_plan.answers, seed)
         new = store.add_pairs(pairs)
         pair_ids = [p.id for p in pairs]
