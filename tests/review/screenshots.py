@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import start_server  # noqa: E402
 from test_review_browser import CHROMIUM, DRIVER  # noqa: E402
+
+from conftest import start_server  # noqa: E402
 
 
 def _save(driver, path: Path) -> None:
@@ -38,7 +40,7 @@ def main(gen_run: str, cls_run: str, out: str) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,860",
-                "--hide-scrollbars", f"--user-data-dir={out_dir / '.profile'}"):
+                "--hide-scrollbars", f"--user-data-dir={tempfile.mkdtemp()}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.implicitly_wait(10)
@@ -53,7 +55,7 @@ def main(gen_run: str, cls_run: str, out: str) -> None:
         for key in "1213":
             driver.find_element(By.TAG_NAME, "body").send_keys(key)
             time.sleep(0.8)
-        driver.find_element(By.ID, "note").send_keys("B states the label; A hedges")
+        driver.find_element(By.ID, "note").send_keys("B reads the review right")
         _save(driver, out_dir / "review-pair.png")
         driver.get(url + "/results")
         _save(driver, out_dir / "review-results.png")
@@ -65,9 +67,7 @@ def main(gen_run: str, cls_run: str, out: str) -> None:
 
         proc, url = start_server(cls_run)
         procs.append(proc)
-        driver.get(url + "/errors")
-        driver.find_element(By.ID, "name").send_keys("Ann", Keys.ENTER)
-        time.sleep(1)
+        driver.get(url + "/errors")  # the reviewer cookie of the first app holds on this host
         driver.find_element(By.CSS_SELECTOR, ".mark-form button").click()
         time.sleep(1)
         driver.execute_script("window.scrollTo(0, 0)")

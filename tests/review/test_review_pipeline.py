@@ -87,7 +87,7 @@ def test_results_go_to_files_report_and_mlflow(gen_run):
         session.vote(pair.id, who, choice)
     outcome = review_results(gen_run, **quiet)
     saved = json.loads((gen_run / "review" / "results.json").read_text())
-    assert saved == outcome.results.to_dict() and saved["votes"] == 6
+    assert saved == {**outcome.results.to_dict(), "label_corrections": 0} and saved["votes"] == 6
     [h] = saved["head_to_head"]
     html = (gen_run / "report.html").read_text()
     assert 'id="human-review"' in html and html.index("Human review") < html.index("<h2>Config</h2>")
@@ -120,6 +120,7 @@ def test_corrections_from_the_error_browser_apply_in_data_convert(cls_run, in_tm
     if dropped:
         session.mark(errors[1]["index"], "ann", None)
     review_results(cls_run, **quiet)
+    assert f"{1 + dropped} test records marked as wrongly labelled" in (cls_run / "report.md").read_text()
     source = json.loads((cls_run / "run.json").read_text()).get("data_dir") or str(cls_run / "data")
     test_file = f"{source}/test.jsonl"
     assert main(["data", "convert", test_file, "fixed.jsonl", "--corrections",

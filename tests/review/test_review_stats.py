@@ -161,10 +161,11 @@ def test_preferences_follow_the_majority_of_decisive_votes():
     p1 = _pair("1", "q1", out_a="A1", out_b="B1")
     p2 = _pair("2", "q2", left_is_a=False, out_a="A2", out_b="B2")
     p3 = _pair("3", "q3", out_a="A3", out_b="B3")
-    votes = [_vote(p1, "right"), _vote(p1, "right", "bob"), _vote(p1, "left", "cy"),
+    same = _pair("4", "q4", out_a="C", out_b="C")
+    votes = [_vote(same, "left"), _vote(p1, "right"), _vote(p1, "right", "bob"), _vote(p1, "left", "cy"),
              _vote(p2, "left"),  # B2 is on the left
              _vote(p3, "left"), _vote(p3, "right", "bob"), _vote(p3, "tie", "cy")]
-    assert preference_rows([p1, p2, p3], votes) == [
+    assert preference_rows([p1, p2, p3, same], votes) == [
         {"prompt": "q1", "chosen": "B1", "rejected": "A1"},
         {"prompt": "q2", "chosen": "B2", "rejected": "A2"},
     ]

@@ -54,7 +54,8 @@ def _render(outcome: Any) -> None:
         table.add_row(h.opponent, str(h.wins), str(h.losses), str(h.ties), str(h.both_bad),
                       f"{num(h.win_rate)} [{num(h.wilson_low)}, {num(h.wilson_high)}]",
                       f"{num(h.win_rate_ties_half)} [{num(h.bootstrap_low)}, {num(h.bootstrap_high)}]")
-    console.print(table)
+    if results.head_to_head:
+        console.print(table)
     if results.ranking:
         console.print("Bradley-Terry: " + "; ".join(
             f"{r.model} {r.score:.2f} [{r.low:.2f}, {r.high:.2f}]" for r in results.ranking))
@@ -68,6 +69,8 @@ def _render(outcome: Any) -> None:
     for a in results.agreement:
         console.print(f"Cohen's kappa {a.reviewer_a}/{a.reviewer_b}: "
                       f"{'-' if a.kappa is None else f'{a.kappa:.2f}'} over {a.items} shared items")
+    if outcome.corrections:
+        console.print(f"{outcome.corrections} test records marked as wrongly labelled")
     console.print(f"wrote {outcome.files['results']}, {outcome.preference_rows} preference pairs to "
                   f"{outcome.files['preferences']}, {outcome.corrections} corrections to "
                   f"{outcome.files['corrections']}; report.html updated")

@@ -103,7 +103,8 @@ class ReviewOutcome:
 
 
 def _flat_metrics(results: dict[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {"review_votes": results["votes"], "review_pairs": results["pairs"]}
+    out: dict[str, float] = {"review_votes": results["votes"], "review_pairs": results["pairs"],
+                             "review_label_corrections": results.get("label_corrections", 0)}
     for h in results["head_to_head"]:
         for key in ("wins", "losses", "ties", "both_bad", "win_rate", "wilson_low", "wilson_high",
                     "win_rate_ties_half", "bootstrap_low", "bootstrap_high"):
@@ -164,10 +165,11 @@ def review_results(run_ref: str | Path, *, runs_dir: str | Path = "runs",
     folder = run.path / REVIEW_DIR
     files = {"results": folder / "results.json", "preferences": folder / "preferences.jsonl",
              "corrections": folder / "corrections.jsonl"}
-    files["results"].write_text(json.dumps(results.to_dict(), indent=2) + "\n", encoding="utf-8")
     n_pref = write_preferences(pairs, votes, files["preferences"])
     n_corr = write_corrections_file(marks, files["corrections"])
+    saved = {**results.to_dict(), "label_corrections": n_corr}
+    files["results"].write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
     write_reports(run.path)
-    if _log_mlflow(run.path, results.to_dict(), files):
+    if _log_mlflow(run.path, saved, files):
         log("logged the review to the run's MLflow run")
     return ReviewOutcome(run.path, results, files, n_pref, n_corr)

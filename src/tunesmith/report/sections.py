@@ -43,6 +43,9 @@ def _review_rows(results: dict[str, Any]) -> tuple[str, list[str], list[list[str
     if metric.get("agree", 0) + metric.get("disagree", 0):
         lines.append(f"{metric['metric']} against the reference agrees with people on {metric['agree']} of "
                      f"{metric['agree'] + metric['disagree']} decisive votes ({_num(metric['rate'])}).")
+    if results.get("label_corrections"):
+        lines.append(f"{results['label_corrections']} test records marked as wrongly labelled "
+                     "(review/corrections.jsonl; `tunesmith data convert --corrections` applies them).")
     for a in results["agreement"]:
         lines.append(f"Cohen's kappa {a['reviewer_a']} / {a['reviewer_b']}: {_num(a['kappa'], 2)} "
                      f"over {a['items']} shared items.")
@@ -64,7 +67,7 @@ def add_sections_html(html: str, run_dir: str | Path) -> str:
     if results is None:
         return html
     title, header, rows, lines = _review_rows(results)
-    table = ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"
+    table = "" if not rows else ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"
              + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
              + "</table>")
     section = (f'<h2 id="human-review">{title}</h2>' + table
@@ -78,6 +81,6 @@ def add_sections_md(md: str, run_dir: str | Path) -> str:
         return md
     title, header, rows, lines = _review_rows(results)
     table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                       *("| " + " | ".join(row) + " |" for row in rows)])
-    section = f"## {title}\n\n{table}\n\n" + "".join(f"{line}\n\n" for line in lines)
+                       *("| " + " | ".join(row) + " |" for row in rows)]) + "\n\n" if rows else ""
+    section = f"## {title}\n\n{table}" + "".join(f"{line}\n\n" for line in lines)
     return _insert(md, "## Config", section)

@@ -2,8 +2,8 @@
 
 Preference pairs use the "standard" format TRL's DPO trainer reads: one JSON object per line
 with ``prompt``, ``chosen`` and ``rejected`` strings. Each pair contributes one row when its
-decisive votes (A or B) lean one way; a tie, "both bad" or an even split says nothing about
-which answer to prefer and is left out.
+decisive votes (A or B) lean one way; a tie, "both bad", an even split or two identical
+answers say nothing about which answer to prefer and are left out.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def preference_rows(pairs: Sequence[Pair], votes: Sequence[Vote]) -> list[dict[s
     rows = []
     for pair in pairs:
         counts = tally.get(pair.id)
-        if not counts or counts["a"] == counts["b"]:
+        # Identical answers teach a preference nothing (and DPO's loss is zero on them).
+        if not counts or counts["a"] == counts["b"] or pair.output_a == pair.output_b:
             continue
         a_wins = counts["a"] > counts["b"]
         chosen, rejected = (pair.output_a, pair.output_b) if a_wins else (pair.output_b, pair.output_a)
