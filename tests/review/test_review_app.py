@@ -17,6 +17,8 @@ from tunesmith.review.app import create_app
 from tunesmith.review.pairs import open_run
 from tunesmith.review.session import store_for
 
+# One worker builds the tiny runs of conftest.py once for every review test.
+pytestmark = pytest.mark.xdist_group("review-runs")
 quiet = {"log": lambda _: None}
 
 

@@ -20,11 +20,11 @@ from conftest import copy_run, start_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     CHROMIUM is None or DRIVER is None,
     reason="Debian's chromium and chromium-driver are not installed (apt-get install -y chromium "
     "chromium-driver; `make test` installs them when run as root on Debian)",
-)
+), pytest.mark.xdist_group("review-runs")]
 Z = 1.959963984540054
 
 

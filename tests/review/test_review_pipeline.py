@@ -12,6 +12,8 @@ from tunesmith.pipelines.review import open_review, review_results
 from tunesmith.review.pairs import open_run, plan
 from tunesmith.review.session import store_for
 
+# One worker builds the tiny runs of conftest.py once for every review test.
+pytestmark = pytest.mark.xdist_group("review-runs")
 quiet = {"log": lambda _: None}
 
 
@@ -78,7 +80,7 @@ def test_bad_input_is_refused_with_what_to_do(gen_run, cls_run, in_tmp):
         review_results(gen_run, **quiet)
 
 
-def test_results_go_to_files_report_and_mlflow(gen_run):
+def test_results_go_to_files_report_and_mlflow(gen_run, capsys):
     from mlflow.tracking import MlflowClient
 
     session = open_review(gen_run, ["baseline"], seed=1, **quiet)
@@ -107,6 +109,15 @@ def test_results_go_to_files_report_and_mlflow(gen_run):
     assert logged["review_baseline_wins"] == h["wins"] and logged["review_baseline_win_rate_ties_half"] == pytest.approx(h["win_rate_ties_half"])
     artifacts = {a.path for a in client.list_artifacts(meta["mlflow_run_id"], "review")}
     assert {"review/results.json", "review/preferences.jsonl"} <= artifacts
+
+    from tunesmith.cli.main import main
+
+    capsys.readouterr()
+    assert main(["review", str(gen_run), "--results"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 votes by 2 reviewer(s) on 3 pairs" in printed
+    assert f"│ baseline │ {h['wins']:>4} │ {h['losses']:>6} │ {h['ties']:>4} │ {h['both_bad']:>8} │" in printed
+    assert "Cohen's kappa ann/bob" in printed
 
 
 def test_corrections_from_the_error_browser_apply_in_data_convert(cls_run, in_tmp, capsys):
