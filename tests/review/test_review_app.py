@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -122,3 +123,22 @@ def test_cli_errors_for_unknown_runs_and_busy_ports(gen_run, capsys):
         busy.listen()
         assert main(["review", str(gen_run), "--port", str(busy.getsockname()[1])]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_playground_answers_as_the_evaluation_did(gen_run, cls_run):
+    """Base and run answer a test question exactly as samples.jsonl recorded (zero-shot, greedy)."""
+    import re
+
+    sample = json.loads((gen_run / "samples.jsonl").read_text().splitlines()[0])
+    client = TestClient(create_app(open_review(gen_run, ["baseline"], **quiet)))
+    page = client.post("/playground", data={"text": sample["prompt"]}).text
+    answers = dict(re.findall(r"<h2>(.*?)</h2>\s*<pre>(.*?)</pre>", page, re.S))
+    assert answers == {"base": html.escape(sample["zero_shot"]), "qa": html.escape(sample["finetuned"])}
+    assert client.post("/playground", data={"text": "  "}).status_code == 400
+
+    error = json.loads((cls_run / "errors.jsonl").read_text().splitlines()[0])
+    client = TestClient(create_app(open_review(cls_run, **quiet)))
+    page = client.post("/playground", data={"text": error["text"]}).text
+    assert "no trained classification head" in page
+    label, prob = re.search(r"<h2>cls</h2>\s*<pre>(.*?)</pre><p class=\"prob\">probability (.*?)</p>", page).groups()
+    assert label == error["predicted"] and abs(float(prob) - error["confidence"]) <= 0.0006

@@ -38,6 +38,7 @@ def open_review(
     CPU). Raises UsageError for an unknown run, runs of different tasks, or a run with nothing
     to review (no samples, test split or errors.jsonl).
     """
+    from tunesmith.config import load_config
     from tunesmith.review.generate import Playground, fill_missing
     from tunesmith.review.pairs import build_pairs, open_run, plan
     from tunesmith.review.session import ReviewSession, store_for
@@ -68,7 +69,10 @@ def open_review(
         log(f"{len(review_plan.prompts)} prompts, {len(review_plan.answers)} models "
             f"({', '.join(review_plan.answers)}): {len(pairs)} blind pairs ({new} new"
             f"{f', {generated} answers generated' if generated else ''}); seed {seed}")
-    return ReviewSession(run, store, pair_ids, Playground([run, *others]), seed=seed)
+    # The playground answers with the evaluation's generation length, as samples.jsonl was made.
+    max_new_tokens = load_config(run.path / "config.yaml").evaluation.max_new_tokens
+    playground = Playground([run, *others], max_new_tokens=max_new_tokens)
+    return ReviewSession(run, store, pair_ids, playground, seed=seed)
 
 
 def _check_port(host: str, port: int) -> None:
