@@ -65,11 +65,14 @@ def test_review_page_asks_a_name_then_walks_the_queue_by_form_posts(gen_client):
     done = client.get("/review").text
     assert 'id="all-done"' in done and "3 of 3 done" in done and "Ann Lee" in done
     assert {v.reviewer for v in session.store.votes()} == {"Ann Lee"}
+    client.post("/reviewer", data={"name": "", "next": "/review"})  # switch reviewer
+    assert "Who is reviewing?" in client.get("/review").text
     results = client.get("/api/results").json()
     assert results["votes"] == 3 and results["head_to_head"][0]["both_bad"] == 1
     assert "Results" in client.get("/results").text
     rows = [json.loads(x) for x in client.get("/export/preferences.jsonl").text.splitlines()]
-    assert len(rows) == 2 and set(rows[0]) == {"prompt", "chosen", "rejected"}
+    decided = [p for p in session.pairs()[:2] if p.output_a != p.output_b]  # left, right votes
+    assert len(rows) == len(decided) and all(set(r) == {"prompt", "chosen", "rejected"} for r in rows)
 
 
 def test_error_browser_filters_marks_and_exports_corrections(cls_run):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -56,11 +56,14 @@ def create_app(session: ReviewSession) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(_PACKAGE / "static")), name="static")
     app.exception_handler(TunesmithError)(lambda request, exc: _error(exc))
 
+    def reviewer_of(request: Request) -> str:
+        return unquote(request.cookies.get(COOKIE, ""))
+
     def page(request: Request, name: str, tab: str, **context: Any) -> Response:
-        reviewer = request.cookies.get(COOKIE, "")
+        reviewer = reviewer_of(request)
         tabs = [("review", "Review", "/review")] if session.pair_ids else []
         tabs += [("results", "Results", "/results"), ("playground", "Playground", "/playground")]
-        if session.run.errors():
+        if session.has_errors:
             tabs.append(("errors", "Errors", "/errors"))
         return templates.TemplateResponse(request, name, {
             "run": session.run, "reviewer": reviewer, "tab": tab, "tabs": tabs, **context})
@@ -70,18 +73,14 @@ def create_app(session: ReviewSession) -> FastAPI:
 
     @app.get("/")
     def index() -> RedirectResponse:
-        return back("/review" if session.pair_ids else "/errors" if session.run.errors() else "/playground")
+        return back("/review" if session.pair_ids else "/errors" if session.has_errors else "/playground")
 
     @app.post("/reviewer")
-    def set_reviewer(name: str = Form(...), next: str = Form("/review")) -> RedirectResponse:
+    def set_reviewer(name: str = Form(""), next: str = Form("/review")) -> RedirectResponse:
+        # An empty name signs the reviewer out ("switch reviewer").
         response = back(next if next.startswith("/") else "/review")
         response.set_cookie(COOKIE, quote(name.strip()), samesite="strict", httponly=True)
         return response
-
-    def reviewer_of(request: Request) -> str:
-        from urllib.parse import unquote
-
-        return unquote(request.cookies.get(COOKIE, ""))
 
     @app.get("/review")
     def review(request: Request) -> Response:

@@ -81,6 +81,10 @@ class ReviewSession:
 
     # -- error browser ----------------------------------------------------------------------
 
+    @property
+    def has_errors(self) -> bool:
+        return bool(self._errors)
+
     def error_labels(self) -> list[str]:
         labels = self.run.labels or sorted({e["label"] for e in self._errors} | {e["predicted"] for e in self._errors})
         return list(labels)

@@ -11,8 +11,9 @@
 - Agreement of an automatic metric (token F1 against the reference) with the humans: the
   share of decisive votes where the answer with the higher metric is the one people chose.
 
-Costs: the bootstraps refit n_boot times (2,000 by default): milliseconds for a few hundred
-votes; Bradley-Terry's bootstrap is O(n_boot x iterations x pairs of models).
+Costs: the bootstraps resample 2,000 times; Bradley-Terry fits every resample at once with
+numpy (batched MM updates). Everything together takes well under a second for 600 votes on
+three models.
 """
 
 from __future__ import annotations
@@ -116,6 +117,40 @@ def head_to_head(pairs: Sequence[Pair], votes: Sequence[Vote], model: str, oppon
 BT_PRIOR_TIES = 1.0
 
 
+def _mm_fit(wins: Any, prior_ties: float, iterations: int, tolerance: float) -> Any:
+    """Log-strengths from win matrices ``wins[..., i, j]`` (i's score against j), batched over
+    the leading axes; models that met no one get 0."""
+    import numpy as np
+
+    games = wins + np.swapaxes(wins, -1, -2)
+    met_pair = games > 0
+    won = (wins + prior_ties / 2 * met_pair).sum(-1)
+    games = games + prior_ties * met_pair
+    met = games.sum(-1) > 0
+    strength = np.ones(won.shape)
+    for _ in range(iterations):
+        denom = (games / (strength[..., :, None] + strength[..., None, :])).sum(-1)
+        logs = np.where(met, np.log(np.where(met, won, 1.0) / np.where(met, denom, 1.0)), 0.0)
+        logs -= logs.sum(-1, keepdims=True) / np.maximum(met.sum(-1, keepdims=True), 1)
+        new = np.exp(logs)
+        change = float(np.max(np.abs(new - strength))) if new.size else 0.0
+        strength = new
+        if change < tolerance:
+            break
+    return np.log(strength)
+
+
+def _win_matrix(outcomes: Sequence[tuple[str, str, float]], models: Sequence[str]) -> Any:
+    import numpy as np
+
+    index = {m: k for k, m in enumerate(models)}
+    wins = np.zeros((len(models), len(models)))
+    for i, j, score in outcomes:
+        wins[index[i], index[j]] += score
+        wins[index[j], index[i]] += 1 - score
+    return wins
+
+
 def bradley_terry(outcomes: Sequence[tuple[str, str, float]], models: Sequence[str], *,
                   prior_ties: float = BT_PRIOR_TIES, iterations: int = 1000,
                   tolerance: float = 1e-10) -> dict[str, float]:
@@ -125,32 +160,8 @@ def bradley_terry(outcomes: Sequence[tuple[str, str, float]], models: Sequence[s
     for a tie) and n_ij the comparisons of i and j; ``exp(l_i - l_j)`` is the odds that i
     beats j. Models that met no one get 0.
     """
-    wins: dict[str, float] = dict.fromkeys(models, 0.0)
-    games: dict[tuple[str, str], float] = defaultdict(float)
-    for i, j, score in outcomes:
-        wins[i] += score
-        wins[j] += 1 - score
-        games[i, j] += 1
-        games[j, i] += 1
-    for i, j in list(games):
-        if i < j:
-            games[i, j] += prior_ties
-            games[j, i] += prior_ties
-            wins[i] += prior_ties / 2
-            wins[j] += prior_ties / 2
-    strength = dict.fromkeys(models, 1.0)
-    met = [m for m in models if any(games.get((m, o), 0) for o in models)]
-    for _ in range(iterations):
-        new = {}
-        for i in met:
-            denom = sum(n / (strength[i] + strength[j]) for (a, j), n in games.items() if a == i)
-            new[i] = wins[i] / denom
-        norm = math.exp(sum(math.log(v) for v in new.values()) / len(new)) if new else 1.0
-        change = max((abs(new[m] / norm - strength[m]) for m in met), default=0.0)
-        strength.update({m: new[m] / norm for m in met})
-        if change < tolerance:
-            break
-    return {m: (math.log(strength[m]) if m in met else 0.0) for m in models}
+    fit = _mm_fit(_win_matrix(outcomes, models), prior_ties, iterations, tolerance)
+    return {m: float(fit[k]) for k, m in enumerate(models)}
 
 
 @dataclass
@@ -164,7 +175,9 @@ class Ranked:
 def ranking(pairs: Sequence[Pair], votes: Sequence[Vote], *, n_boot: int = N_BOOT,
             seed: int = 0) -> list[Ranked]:
     """Bradley-Terry scores of every model in ``pairs``, best first, with bootstrap intervals
-    (prompts resampled with all their votes)."""
+    (prompts resampled with all their votes; every resample is fitted at once, batched)."""
+    import numpy as np
+
     by_id = {p.id: p for p in pairs}
     models = sorted({m for p in pairs for m in (p.model_a, p.model_b)})
     per_item: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
@@ -172,17 +185,14 @@ def ranking(pairs: Sequence[Pair], votes: Sequence[Vote], *, n_boot: int = N_BOO
         pair = by_id.get(vote.pair_id)
         if pair is not None:
             per_item[pair.prompt].append((pair.model_a, pair.model_b, _score(vote.winner, True)))
-    items = list(per_item.values())
-    fit = bradley_terry([o for item in items for o in item], models)
-    rng = random.Random(seed)
-    draws: dict[str, list[float]] = {m: [] for m in models}
-    for _ in range(n_boot if items else 0):
-        sample = rng.choices(items, k=len(items))
-        for m, value in bradley_terry([o for item in sample for o in item], models, iterations=200,
-                                      tolerance=1e-8).items():
-            draws[m].append(value)
-    out = [Ranked(m, fit[m], _percentile(draws[m], ALPHA / 2), _percentile(draws[m], 1 - ALPHA / 2))
-           for m in models]
+    items = np.array([_win_matrix(o, models) for o in per_item.values()]).reshape(-1, len(models), len(models))
+    fit = _mm_fit(items.sum(0), BT_PRIOR_TIES, 1000, 1e-10)
+    draws = np.full((1, len(models)), np.nan)
+    if len(items):
+        counts = np.random.default_rng(seed).multinomial(len(items), [1 / len(items)] * len(items), size=n_boot)
+        draws = _mm_fit(np.einsum("bn,nij->bij", counts, items), BT_PRIOR_TIES, 500, 1e-8)
+    low, high = np.percentile(draws, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)], axis=0)
+    out = [Ranked(m, float(fit[k]), float(low[k]), float(high[k])) for k, m in enumerate(models)]
     return sorted(out, key=lambda r: -r.score)
 
 
