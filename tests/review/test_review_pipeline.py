@@ -35,6 +35,15 @@ def test_pairs_come_from_samples_blind_and_stable(gen_run):
     again = open_review(gen_run, ["baseline"], seed=8, **quiet)
     assert [(p.id, p.left_is_a) for p in again.pairs()] == [(p.id, p.left_is_a) for p in pairs]
     assert store_for(open_run(gen_run)).get_meta("seed") == 7
+    # a re-evaluated run with a new answer: a new pair; the old one keeps its votes
+    again.vote(pairs[0].id, "ann", "left")
+    changed = pairs[0].prompt
+    (gen_run / "samples.jsonl").write_text("".join(
+        json.dumps({**s, "finetuned": "a new answer"} if s["prompt"] == changed else s) + "\n" for s in samples))
+    third = open_review(gen_run, ["baseline"], **quiet)
+    assert len(third.pair_ids) == 3 and pairs[0].id not in third.pair_ids
+    assert len(third.pairs()) == 4 and third.progress("ann").done == 0
+    assert [v.pair_id for v in third.store.votes()] == [pairs[0].id]
 
 
 

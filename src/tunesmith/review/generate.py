@@ -100,8 +100,13 @@ def fill_missing(plan: Plan, log: Callable[[str], None] = print) -> int:
             loaded = load_base(_adapter_meta(plan.run))
             model, tokenizer = loaded.model, loaded.tokenizer
             shots = _baseline_shots(plan.run, cfg, source)
-        outputs = answers(model, tokenizer, records, shots=shots, labels=plan.run.labels,
-                          settings=settings, max_length=cfg.prepare.max_length)
+        outputs: list[str] = []
+        step = 4 * settings.batch_size
+        for start in range(0, len(records), step):  # a progress line per few batches
+            outputs += answers(model, tokenizer, records[start:start + step], shots=shots,
+                               labels=plan.run.labels, settings=settings, max_length=cfg.prepare.max_length)
+            if len(records) > step:
+                log(f"  {model_name}: {len(outputs)}/{len(records)}")
         plan.answers[model_name].update(zip(indices, outputs, strict=True))
         total += len(outputs)
         del model, tokenizer

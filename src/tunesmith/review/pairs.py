@@ -169,8 +169,10 @@ def plan(run: RunInfo, against: Sequence[str], *, limit: int | None = None,
     return Plan(run, prompts, references, answers, sources, records)
 
 
-def pair_id(prompt: str, model_a: str, model_b: str) -> str:
-    return hashlib.sha256(json.dumps([prompt, model_a, model_b]).encode()).hexdigest()[:16]
+def pair_id(prompt: str, model_a: str, output_a: str, model_b: str, output_b: str) -> str:
+    """Stable while the answers are: a re-evaluated run with new answers makes new pairs, and
+    the votes on the old answers stay with the old ones."""
+    return hashlib.sha256(json.dumps([prompt, model_a, output_a, model_b, output_b]).encode()).hexdigest()[:16]
 
 
 def build_pairs(prompts: Sequence[str], references: Sequence[str | None],
@@ -184,7 +186,7 @@ def build_pairs(prompts: Sequence[str], references: Sequence[str | None],
             for model_b in models[x + 1:]:
                 if i not in answers[model_a] or i not in answers[model_b]:
                     continue
-                pid = pair_id(prompt, model_a, model_b)
+                pid = pair_id(prompt, model_a, answers[model_a][i], model_b, answers[model_b][i])
                 rng = random.Random(f"{seed}:{pid}")
                 left_is_a = rng.random() < 0.5
                 position = rng.randrange(1 << 30)
