@@ -5,15 +5,9 @@ trained once per session (seconds) and copied into every test that changes it.""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
+from review_runs import copy_run
 
 QUESTIONS = [(f"What is {a} plus {b}?", str(a + b)) for a in range(8) for b in range(8)]
 _WORDS = {"pos": ["great", "wonderful", "moving", "charming"], "neg": ["awful", "boring", "dull", "clumsy"]}
@@ -84,12 +78,6 @@ def cls_run_source(tmp_path_factory):
     return root / "runs" / "cls"
 
 
-def copy_run(source, runs_dir, name=None):
-    dest = runs_dir / (name or source.name)
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("checkpoints", "review"))
-    return dest
-
-
 @pytest.fixture
 def gen_run(gen_run_source, in_tmp):
     return copy_run(gen_run_source, in_tmp / "runs")
@@ -98,30 +86,3 @@ def gen_run(gen_run_source, in_tmp):
 @pytest.fixture
 def cls_run(cls_run_source, in_tmp):
     return copy_run(cls_run_source, in_tmp / "runs")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(run_dir, *args, cwd=None):
-    """`tunesmith review RUN` as a real process; returns (process, base URL) once it answers."""
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith.cli.main", "review", str(run_dir), "--port", str(port), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the review app exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(url + "/api/results", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("the review app did not answer within 90 s")

@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from review_runs import start_server  # noqa: E402
 from test_review_browser import CHROMIUM, DRIVER  # noqa: E402
-
-from conftest import start_server  # noqa: E402
 
 
 def _save(driver, path: Path) -> None:

@@ -11,8 +11,8 @@ import socket
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from review_runs import start_server  # noqa: E402
 
-from conftest import start_server  # noqa: E402
 from tunesmith.pipelines.review import open_review
 from tunesmith.review.app import create_app
 from tunesmith.review.pairs import open_run

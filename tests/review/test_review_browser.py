@@ -15,8 +15,7 @@ import signal
 import sqlite3
 
 import pytest
-
-from conftest import copy_run, start_server
+from review_runs import copy_run, start_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

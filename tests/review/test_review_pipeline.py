@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from review_runs import copy_run
 
-from conftest import copy_run
 from tunesmith.errors import UsageError
 from tunesmith.pipelines.review import open_review, review_results
 from tunesmith.review.pairs import open_run, plan
