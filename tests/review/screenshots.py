@@ -1,6 +1,6 @@
 """Screenshots of every page of the review app, for docs/review.md (not a test).
 
-    python tests/review/screenshots.py GENERATIVE_RUN CLASSIFICATION_RUN docs/img
+    python tests/review/screenshots.py GENERATIVE_RUN CLASSIFICATION_RUN docs/img [FREE_TEXT_RUN]
 
 Starts `tunesmith review` on each run (a real server), drives Debian's headless chromium with
 Selenium through the pages (voting with keys, asking the playground, marking a wrong label)
@@ -29,7 +29,7 @@ def _save(driver, path: Path) -> None:
     print(f"{path}: {path.stat().st_size // 1024} kB")
 
 
-def main(gen_run: str, cls_run: str, out: str) -> None:
+def main(gen_run: str, cls_run: str, out: str, text_run: str | None = None) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -71,6 +71,18 @@ def main(gen_run: str, cls_run: str, out: str) -> None:
         time.sleep(1)
         driver.execute_script("window.scrollTo(0, 0)")
         _save(driver, out_dir / "review-errors.png")
+
+        if text_run:  # a pair of free-text answers
+            proc, url = start_server(text_run, "--against", "baseline")
+            procs.append(proc)
+            driver.get(url + "/review")
+            for _ in range(8):  # ties on identical answers until a pair differs
+                left, right = (driver.find_element(By.ID, f"answer-{side}").text for side in ("left", "right"))
+                if left != right:
+                    break
+                driver.find_element(By.TAG_NAME, "body").send_keys("3")
+                time.sleep(0.8)
+            _save(driver, out_dir / "review-pair-text.png")
     finally:
         driver.quit()
         for proc in procs:
@@ -79,4 +91,4 @@ def main(gen_run: str, cls_run: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
