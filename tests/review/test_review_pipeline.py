@@ -156,3 +156,9 @@ def test_corrections_from_the_error_browser_apply_in_data_convert(cls_run, in_tm
         assert errors[1]["text"] not in fixed
     untouched = [r for r in before if r["text"] not in {e["text"] for e in errors[:2]}]
     assert all(fixed[r["text"]] == r["label"] for r in untouched)
+
+    assert main(["data", "convert", test_file, "again.jsonl", "--corrections", "nope.jsonl"]) == 1
+    assert "no corrections file at nope.jsonl" in capsys.readouterr().err
+    (in_tmp / "bad.jsonl").write_text('{"text": "x", "label": "pos"}\n{"text": "y"}\n')
+    assert main(["data", "convert", test_file, "again.jsonl", "--corrections", "bad.jsonl"]) == 1
+    assert "bad.jsonl, line 2: not a correction" in capsys.readouterr().err
