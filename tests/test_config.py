@@ -64,3 +64,16 @@ def test_invalid_yaml_names_the_line(tmp_path):
         load_config(p)
     assert "line" in str(err.value)
     assert Config().finetune.method == "lora"
+
+
+def test_environment_overrides_apply_after_set_and_are_announced(monkeypatch, capsys):
+    from tunesmith.config import load_config
+
+    monkeypatch.setenv("TUNESMITH_SET", "finetune.max_steps=5 'prepare.column_map={text: review}'")
+    cfg = load_config(overrides=["finetune.max_steps=50", "finetune.lora_r=4"])
+    assert cfg.finetune.max_steps == 5  # the environment wins over --set
+    assert cfg.finetune.lora_r == 4
+    assert cfg.prepare.column_map == {"text": "review"}  # quoted as a shell would
+    assert "TUNESMITH_SET overrides the config: finetune.max_steps=5" in capsys.readouterr().err
+    monkeypatch.setenv("TUNESMITH_SET", "")
+    assert load_config().finetune.max_steps is None

@@ -4,14 +4,17 @@ The CLI, DVC stages and MLflow all read the same :class:`Config`. Sections follo
 params.yaml (``prepare``, ``finetune``, ``evaluation``) plus ``tracking``. Defaults are the guide's
 "first-time finetuning" starting points; each comment says where a value comes from.
 
-``load_config(path, overrides)`` reads YAML, applies ``--set section.key=value`` overrides and
-validates. An unknown key fails with the nearest valid key suggested; a bad value fails naming
+``load_config(path, overrides)`` reads YAML, applies ``--set section.key=value`` overrides (then
+those in ``$TUNESMITH_SET``) and validates. An unknown key fails with the nearest valid key suggested; a bad value fails naming
 the field and what is allowed. Both raise :class:`~tunesmith.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -265,8 +268,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return merged
 
 
+ENV_OVERRIDES = "TUNESMITH_SET"
+
+
+def environment_overrides() -> list[str]:
+    """Overrides from ``$TUNESMITH_SET`` (``"prepare.limit=200 finetune.max_steps=5"``, split as
+    a shell would). They apply after ``--set`` everywhere a config is loaded, DVC stages
+    included, so a whole pipeline or tutorial can be smoke-run on a tiny budget unchanged."""
+    raw = os.environ.get(ENV_OVERRIDES, "").strip()
+    return shlex.split(raw) if raw else []
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read params.yaml (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    """Read params.yaml (or the defaults when ``path`` is None) and apply ``--set`` overrides,
+    then those of ``$TUNESMITH_SET`` (announced on stderr, so a tiny budget is never a surprise)."""
+    from_env = environment_overrides()
+    if from_env:
+        print(f"note: ${ENV_OVERRIDES} overrides the config: {' '.join(from_env)}", file=sys.stderr)
+    overrides = [*(overrides or []), *from_env]
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
