@@ -44,11 +44,13 @@ def browser(tmp_path):
 
 
 def _wait_text(browser, element_id, text):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, 15).until(lambda b: b.find_element(By.ID, element_id).text == text,
-                                     f"#{element_id} never read {text!r}")
+    # The page may be replaced between finding the element and reading it: look again.
+    wait = WebDriverWait(browser, 15, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    wait.until(lambda b: b.find_element(By.ID, element_id).text == text, f"#{element_id} never read {text!r}")
 
 
 def _second_run(gen_run):
