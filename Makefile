@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint browser bench clean
 
 install: $(VENV)/.stamp-assets
 
@@ -39,8 +39,18 @@ $(VENV)/.stamp-assets: $(VENV)/.stamp-project assets-requirements.txt
 demo: install
 	$(VENV)/bin/tunesmith demo
 
+# The browser tests (report.html, the review app) drive Debian's chromium through chromium-driver.
+# As root on Debian (CI) they are installed when missing; elsewhere those tests skip with the reason.
+browser:
+	@if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1 && \
+	    { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; }; then \
+	  echo "installing chromium and chromium-driver for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "note: could not install chromium; the browser tests will skip"; \
+	fi
+
 # -n 2: the CI machine has 2 cores; integration tests that train are marked and spread evenly.
-test: install lint
+test: install lint browser
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 

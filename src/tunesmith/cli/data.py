@@ -73,6 +73,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("output", help="the JSONL file to write (rejects go to OUTPUT.rejects.jsonl)")
     _add_source_options(convert)
     convert.add_argument("--strict", action="store_true", help="exit 1 if any record is rejected")
+    convert.add_argument("--corrections", metavar="FILE",
+                         help="apply label corrections from `tunesmith review` (relabel or drop records)")
     convert.set_defaults(handler=_convert)
 
     leakage = sub.add_parser("leakage", help="inputs of file B that are in file A (e.g. your train and test)")
@@ -327,11 +329,15 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from tunesmith.pipelines.prepare import convert_data
+    from tunesmith.pipelines.prepare import CORRECTION_DROPPED, CORRECTION_RELABELLED, convert_data
 
-    summary, rejects = convert_data(args.dataset, args.output, task=_task(args), column_map=_column_map(args))
+    summary, rejects = convert_data(args.dataset, args.output, task=_task(args), column_map=_column_map(args),
+                                    corrections=args.corrections)
     console = _console()
-    console.print(f"wrote {summary.accepted} {summary.task or ''} records to {args.output}")
+    dropped = summary.warnings[CORRECTION_DROPPED]
+    console.print(f"wrote {summary.accepted - dropped} {summary.task or ''} records to {args.output}")
+    if args.corrections:
+        console.print(f"corrections: {summary.warnings[CORRECTION_RELABELLED]} relabelled, {dropped} dropped")
     if rejects:
         reasons = ", ".join(f"{n} {r}" for r, n in summary.reasons.most_common())
         console.print(f"rejected {summary.rejected} ({reasons}): see {rejects}")

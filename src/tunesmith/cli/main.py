@@ -17,10 +17,10 @@ import sys
 from collections.abc import Sequence
 
 from tunesmith import __version__
-from tunesmith.cli import ab, advise, data, methods, monitor, run, serve, track
+from tunesmith.cli import ab, advise, data, methods, monitor, review, run, serve, track
 
 # Order in --help: the everyday commands first.
-COMMAND_MODULES = (run, data, methods, advise, track, serve, ab, monitor)
+COMMAND_MODULES = (run, data, methods, advise, track, serve, ab, monitor, review)
 
 
 def build_parser() -> argparse.ArgumentParser:

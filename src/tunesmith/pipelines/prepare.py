@@ -398,17 +398,27 @@ def inspect_data(
     )
 
 
+CORRECTION_RELABELLED = "relabelled by corrections"
+CORRECTION_DROPPED = "dropped by corrections"
+
+
 def convert_data(
     dataset: str,
     dest: str | Path,
     *,
     task: str | None = None,
     column_map: dict[str, str] | None = None,
+    corrections: str | Path | None = None,
 ) -> tuple[ReadSummary, Path | None]:
     """Write the valid records of ``dataset`` (any format) as JSONL in the guide's field names.
 
     Rejects go next to it as ``<dest stem>.rejects.jsonl`` (returned; None when there are none).
+    ``corrections`` (a file from the review app's error browser) relabels or drops the records
+    it names (:mod:`tunesmith.data.corrections`).
     """
+    from tunesmith.data.corrections import apply_correction, read_corrections
+
+    fixes = read_corrections(corrections) if corrections else {}
     stream, _ = open_source(dataset, task=task, column_map=column_map)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -419,7 +429,12 @@ def convert_data(
             if isinstance(item, Reject):
                 rejects.write(item.to_line())
             else:
-                out.write(record_line(item))
+                fixed = apply_correction(item, fixes)
+                if fixed is not item:  # counted where `data check` shows warnings, with lines
+                    stream.summary.warn(CORRECTION_DROPPED if fixed is None else CORRECTION_RELABELLED,
+                                        item.line or 0)
+                if fixed is not None:
+                    out.write(record_line(fixed))
     if not stream.summary.rejected:
         rejects_path.unlink()
         return stream.summary, None

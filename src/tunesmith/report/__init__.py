@@ -21,10 +21,11 @@ def write_reports(run_dir: str | Path) -> ReportPaths:
     from tunesmith.report.content import gather
     from tunesmith.report.html import render_html
     from tunesmith.report.md import render_markdown
+    from tunesmith.report.sections import add_sections_html, add_sections_md
 
     root = Path(run_dir)
     content = gather(root)
     paths = ReportPaths(root / "report.html", root / "report.md")
-    paths.html.write_text(render_html(content), encoding="utf-8")
-    paths.md.write_text(render_markdown(content), encoding="utf-8")
+    paths.html.write_text(add_sections_html(render_html(content), root), encoding="utf-8")
+    paths.md.write_text(add_sections_md(render_markdown(content), root), encoding="utf-8")
     return paths

@@ -1,0 +1,86 @@
+"""Sections that other steps add to a run's report, each from a file in the run folder.
+
+``review/results.json`` (written by ``tunesmith review RUN --results``) becomes a "Human
+review" section: the win rate of the run against each model with its Wilson and bootstrap
+intervals, the Bradley-Terry ranking, and the position-bias, metric-agreement and
+reviewer-agreement checks. The report modules call :func:`add_sections_html` and
+:func:`add_sections_md` on what they rendered; a run without those files is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+REVIEW_RESULTS = Path("review") / "results.json"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _review_rows(results: dict[str, Any]) -> tuple[str, list[str], list[list[str]], list[str]]:
+    """Title, table header, rows and the lines under the table."""
+    header = ["against", "wins", "losses", "ties", "both bad", "win rate (ties left out) [Wilson 95%]",
+              "win rate (ties half) [bootstrap 95%]"]
+    rows = [[h["opponent"], str(h["wins"]), str(h["losses"]), str(h["ties"]), str(h["both_bad"]),
+             f"{_num(h['win_rate'])} [{_num(h['wilson_low'])}, {_num(h['wilson_high'])}]",
+             f"{_num(h['win_rate_ties_half'])} [{_num(h['bootstrap_low'])}, {_num(h['bootstrap_high'])}]"]
+            for h in results["head_to_head"]]
+    lines = [f"{results['votes']} votes by {len(results['reviewers'])} reviewer(s) on {results['pairs']} "
+             f"blind pairs; the finetuned model is {results['model']}."]
+    if results["ranking"]:
+        lines.append("Bradley-Terry ranking (log-strength [95% bootstrap]): " + "; ".join(
+            f"{r['model']} {_num(r['score'], 2)} [{_num(r['low'], 2)}, {_num(r['high'], 2)}]"
+            for r in results["ranking"]))
+    position = results.get("position") or {}
+    if position.get("decisive"):
+        lines.append(f"Position bias: the left answer won {position['left_wins']} of {position['decisive']} "
+                     f"decisive votes ({_num(position['left_rate'])}, binomial p = {_num(position['p_value'])}).")
+    metric = results.get("metric") or {}
+    if metric.get("agree", 0) + metric.get("disagree", 0):
+        lines.append(f"{metric['metric']} against the reference agrees with people on {metric['agree']} of "
+                     f"{metric['agree'] + metric['disagree']} decisive votes ({_num(metric['rate'])}).")
+    if results.get("label_corrections"):
+        lines.append(f"{results['label_corrections']} test records marked as wrongly labelled "
+                     "(review/corrections.jsonl; `tunesmith data convert --corrections` applies them).")
+    for a in results["agreement"]:
+        lines.append(f"Cohen's kappa {a['reviewer_a']} / {a['reviewer_b']}: {_num(a['kappa'], 2)} "
+                     f"over {a['items']} shared items.")
+    return "Human review", header, rows, lines
+
+
+def _load(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / REVIEW_RESULTS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _insert(document: str, marker: str, section: str) -> str:
+    at = document.find(marker)
+    return document[:at] + section + document[at:] if at >= 0 else document + section
+
+
+def add_sections_html(html: str, run_dir: str | Path) -> str:
+    results = _load(Path(run_dir))
+    if results is None:
+        return html
+    title, header, rows, lines = _review_rows(results)
+    table = "" if not rows else ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"
+             + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+             + "</table>")
+    section = (f'<h2 id="human-review">{title}</h2>' + table
+               + "".join(f"<p>{escape(line)}</p>" for line in lines) + "\n")
+    return _insert(html, "<h2>Config</h2>", section)
+
+
+def add_sections_md(md: str, run_dir: str | Path) -> str:
+    results = _load(Path(run_dir))
+    if results is None:
+        return md
+    title, header, rows, lines = _review_rows(results)
+    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                       *("| " + " | ".join(row) + " |" for row in rows)]) + "\n\n" if rows else ""
+    section = f"## {title}\n\n{table}" + "".join(f"{line}\n\n" for line in lines)
+    return _insert(md, "## Config", section)
