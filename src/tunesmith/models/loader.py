@@ -231,9 +231,29 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise assets.unknown_model_error(name, str(exc).splitlines()[0]) from None
+    if load_in_4bit:
+        keep_4bit_trainable(model)
     if tokenizer.pad_token is None:
         # Decoder LMs often ship without a pad token; padding positions are masked anyway.
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, kind=kind, name=name)
+
+
+def keep_4bit_trainable(model: Any) -> int:
+    """Turn off bitsandbytes' inference repacking of 4-bit weights on CPUs with AVX512-BF16.
+
+    On such CPUs (Sapphire Rapids and later) bitsandbytes 0.50 repacks a 4-bit layer's weight in
+    place the first time it runs without gradients (an evaluation, a baseline), for a faster
+    inference kernel. After that the layer no longer trains: LoRA's matrices on it got no
+    gradient at all (seen: ``lora_B.grad`` None after a no-grad forward, loss unchanged), and
+    layers narrower than 64 inputs fail outright. QLoRA evaluates before and during training, so
+    the repacking is switched off on every 4-bit layer. Returns how many layers were changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
