@@ -209,7 +209,7 @@ def main() -> int:
         "mixed_vs_single_c32_batched": round(tokens_per_s("on", "2 adapters + base", 32)
                                              / tokens_per_s("on", "one adapter", 32), 2),
     }
-    result = {"model": "smollm2-135m-instruct", "runs": [str(r) for r in runs], "max_tokens": args.max_tokens,
+    result = {"model": "smollm2-135m-instruct", "runs": [r.name for r in runs], "max_tokens": args.max_tokens,
               "threads": args.threads,
               "cells": cells, "load_test": load, "goals": goals,
               "load_average_1min": {"min": min(loads), "max": max(loads)},

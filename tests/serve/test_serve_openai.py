@@ -68,10 +68,14 @@ def test_streaming_chunks_join_to_the_non_streamed_answer(client):
     args = {"model": "beta", "messages": [{"role": "user", "content": "Count"}], "max_tokens": 8,
             "temperature": 0}
     whole = client.chat.completions.create(**args).choices[0].message.content
-    chunks = list(client.chat.completions.create(stream=True, **args))
+    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **args))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole and len(chunks) > 2
-    assert chunks[-1].choices[0].finish_reason == "length"
+    assert chunks[-2].choices[0].finish_reason == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+    plain = {"model": "beta", "prompt": "Count", "max_tokens": 8, "temperature": 0}
+    whole = client.completions.create(**plain).choices[0].text
+    assert "".join(c.choices[0].text for c in client.completions.create(stream=True, **plain)) == whole
 
 
 def test_completions_with_n_and_seed_are_reproducible_and_differ_per_choice(client):

@@ -131,8 +131,8 @@ def per_row_adapters(modules: Sequence[Any], names: Sequence[str]) -> Iterator[N
     """Within the block, each row of a forward pass uses its own adapter (``"__base__"``: none).
 
     PEFT's own ``adapter_names=`` argument does the same through hooks that it leaves in place
-    when the forward pass raises (peft 0.21), so every later call fails with a length mismatch;
-    these hooks go away whatever happens.
+    when the forward pass raises (peft 0.21; huggingface/peft issue #3475), so every later call
+    fails with a length mismatch; these hooks go away whatever happens.
     """
     names = list(names)
 
