@@ -264,8 +264,7 @@ def plan_generation(
         degenerate = {"bleu": f"{SHORT_REASON}: BLEU needs 4-grams",
                       "rouge2": f"{SHORT_REASON}: ROUGE-2 needs bigrams"}
     if median <= 1:
-        degenerate["meteor"] = ("one-word references: a perfect one-word answer scores 0.5 "
-                                "(the fragmentation penalty)")
+        degenerate["meteor"] = "one-word references: its fragment penalty caps a right answer at 0.5"
     available = list(GENERATION_METRICS)
     closed: tuple[str, ...] = ()
     if is_closed_set(facts):
