@@ -50,6 +50,19 @@ SMOLLM2 = [("smollm2-135m-instruct", "chitchat", m, b, n, 60)
            for m in ("full", "lora", "qlora", "adapter")
            for b in ((1, 2) if m == "full" else (1, 4)) for n in (128, 256)]
 GRID = MINILM + SMOLLM2
+
+
+def core_rows() -> list[tuple]:
+    """The corners of the grid (smallest batch and length, largest batch and length) for every
+    model and method, alternating models: a subset that fits a short session."""
+    def corner(rows: list[tuple]) -> list[tuple]:
+        out = []
+        for method in ("lora", "full", "qlora", "adapter"):
+            mine = [r for r in rows if r[2] == method]
+            out += [min(mine, key=lambda r: (r[3], r[4])), max(mine, key=lambda r: (r[3], r[4]))]
+        return out
+
+    return [r for pair in zip(corner(MINILM), corner(SMOLLM2), strict=True) for r in pair]
 # The lean-run cases of issue 17: MiniLM LoRA at the throughput benchmark's settings, SmolLM2
 # LoRA on 512-token chat rows.
 LEAN = {
@@ -68,7 +81,7 @@ def overrides(row: tuple, steps: int) -> list[str]:
     return [f"prepare.dataset={dataset}", f"prepare.limit={limit}",
             f"prepare.max_length={length}", f"finetune.model={model}",
             f"finetune.method={method}", f"finetune.batch_size={batch}",
-            f"finetune.max_steps={steps}"]
+            f"finetune.max_steps={steps}", "evaluation.generation_limit=2"]
 
 
 def run_child(command: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[int, float, str]:
@@ -109,6 +122,45 @@ def tunesmith_run(row: tuple, src: Path, steps: int) -> dict:
         return out
 
 
+def timeline(row: tuple, src: Path, steps: int) -> dict:
+    """Resident memory over one run, sampled every 0.2 s, beside the run's own log lines: which
+    phase (loading, baseline, training, evaluation) sets the peak."""
+    import threading
+
+    with tempfile.TemporaryDirectory(prefix="tunesmith-memline-") as tmp:
+        work = Path(tmp)
+        command = [sys.executable, "-u", "-m", "tunesmith.cli.main", "run", "--no-progress",
+                   "--out", str(work / "run")]
+        for item in overrides(row, steps):
+            command += ["--set", item]
+        proc = subprocess.Popen(command, cwd=work, env=child_env(src), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        started = time.time()
+        samples: list[tuple[float, float]] = []
+        lines: list[tuple[float, float, str]] = []
+
+        def poll() -> None:
+            status = Path(f"/proc/{proc.pid}/status")
+            while proc.poll() is None:
+                try:
+                    rss = next(int(x.split()[1]) for x in status.read_text().splitlines()
+                               if x.startswith("VmRSS:"))
+                except (OSError, StopIteration):
+                    break
+                samples.append((round(time.time() - started, 2), round(rss / 1024, 1)))
+                time.sleep(0.2)
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        for line in proc.stdout:  # type: ignore[union-attr]
+            now = round(time.time() - started, 2)
+            lines.append((now, samples[-1][1] if samples else 0.0, line.rstrip()[:160]))
+        proc.wait()
+        thread.join()
+    return {"samples": samples, "lines": lines,
+            "peak_mb": max((m for _, m in samples), default=0.0)}
+
+
 def _preflight_length(log: str) -> int | None:
     """The sequence length the run's preflight estimated with ("micro-batch B x L tokens")."""
     import re
@@ -144,11 +196,17 @@ def plain_run(row: tuple, steps: int) -> dict:
         out = {"peak_mb": round(peak_mb, 1), "seconds": round(time.time() - started, 1)}
         if code != 0:
             out["error"] = tail
+        else:
+            # The script's own figure at the end of training: its final validation (benchmark
+            # instrumentation, batches of 16 with full logits) is not what a user's script pays.
+            result = json.loads((work / "out" / "result.json").read_text())
+            out["peak_before_validation_mb"] = round(result["peak_rss_mb"], 1)
         return out
 
 
 def predict(row: tuple, seq_len: int | None) -> dict:
-    from tunesmith.advise.memory import MemoryArgs, estimate_run, model_shape
+    from tunesmith.advise.memory import MemoryArgs, model_shape
+    from tunesmith.advise.run_memory import estimate_run
     from tunesmith.config import Config
 
     model, dataset, method, batch, length, _ = row
@@ -159,7 +217,9 @@ def predict(row: tuple, seq_len: int | None) -> dict:
     args = MemoryArgs.from_config(cfg, device="cpu", max_length=seq_len or length)
     run = estimate_run(model_shape(model), args)
     return {"run_gb": round(run.total_bytes / 1e9, 4), "train_gb": round(run.train.total_gb, 4),
-            "parts_gb": {k: round(v / 1e9, 4) for k, v in run.parts.items()}}
+            "parts_gb": {k: round(v / 1e9, 4) for k, v in run.parts.items()},
+            "train_parts_gb": {p.key: round(p.bytes / 1e9, 4) for p in run.train.parts},
+            "loading_gb": round(run.loading_bytes / 1e9, 4)}
 
 
 def machine() -> dict:
@@ -212,7 +272,7 @@ def print_row(entry: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("grid", "lean", "repredict"))
+    parser.add_argument("mode", choices=("grid", "lean", "repredict", "timeline"))
     parser.add_argument("--only", help="rows whose label contains this text")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--before", type=Path,
@@ -220,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                         "src/ exported with git archive) as 'before'")
     parser.add_argument("--sides", default="plain,before,after",
                         help="lean: which sides to run (default plain,before,after)")
+    parser.add_argument("--core", action="store_true",
+                        help="grid: only the corners of each model and method (see core_rows)")
     parser.add_argument("--tag", default="", help="suffix for the results file name")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -233,10 +295,19 @@ def main(argv: list[str] | None = None) -> int:
                     print_row(entry)
             path.write_text(json.dumps(data, indent=2) + "\n")
         return 0
+    if args.mode == "timeline":
+        for name, row in LEAN.items():
+            if args.only and args.only not in name:
+                continue
+            found = timeline(row, args.before or ROOT / "src", args.steps)
+            print(f"{name}: peak {found['peak_mb']:.0f} MB (sampled)")
+            for when, rss, text in found["lines"]:
+                print(f"  {when:7.1f}s {rss:7.0f} MB  {text}")
+        return 0
     path = RESULTS / f"memory_run_{args.mode}{args.tag}.json"
     rows: list[dict] = []
     if args.mode == "grid":
-        for row in GRID:
+        for row in (core_rows() if args.core else GRID):
             if args.only and args.only not in label(row):
                 continue
             entry = {"label": label(row), "row": list(row), **tunesmith_run(row, ROOT / "src", args.steps)}

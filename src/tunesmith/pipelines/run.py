@@ -112,4 +112,11 @@ def run(
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
     training = train(cfg, out / "data", out, progress=progress, log=log, callbacks=callbacks)
     evaluation = evaluate(out, log=log)
+    from tunesmith.advise.run_memory import record_run_peak
+
+    # The process's peak now covers prepare, training and evaluation: the whole run's.
+    evaluation.metrics = record_run_peak(out / "metrics.json")
+    from tunesmith.report import write_reports
+
+    write_reports(out)  # with the whole run's peak beside the estimate
     return RunResult(out, training.task, evaluation.metrics, training, evaluation, counts)
