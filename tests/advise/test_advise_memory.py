@@ -239,10 +239,11 @@ def test_unknown_model_and_bad_file(tmp_path):
 
 
 def test_cli_json_and_table(capsys):
-    assert main(["estimate-memory", "--params", "7e9", "--method", "full", "--json"]) == 0
+    assert main(["estimate-memory", "--params", "7e9", "--method", "full", "--precision", "fp32",
+                 "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {"weights_gb", "gradients_gb", "optimizer_gb", "activations_gb", "total_gb"} <= set(data)
     assert data["total_gb"] == 112.0
-    assert main(["estimate-memory", "--params", "7e9", "--method", "full"]) == 0
+    assert main(["estimate-memory", "--params", "7e9", "--method", "full", "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "112.00 GB" in out and "7,000,000,000 parameters x 4 bytes" in out

@@ -19,7 +19,8 @@ more, and on CPU it is the process's resident memory (RSS) that must fit:
   run's peak when training adds little (small batches, frozen bases).
 
 The whole-run peak is ``fixed + extra + max(loading, weights + optimizer + best copy +
-max(gradients, slack x activations))``. On CUDA the process's GPU memory adds the CUDA context
+max(gradients, slack x activations))``, where the best copy is the loop's copy of the best
+trainable weights. On CUDA the process's GPU memory adds the CUDA context
 and the caching allocator's reserve, which are not modelled here (no GPU measurement yet): the
 whole-run figure is only given for CPU.
 """
@@ -163,6 +164,7 @@ class RunEstimate:
         activations = size.get("activations", 0.0)
         training = (size.get("weights", 0.0) + size.get("optimizer", 0.0)
                     + max(size.get("gradients", 0.0), ACTIVATION_SLACK * activations))
+        training += self.measured_parts.get("best_copy", 0.0)
         return (self.measured_parts.get("fixed", 0.0) + self.measured_parts.get("extra", 0.0)
                 + max(self.loading_bytes, training))
 
@@ -199,10 +201,14 @@ def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = N
     load = LOAD_COPIES * (weights.bytes if weights else 0.0)
     act = train.part("activations")
     slack = (ACTIVATION_SLACK - 1) * act.bytes if act else 0.0
-    parts = {"fixed": fixed, "extra": RUN_EXTRA_BYTES, "slack": slack}
+    # The loop keeps a copy of the best trainable weights (counted once: the preflight's
+    # arguments already include it in the weights).
+    best = 0.0 if args.keep_best_copy else train.trainable_params * 4.0
+    parts = {"fixed": fixed, "extra": RUN_EXTRA_BYTES, "slack": slack, "best_copy": best}
     formulas = {
         "fixed": f"the libraries a run imports, {where}",
         "extra": "tokenizer, data, MLflow store, bookkeeping (fitted on whole runs)",
+        "best_copy": f"the loop's copy of the best weights: {train.trainable_params:,} x 4 bytes",
         "slack": f"glibc keeps freed activation blocks: activations x {ACTIVATION_SLACK - 1:g} "
                  "more (fitted, glibc defaults)",
     }

@@ -51,7 +51,8 @@ def estimate_memory(
         shape = memory.model_shape(model)  # type: ignore[arg-type]
     cfg = load_config(config) if config is not None else Config()
     given = {k: v for k, v in (settings or {}).items() if v is not None}
-    args = memory.MemoryArgs.from_config(cfg, device=device, keep_best_copy=True, **given)
+    # The training table is the guide's accounting; the whole run adds the loop's best copy.
+    args = memory.MemoryArgs.from_config(cfg, device=device, keep_best_copy=False, **given)
     return estimate_run(shape, args)
 
 
