@@ -524,7 +524,8 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     :data:`QLORA_CPU_EXTRA_BYTES_PER_PARAM`). Cost: arithmetic only. Raises UsageError for
     unknown choices or argument names.
     """
-    a = (args or MemoryArgs.defaults()).replace(**changes)
+    # Without args the defaults follow the device asked for (precision auto: fp32 on CPU).
+    a = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)
     method, batch_size, max_length, precision = a.method, a.batch_size, a.max_length, a.precision
     optimizer, gradient_checkpointing, device = a.optimizer, a.gradient_checkpointing, a.device
     lora_r, lora_targets, adapter_type = a.lora_r, a.lora_targets, a.adapter_type
@@ -611,7 +612,7 @@ def largest_batch_that_fits(
 ) -> int:
     """The largest micro-batch (a power of two, at most ``limit``) whose estimate fits in
     ``budget_bytes``; 0 when even a batch of 1 does not fit."""
-    base = (args or MemoryArgs.defaults()).replace(**changes)
+    base = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)
     best = 0
     batch = 1
     while batch <= limit:
