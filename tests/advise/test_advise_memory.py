@@ -69,14 +69,14 @@ def test_guide_quantisation_numbers():
 
 def test_qlora_on_cpu_adds_an_fp32_working_copy_of_the_quantised_weights():
     shape = standin_shape(7e9, layers=32, hidden=4096)
-    gpu = estimate_memory(shape, method="qlora", device="cuda")
-    cpu = estimate_memory(shape, method="qlora", device="cpu")
+    gpu = estimate_memory(shape, method="qlora", device="cuda", precision="fp32")
+    cpu = estimate_memory(shape, method="qlora", device="cpu", precision="fp32")
     # Stand-in: every parameter is quantised, so the CPU copy is 7e9 x 4 bytes = 28 GB.
     assert cpu.part("weights").bytes - gpu.part("weights").bytes == pytest.approx(28 * GB)
     assert "CPU working copy" in cpu.part("weights").formula
     for method in ("full", "lora"):  # the term is QLoRA's alone
-        assert (estimate_memory(shape, method=method, device="cpu").total_bytes
-                == estimate_memory(shape, method=method, device="cuda").total_bytes)
+        assert (estimate_memory(shape, method=method, device="cpu", precision="fp32").total_bytes
+                == estimate_memory(shape, method=method, device="cuda", precision="fp32").total_bytes)
     with pytest.raises(UsageError, match="--device"):
         estimate_memory(shape, method="qlora", device="tpu")
 
