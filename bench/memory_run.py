@@ -315,7 +315,7 @@ def print_row(entry: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("grid", "lean", "repredict", "timeline", "fit"))
+    parser.add_argument("mode", choices=("grid", "lean", "repredict", "timeline", "fit", "table"))
     parser.add_argument("--held-out", default="qlora,adapter",
                         help="fit: methods checked, not fitted on (default qlora,adapter)")
     parser.add_argument("--only", help="rows whose label contains this text")
@@ -340,6 +340,19 @@ def main(argv: list[str] | None = None) -> int:
                     score(entry)
                     print_row(entry)
             path.write_text(json.dumps(data, indent=2) + "\n")
+        return 0
+    if args.mode == "table":  # the README's rows, from every grid file
+        for path in sorted(RESULTS.glob("memory_run_grid*.json")):
+            for e in json.loads(path.read_text())["rows"]:
+                if "measured_gb" not in e:
+                    continue
+                model, _, method, batch, length, _ = e["row"]
+                mib = 1e9 / 2**20
+                print(f"| {model} | {method} | {batch} x {e.get('seq_len') or length} | "
+                      f"{e['predicted']['train_gb'] * mib:,.0f} MB | "
+                      f"{e['predicted']['run_gb'] * mib:,.0f} MB | {e['peak_mb']:,.0f} MB"
+                      f"{' (through training)' if 'peak_through_training_mb' in e else ''} | "
+                      f"{e['relative_error']:+.1%} |")
         return 0
     if args.mode == "fit":
         path = RESULTS / "memory_run_grid.json"
