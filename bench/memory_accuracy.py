@@ -1,4 +1,4 @@
-"""Is `tunesmith estimate-memory` right? Predicted vs measured peak training memory.
+"""The training estimate alone against training alone (for the whole run: bench/memory_run.py).
 
 For MiniLM (classification) and SmolLM2-135M (causal LM), with full finetuning, LoRA and QLoRA,
 at two micro-batch sizes, each row runs in its own subprocess so its peak is clean:

@@ -69,14 +69,14 @@ def test_guide_quantisation_numbers():
 
 def test_qlora_on_cpu_adds_an_fp32_working_copy_of_the_quantised_weights():
     shape = standin_shape(7e9, layers=32, hidden=4096)
-    gpu = estimate_memory(shape, method="qlora", device="cuda")
-    cpu = estimate_memory(shape, method="qlora", device="cpu")
+    gpu = estimate_memory(shape, method="qlora", device="cuda", precision="fp32")
+    cpu = estimate_memory(shape, method="qlora", device="cpu", precision="fp32")
     # Stand-in: every parameter is quantised, so the CPU copy is 7e9 x 4 bytes = 28 GB.
     assert cpu.part("weights").bytes - gpu.part("weights").bytes == pytest.approx(28 * GB)
     assert "CPU working copy" in cpu.part("weights").formula
     for method in ("full", "lora"):  # the term is QLoRA's alone
-        assert (estimate_memory(shape, method=method, device="cpu").total_bytes
-                == estimate_memory(shape, method=method, device="cuda").total_bytes)
+        assert (estimate_memory(shape, method=method, device="cpu", precision="fp32").total_bytes
+                == estimate_memory(shape, method=method, device="cuda", precision="fp32").total_bytes)
     with pytest.raises(UsageError, match="--device"):
         estimate_memory(shape, method="qlora", device="tpu")
 
@@ -181,7 +181,7 @@ def test_activation_formula_matches_what_autograd_saves(tiny_bert_config, method
     measured = _saved_activation_bytes(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
                                        torch.zeros(4, dtype=torch.long))
     est = estimate_memory(model_shape(str(tiny_bert_config)), method=method, batch_size=4,
-                          max_length=64)
+                          max_length=64, precision="fp32")
     # The estimate adds one layer of backward buffers to what autograd saves.
     a, b, c = ACTIVATION_COEFFICIENTS[("encoder", method == "full")]
     one_layer = 4 * 64 * (a * 128 + b * 512 + c * 4 * 64) * 4
@@ -239,10 +239,11 @@ def test_unknown_model_and_bad_file(tmp_path):
 
 
 def test_cli_json_and_table(capsys):
-    assert main(["estimate-memory", "--params", "7e9", "--method", "full", "--json"]) == 0
+    assert main(["estimate-memory", "--params", "7e9", "--method", "full", "--precision", "fp32",
+                 "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {"weights_gb", "gradients_gb", "optimizer_gb", "activations_gb", "total_gb"} <= set(data)
     assert data["total_gb"] == 112.0
-    assert main(["estimate-memory", "--params", "7e9", "--method", "full"]) == 0
+    assert main(["estimate-memory", "--params", "7e9", "--method", "full", "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "112.00 GB" in out and "7,000,000,000 parameters x 4 bytes" in out

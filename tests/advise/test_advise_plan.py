@@ -15,7 +15,8 @@ from tunesmith.errors import UsageError
 
 def need_gb(shape, method, batch=1, **kw):
     """Memory (GB, before the plan's margin) that ``method`` needs at ``batch`` x 512."""
-    est = estimate_memory(shape, method=method, batch_size=batch, max_length=512, **kw)
+    est = estimate_memory(shape, method=method, batch_size=batch, max_length=512,
+                          **{"precision": "fp32", **kw})
     return est.total_bytes / GB / (1 - MEMORY_MARGIN) * 1.001
 
 

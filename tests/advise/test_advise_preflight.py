@@ -18,7 +18,8 @@ def config(batch=16, accum=1, method="lora", length=256, checkpointing=False):
 
 def need(shape, batch, length=256, checkpointing=False, method="lora"):
     return estimate_memory(shape, method=method, batch_size=batch, max_length=length,
-                           gradient_checkpointing=checkpointing, keep_best_copy=True).total_bytes
+                           gradient_checkpointing=checkpointing, keep_best_copy=True,
+                           precision="fp32").total_bytes
 
 
 def test_fits_unchanged(shape):

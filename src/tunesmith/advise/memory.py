@@ -19,7 +19,8 @@ widths and lengths; the fit was exact to within 1%. Frozen bases (LoRA, adapters
 tensors (no weight gradients need the layer inputs). Gradient checkpointing keeps only each
 layer's input plus one layer recomputed at a time. Causal LMs add the logits: ``vocab`` floats
 per token, held about three times at the peak (logits, log-probabilities, their gradient), which
-on small LMs with large vocabularies (SmolLM2: 49k) is the biggest single part. The backward
+on small LMs with large vocabularies (SmolLM2: 49k) would be the biggest single part; tunesmith's
+loss runs the head over the labelled positions in chunks, so only one chunk's logits count. The backward
 pass adds about one more layer's worth of gradient buffers.
 
 The total is the peak, not the guide's plain sum: weights + optimizer states + the larger of
@@ -65,6 +66,9 @@ ACTIVATION_COEFFICIENTS: dict[tuple[str, bool], tuple[float, float, float]] = {
 EMBEDDING_ELEMENTS_PER_HIDDEN = 3.0
 # Copies of the logits alive at the peak of a causal LM's step: logits, log-softmax, gradient.
 LOGIT_COPIES = 3.0
+# Logit elements per chunk of the causal-LM loss (train/objectives.py's CHUNK_ELEMENTS; the
+# estimator does not import the training code).
+LOGIT_CHUNK_ELEMENTS = 2**24
 # NF4 with double quantisation: 4 bits per weight, an 8-bit absmax per 64 weights and a 32-bit
 # constant per 256 absmax blocks (QLoRA paper, section 2).
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -437,37 +441,97 @@ def _activation_part(
     text = f"({layer_text} + {EMBEDDING_ELEMENTS_PER_HIDDEN:g}h per token) x {act_bytes} bytes"
     if shape.kind == "causal":
         if shape.vocab:
-            # Logits stay fp32 (the loss upcasts them) whatever the activation precision.
-            total_bytes = total * act_bytes + LOGIT_COPIES * tokens * shape.vocab * 4
-            text += f" + logits {LOGIT_COPIES:g} x B x L x vocab {shape.vocab:,} x 4 bytes"
+            # Logits stay fp32 (the loss upcasts them) whatever the activation precision. The
+            # loss runs the head over the labelled positions in chunks (train/objectives.py),
+            # so at most one chunk's logits exist at a time.
+            rows = min(tokens, max(1, LOGIT_CHUNK_ELEMENTS // shape.vocab))
+            total_bytes = total * act_bytes + LOGIT_COPIES * rows * shape.vocab * 4
+            text += (f" + logits {LOGIT_COPIES:g} x min(B x L, chunk {rows}) x vocab "
+                     f"{shape.vocab:,} x 4 bytes")
             return MemoryPart("activations", total_bytes, text)
         notes.append("LM logits left out: give --vocab to include them.")
     return MemoryPart("activations", total * act_bytes, text)
 
 
-def estimate_memory(
-    shape: ModelShape,
-    *,
-    method: str = "lora",
-    batch_size: int = 8,
-    max_length: int = 512,
-    precision: str = "fp32",
-    optimizer: str = "adamw",
-    gradient_checkpointing: bool = False,
-    lora_r: int = 8,
-    lora_targets: str | list[str] = "attention",
-    adapter_type: str = "pfeiffer",
-    adapter_reduction_factor: int = 16,
-    keep_best_copy: bool = False,
-    device: str = "cuda",
-) -> MemoryEstimate:
+def _config_defaults() -> Any:
+    from tunesmith.config import Config
+
+    return Config()
+
+
+@dataclass(frozen=True)
+class MemoryArgs:
+    """Everything the estimate depends on besides the model's shape: one typed group.
+
+    Build it from a run's config with :meth:`from_config` (what the preflight and ``advise``
+    do); ``MemoryArgs.defaults()`` is the built-in config's values (what ``estimate-memory``
+    starts from). Values are checked by :func:`estimate_memory`, not here.
+    """
+
+    method: str
+    batch_size: int
+    max_length: int
+    precision: str  # the estimator's precision: fp32 | bf16 | mixed (see config_precision)
+    optimizer: str
+    gradient_checkpointing: bool
+    lora_r: int
+    lora_targets: str | list[str]
+    adapter_type: str
+    adapter_reduction_factor: int
+    keep_best_copy: bool = False  # the loop keeps the best trainable weights in memory
+    device: str = "cuda"
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, device: str = "cuda", **changes: Any) -> MemoryArgs:
+        """The arguments a run of ``cfg`` (a :class:`tunesmith.config.Config`) trains with on
+        ``device``; ``changes`` replace fields (e.g. the preflight's ``batch_size``). Raises
+        UsageError for a field that does not exist."""
+        ft = cfg.finetune
+        args = cls(
+            method=ft.method, batch_size=ft.batch_size, max_length=cfg.prepare.max_length,
+            precision=config_precision(ft.precision, cuda=device == "cuda"),
+            optimizer="adamw",  # the loop's optimizer
+            gradient_checkpointing=ft.gradient_checkpointing, lora_r=ft.lora_r,
+            lora_targets=ft.lora_target_modules, adapter_type=ft.adapter_type,
+            adapter_reduction_factor=ft.adapter_reduction_factor, keep_best_copy=True,
+            device=device,
+        )
+        return args.replace(**changes)
+
+    @classmethod
+    def defaults(cls, *, device: str = "cuda") -> MemoryArgs:
+        """The built-in config's values (config.py is the one place defaults live); no
+        best-checkpoint copy, as for a plain training script."""
+        return cls.from_config(_config_defaults(), device=device, keep_best_copy=False)
+
+    def replace(self, **changes: Any) -> MemoryArgs:
+        from dataclasses import fields, replace
+
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown memory-estimate argument(s): {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(known))}).")
+        return replace(self, **changes)
+
+
+def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes: Any) -> MemoryEstimate:
     """Peak training memory for one micro-batch of ``batch_size`` x ``max_length`` tokens.
 
-    ``keep_best_copy`` adds the copy of the trainable weights that tunesmith's loop keeps for
-    the best checkpoint (counted with the weights). ``device`` ("cuda" or "cpu") matters for
-    QLoRA only: on CPU bitsandbytes holds fp32-sized working memory for the quantised weights
-    (see :data:`QLORA_CPU_EXTRA_BYTES_PER_PARAM`). Raises UsageError for unknown choices.
+    ``args`` (default :meth:`MemoryArgs.defaults`) with ``changes`` applied on top (keyword
+    shorthand: ``estimate_memory(shape, method="full")``). ``keep_best_copy`` adds the copy of
+    the trainable weights that tunesmith's loop keeps for the best checkpoint (counted with the
+    weights). ``device`` ("cuda" or "cpu") matters for QLoRA only: on CPU bitsandbytes holds
+    fp32-sized working memory for the quantised weights (see
+    :data:`QLORA_CPU_EXTRA_BYTES_PER_PARAM`). Cost: arithmetic only. Raises UsageError for
+    unknown choices or argument names.
     """
+    # Without args the defaults follow the device asked for (precision auto: fp32 on CPU).
+    a = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)
+    method, batch_size, max_length, precision = a.method, a.batch_size, a.max_length, a.precision
+    optimizer, gradient_checkpointing, device = a.optimizer, a.gradient_checkpointing, a.device
+    lora_r, lora_targets, adapter_type = a.lora_r, a.lora_targets, a.adapter_type
+    adapter_reduction_factor, keep_best_copy = a.adapter_reduction_factor, a.keep_best_copy
     if device not in DEVICES:
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.")
     if precision not in PRECISIONS:
@@ -545,14 +609,16 @@ def config_precision(precision: str, *, cuda: bool) -> str:
 
 
 def largest_batch_that_fits(
-    shape: ModelShape, budget_bytes: float, *, limit: int = 4096, **kwargs: Any
+    shape: ModelShape, budget_bytes: float, args: MemoryArgs | None = None, *, limit: int = 4096,
+    **changes: Any,
 ) -> int:
     """The largest micro-batch (a power of two, at most ``limit``) whose estimate fits in
     ``budget_bytes``; 0 when even a batch of 1 does not fit."""
+    base = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)
     best = 0
     batch = 1
     while batch <= limit:
-        if estimate_memory(shape, batch_size=batch, **kwargs).total_bytes > budget_bytes:
+        if estimate_memory(shape, base, batch_size=batch).total_bytes > budget_bytes:
             break
         best = batch
         batch *= 2

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.advise.memory import (
+    MemoryArgs,
     MemoryEstimate,
     ModelShape,
-    config_precision,
     estimate_memory,
     format_bytes,
 )
@@ -34,16 +35,9 @@ from tunesmith.errors import TunesmithError
 
 def _estimate(cfg: Config, shape: ModelShape, batch: int, seq_len: int, cuda: bool,
               checkpointing: bool) -> MemoryEstimate:
-    ft = cfg.finetune
-    return estimate_memory(
-        shape, method=ft.method, batch_size=batch, max_length=seq_len,
-        precision=config_precision(ft.precision, cuda=cuda), optimizer="adamw",
-        gradient_checkpointing=checkpointing, lora_r=ft.lora_r,
-        lora_targets=ft.lora_target_modules, adapter_type=ft.adapter_type,
-        adapter_reduction_factor=ft.adapter_reduction_factor,
-        keep_best_copy=True,  # the loop keeps the best trainable weights in memory
-        device="cuda" if cuda else "cpu",
-    )
+    args = MemoryArgs.from_config(cfg, device="cuda" if cuda else "cpu", batch_size=batch,
+                                  max_length=seq_len, gradient_checkpointing=checkpointing)
+    return estimate_memory(shape, args)
 
 
 def preflight(
@@ -109,24 +103,58 @@ def resident_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def check_before_training(
-    cfg: Config, model: Any, *, seq_len: int | None = None, log: Callable[[str], None] = print,
-) -> Config:
-    """Measure the memory available and run :func:`preflight`; log its messages.
+@dataclass
+class MemoryCheck:
+    """What the preflight decided and estimated, and the process's memory when it ran."""
 
-    Never stops a run: when the model's shape cannot be read (an architecture the estimator
-    does not know), it says so and returns ``cfg`` unchanged.
+    cfg: Config
+    estimate: Any  # RunEstimate (None when the model's shape could not be read)
+    rss_before_bytes: float  # the process's RSS when the preflight ran (model loaded)
+
+    def record(self, train_peak_mb: float) -> dict[str, float]:
+        """metrics.json's memory keys: the process's whole peak so far (``peak_run_mb``, the
+        kernel's high-water mark), what training added over the RSS before it
+        (``train_added_mb``, from the loop's sampled peak) and the estimates beside them.
+        MB = 2**20 bytes, as ``peak_memory_mb``."""
+        from tunesmith.advise.run_memory import process_peak_bytes
+
+        out: dict[str, float] = {}
+        peak = process_peak_bytes()
+        if peak:
+            out["peak_run_mb"] = round(peak / 2**20, 1)
+        if self.rss_before_bytes and train_peak_mb:
+            out["train_added_mb"] = round(max(0.0, train_peak_mb - self.rss_before_bytes / 2**20), 1)
+        if self.estimate is not None:
+            out["estimate_run_mb"] = round(self.estimate.total_bytes / 2**20, 1)
+            out["estimate_train_mb"] = round(self.estimate.train.total_bytes / 2**20, 1)
+        return out
+
+
+def check_memory(
+    cfg: Config, model: Any, *, seq_len: int | None = None, log: Callable[[str], None] = print,
+) -> MemoryCheck:
+    """Measure the memory available, run :func:`preflight` and log its messages; return the
+    config to train with and the whole-run estimate for it.
+
+    On CPU the fixed cost comes from :func:`tunesmith.advise.run_memory.fixed_cost` (measured
+    in a subprocess the first time on a machine, 10-60 s, then cached): this process's own RSS
+    would miss what the run imports later (MLflow at the tracker's start, matplotlib for the
+    plots). Never stops a run: when the
+    model's shape cannot be read (an architecture the estimator does not know), it says so and
+    returns ``cfg`` unchanged with no estimate.
     """
     import psutil
     import torch
 
     from tunesmith.advise.memory import model_shape
+    from tunesmith.advise.run_memory import estimate_run
 
+    rss = float(psutil.Process().memory_info().rss)
     try:
         shape = model_shape(cfg.finetune.model)
     except (TunesmithError, OSError, ValueError, KeyError) as exc:
         log(f"preflight skipped: the memory estimate needs the model's config ({exc}).")
-        return cfg
+        return MemoryCheck(cfg, None, rss)
     cuda = torch.cuda.is_available()
     if cuda:
         free, _ = torch.cuda.mem_get_info()
@@ -136,4 +164,19 @@ def check_before_training(
     new_cfg, messages = preflight(cfg, shape, available, seq_len=seq_len, cuda=cuda)
     for message in messages:
         log(message)
-    return new_cfg
+    ft = new_cfg.finetune
+    length = min(seq_len or new_cfg.prepare.max_length, new_cfg.prepare.max_length)
+    args = MemoryArgs.from_config(new_cfg, device="cuda" if cuda else "cpu", max_length=length,
+                                  batch_size=ft.batch_size)
+    estimate = estimate_run(shape, args)  # on CPU: the fixed cost measured once per machine
+    if not cuda:
+        log(f"memory: the whole run is estimated to peak at {format_bytes(estimate.total_bytes)} "
+            f"resident (training itself {format_bytes(estimate.train.total_bytes)}).")
+    return MemoryCheck(new_cfg, estimate, rss)
+
+
+def check_before_training(
+    cfg: Config, model: Any, *, seq_len: int | None = None, log: Callable[[str], None] = print,
+) -> Config:
+    """:func:`check_memory`'s config (what older callers need)."""
+    return check_memory(cfg, model, seq_len=seq_len, log=log).cfg

@@ -29,16 +29,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     est.add_argument("--heads", type=int, help="with --params: attention heads (default hidden/64)")
     est.add_argument("--intermediate", type=int, help="with --params: feed-forward width (default 4 x hidden)")
     est.add_argument("--vocab", type=int, help="with --params: vocabulary (an LM's logits)")
-    est.add_argument("--method", choices=METHOD_CHOICES, default="lora")
-    est.add_argument("--batch-size", type=int, default=8, help="micro-batch (default 8)")
-    est.add_argument("--max-length", type=int, default=512, help="tokens per example (default 512)")
-    est.add_argument("--precision", choices=("fp32", "bf16", "mixed"), default="fp32")
-    est.add_argument("--optimizer", choices=("adamw", "adamw-8bit", "sgd"), default="adamw")
-    est.add_argument("--gradient-checkpointing", action="store_true")
+    # Unset flags take the config's values (--config, else the built-in defaults).
+    est.add_argument("--config", help="params.yaml whose method, batch, length, rank ... to use "
+                     "(default: the built-in defaults)")
+    est.add_argument("--method", choices=METHOD_CHOICES, help="default: finetune.method")
+    est.add_argument("--batch-size", type=int, help="micro-batch (default: finetune.batch_size)")
+    est.add_argument("--max-length", type=int,
+                     help="tokens per example (default: prepare.max_length)")
+    est.add_argument("--precision", choices=("fp32", "bf16", "mixed"),
+                     help="default: finetune.precision's rule (auto: fp32 on cpu, mixed on cuda)")
+    est.add_argument("--optimizer", choices=("adamw", "adamw-8bit", "sgd"),
+                     help="default: adamw, the training loop's")
+    est.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                     help="default: finetune.gradient_checkpointing")
     est.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                      help="where it trains (default cuda); on cpu QLoRA adds bitsandbytes' "
-                     "fp32-sized working copy of the 4-bit weights")
-    est.add_argument("--lora-r", type=int, default=8, help="LoRA rank (default 8)")
+                     "fp32-sized working copy of the 4-bit weights, and the whole-run estimate "
+                     "adds this machine's fixed cost and allocator slack")
+    est.add_argument("--lora-r", type=int, help="LoRA rank (default: finetune.lora_r)")
     est.add_argument("--json", action="store_true", help="print JSON (weights_gb ... total_gb)")
     est.set_defaults(handler=_estimate_memory)
 
@@ -112,19 +120,22 @@ def _estimate_memory(args: argparse.Namespace) -> int:
     from tunesmith.advise.memory import format_bytes, human_params
     from tunesmith.pipelines.advise import estimate_memory
 
-    est = estimate_memory(
+    run = estimate_memory(
         model=args.model, params=args.params, layers=args.layers, hidden=args.hidden,
-        heads=args.heads, intermediate=args.intermediate, vocab=args.vocab, method=args.method,
-        batch_size=args.batch_size, max_length=args.max_length, precision=args.precision,
-        optimizer=args.optimizer, gradient_checkpointing=args.gradient_checkpointing,
-        lora_r=args.lora_r, device=args.device,
+        heads=args.heads, intermediate=args.intermediate, vocab=args.vocab, device=args.device,
+        config=args.config,
+        settings={"method": args.method, "batch_size": args.batch_size,
+                  "max_length": args.max_length, "precision": args.precision,
+                  "optimizer": args.optimizer, "gradient_checkpointing": args.gradient_checkpointing,
+                  "lora_r": args.lora_r},
     )
+    est = run.train
     if args.json:
-        print(json.dumps(est.to_json(), indent=2))
+        print(json.dumps(run.to_json(), indent=2))
         return 0
     shape = est.shape
     print(f"{shape.name}: {human_params(shape.total_params)} parameters ({shape.kind}), "
-          f"{args.method}, {est.trainable_params:,} trainable; batch {est.batch_size} x "
+          f"{est.method}, {est.trainable_params:,} trainable; batch {est.batch_size} x "
           f"{est.max_length} tokens, {est.precision}, {est.optimizer}"
           + (", gradient checkpointing" if est.gradient_checkpointing else ""))
     _table([(p.key, format_bytes(p.bytes), p.formula) for p in est.parts]
@@ -134,7 +145,12 @@ def _estimate_memory(args: argparse.Namespace) -> int:
                "sum of the lines above")])
     if est.part("activations"):
         print(f"  (the guide adds every line: {format_bytes(est.sum_bytes)}, an upper bound)")
-    for note in est.notes:
+    if run.measured_parts:
+        print(f"whole run (what `tunesmith run` peaks at on this machine): "
+              f"{format_bytes(run.total_bytes)}")
+        _table([(key, format_bytes(value), run.formulas[key])
+                for key, value in run.measured_parts.items()])
+    for note in [*est.notes, *run.notes]:
         print(f"note: {note}")
     return 0
 

@@ -23,19 +23,23 @@ def estimate_memory(
     heads: int | None = None,
     intermediate: int | None = None,
     vocab: int | None = None,
-    method: str = "lora",
-    batch_size: int = 8,
-    max_length: int = 512,
-    precision: str = "fp32",
-    optimizer: str = "adamw",
-    gradient_checkpointing: bool = False,
-    lora_r: int = 8,
-    lora_targets: str | list[str] = "attention",
     device: str = "cuda",
+    config: str | Path | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Any:
-    """``tunesmith estimate-memory``: a :class:`~tunesmith.advise.memory.MemoryEstimate` for a
-    model (name, folder or config.json) or a stand-in size (``params``)."""
+    """``tunesmith estimate-memory``: a :class:`~tunesmith.advise.memory.RunEstimate` (the
+    whole run and, inside it, the training estimate) for a model (name, folder or config.json)
+    or a stand-in size (``params``).
+
+    The arguments are one :class:`~tunesmith.advise.memory.MemoryArgs` built from ``config``
+    (a params.yaml; default the built-in config) for ``device``, with ``settings`` (field name
+    -> value; None values are ignored) on top. On CPU the first call on a machine measures the
+    fixed cost of a run in a subprocess (about 10-20 s) and caches it. Raises UsageError for a
+    bad combination, ConfigError/AssetError for an unreadable config or model.
+    """
     from tunesmith.advise import memory
+    from tunesmith.advise.run_memory import estimate_run
+    from tunesmith.config import Config, load_config
 
     if (model is None) == (params is None):
         raise UsageError("give exactly one of --model (a name, folder or config.json) and --params.")
@@ -46,11 +50,11 @@ def estimate_memory(
         )
     else:
         shape = memory.model_shape(model)  # type: ignore[arg-type]
-    return memory.estimate_memory(
-        shape, method=method, batch_size=batch_size, max_length=max_length, precision=precision,
-        optimizer=optimizer, gradient_checkpointing=gradient_checkpointing, lora_r=lora_r,
-        lora_targets=lora_targets, device=device,
-    )
+    cfg = load_config(config) if config is not None else Config()
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    # The training table is the guide's accounting; the whole run adds the loop's best copy.
+    args = memory.MemoryArgs.from_config(cfg, device=device, keep_best_copy=False, **given)
+    return estimate_run(shape, args)
 
 
 def diagnose(run_dir: str | Path) -> Any:

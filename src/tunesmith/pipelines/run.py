@@ -148,7 +148,19 @@ def run(
                            callbacks=callbacks)
     log(check_servability(out).summary())  # where the trained adapter can be served, and how
     evaluation = evaluate(out, log=log)
+    evaluation.metrics = _record_whole_run_peak(out)
     return RunResult(out, evaluation.metrics["task"], evaluation.metrics, training, evaluation, counts)
+
+
+def _record_whole_run_peak(out: Path) -> dict[str, Any]:
+    """The process's peak now covers prepare, training and evaluation: record it as the whole
+    run's in metrics.json and rewrite the reports, which show it beside the estimate."""
+    from tunesmith.advise.run_memory import record_run_peak
+    from tunesmith.report import write_reports
+
+    metrics = record_run_peak(out / "metrics.json")
+    write_reports(out)
+    return metrics
 
 
 def _train_step(

@@ -248,9 +248,10 @@ def train(
         log(note)
     # Hook (advisor): if the memory estimate does not fit, a smaller micro-batch with more
     # accumulation (same effective batch); before apply_method, which reads gradient_checkpointing.
-    from tunesmith.advise.preflight import check_before_training
+    from tunesmith.advise.preflight import check_memory
 
-    cfg = check_before_training(cfg, loaded.model, seq_len=max(plan.train_data.lengths, default=None), log=log)
+    memory_check = check_memory(cfg, loaded.model, seq_len=max(plan.train_data.lengths, default=None), log=log)
+    cfg = memory_check.cfg
     model = apply_method(loaded.model, cfg.finetune, task=task)
     summary = trainable_summary(model)
     log(f"{cfg.finetune.method}: {summary}")
@@ -300,6 +301,7 @@ def train(
             "samples_per_second": round(result.samples_per_second, 2),
             "tokens_per_second": round(result.tokens_per_second, 1),
             "peak_memory_mb": round(result.peak_memory_mb, 1),
+            **memory_check.record(result.peak_memory_mb),  # whole-run peak, estimates
             "trainable_params": summary.trainable,
             "trainable_percent": round(summary.percent, 4),
             "epochs_run": result.epochs_run,

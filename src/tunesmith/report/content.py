@@ -202,6 +202,10 @@ def gather(run_dir: str | Path) -> ReportContent:
             facts[key] = str(run_meta[key])
 
     training = dict(metrics.get("train") or {})
+    if training.get("peak_run_mb") and training.get("estimate_run_mb"):  # the memory estimate's check
+        peak, estimate = training["peak_run_mb"], training["estimate_run_mb"]
+        training["peak memory: measured / estimated"] = (
+            f"{peak:,.0f} MB / {estimate:,.0f} MB ({estimate / peak - 1:+.0%})")
     train_records = [r for r in history if r.get("kind") == "train"]
     eval_records = [r for r in history if r.get("kind") == "eval"]
     if train_records:

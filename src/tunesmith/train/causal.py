@@ -34,7 +34,8 @@ cache, transformers skips the packed-sequence detection).
 
 **Objective.** :func:`causal_lm_loss` returns the *sum* of the token losses over response tokens
 and their count, so the loop normalises by tokens. It runs the decoder, keeps the hidden states
-at labelled positions only and applies the LM head to those: with a 49k-token vocabulary the
+at labelled positions only and applies the LM head to those, in chunks
+(:func:`tunesmith.train.objectives.chunked_cross_entropy`): with a 49k-token vocabulary the
 full logits tensor (batch x length x vocab floats) is the largest activation, and most positions
 are prompt tokens that need none.
 """
@@ -344,9 +345,13 @@ def _head_is_plain(model: Any) -> bool:
     return getattr(config, "final_logit_softcapping", None) is None and not hasattr(config, "logit_scale")
 
 
-def _labelled_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """Logits at the positions that predict a labelled token, those targets, and the mask."""
+def _labelled_losses(model: Any, batch: dict[str, Any], reduction: str) -> tuple[Any, Any, Any]:
+    """Cross-entropy at the positions that predict a labelled token (summed, or one per
+    position with ``reduction="none"``), those targets, and the mask."""
+    import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel
+
+    from tunesmith.train.objectives import chunked_cross_entropy
 
     # Under DDP the forward must go through the wrapper (it prepares the gradient all-reduce),
     # so the LM-head-at-labelled-positions shortcut is used on a single process only.
@@ -362,27 +367,25 @@ def _labelled_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
             break
     if _head_is_plain(inner) and not distributed:
         hidden = inner.get_decoder()(**inputs).last_hidden_state[:, :-1]
-        logits = inner.get_output_embeddings()(hidden[keep])
+        # The head runs in chunks, so the full (positions x vocabulary) logits never exist.
+        losses = chunked_cross_entropy(inner.get_output_embeddings(), hidden[keep], targets[keep],
+                                       reduction=reduction)
     else:
         logits = model(**inputs).logits[:, :-1][keep]
-    # float(): the loss stays accurate when the forward pass runs under bf16/fp16 autocast.
-    return logits.float(), targets[keep], keep
+        # float(): the loss stays accurate when the forward pass runs under bf16/fp16 autocast.
+        losses = F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+    return losses, targets[keep], keep
 
 
 def causal_lm_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     """``(sum of next-token losses over labelled tokens, their count)`` for one batch."""
-    import torch.nn.functional as F
-
-    logits, targets, _ = _labelled_logits(model, batch)
-    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+    loss, targets, _ = _labelled_losses(model, batch, "sum")
+    return loss, int(targets.numel())
 
 
 def row_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """Per row of the batch: summed NLL of its labelled tokens, and how many there are."""
-    import torch.nn.functional as F
-
-    logits, targets, keep = _labelled_logits(model, batch)
-    losses = F.cross_entropy(logits, targets, reduction="none")
+    losses, _, keep = _labelled_losses(model, batch, "none")
     rows = keep.nonzero()[:, 0]
     sums = losses.new_zeros(keep.shape[0]).index_add_(0, rows, losses)
     return sums, keep.sum(dim=1)
