@@ -104,7 +104,8 @@ def _fmt(value: Any) -> str:
 
 
 def _render_result(
-    task: str, metrics: dict[str, Any], out: Path, tracking_uri: str | None = None
+    task: str, metrics: dict[str, Any], out: Path, tracking_uri: str | None = None,
+    outcome: Any = None,
 ) -> None:
     """The baseline vs finetuned table and where the outputs are."""
     from rich.console import Console
@@ -129,10 +130,16 @@ def _render_result(
         table.add_row("majority class", _fmt(baseline["majority_rate"]), "", "")
     console = Console()
     console.print(table)
-    if task == "classification" and "accuracy" in delta:  # higher is better for each key
-        headline, change = "accuracy", delta["accuracy"]
+    if outcome is not None and not outcome.finetuned_won:
+        for line in outcome.lines(f"baseline ({kind})"):
+            console.print(line, markup=False)
+    elif task == "classification" and "accuracy" in delta:  # higher is better for each key
+        headline = outcome.metric if outcome is not None else "accuracy"
+        change = delta.get(headline, delta["accuracy"])
         console.print(
             f"finetuning beat the baseline: {headline} {change:+.4f}" if change > 0 else
+            f"finetuning matched the baseline ({headline} {change:+.4f}): no step improved on "
+            "the starting point on validation, so its weights were kept." if change == 0 else
             f"finetuning did NOT beat the baseline ({headline} {change:+.4f}): look at "
             "plots/loss.png; too few steps or too low a learning rate are the usual causes."
         )
@@ -162,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
-    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg))
+    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg), result.outcome)
     return 0
 
 
@@ -184,7 +191,7 @@ def _demo(args: argparse.Namespace) -> int:
     for key, reason in DEMO_REASONS.items():
         _err(f"  {key} = {flat[key]}: {reason}")
     result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
-    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg))
+    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg), result.outcome)
     return 0
 
 

@@ -12,6 +12,7 @@ with the changes that make it finish in minutes on 2 CPU cores and beat its base
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,60 @@ def demo_config(overrides: list[str] | None = None) -> Config:
 
 
 @dataclass
+class Outcome:
+    """Did finetuning beat the baseline on the run's headline metric, and if not, what next."""
+
+    metric: str  # the metric that decides (the one that picked the best checkpoint)
+    baseline: float
+    finetuned: float
+    diagnosis: Any = None  # tunesmith.advise.diagnose.Diagnosis when finetuning lost
+
+    @property
+    def finetuned_won(self) -> bool:
+        return self.finetuned >= self.baseline
+
+    def lines(self, baseline_kind: str = "baseline") -> list[str]:
+        """What the end of `tunesmith run` says about it, for people."""
+        if self.finetuned_won:
+            return []
+        out = [f"The {baseline_kind} is better than the finetuned model on this data: test "
+               f"{self.metric} {self.baseline:.4f} against {self.finetuned:.4f} "
+               f"({self.finetuned - self.baseline:+.4f}). Use the {baseline_kind}'s numbers; "
+               "metrics.json keeps both."]
+        if self.diagnosis is not None:
+            out.append(f"diagnosis: {self.diagnosis.summary()}")
+            overrides = self.diagnosis.overrides()
+            if overrides:
+                out.append("try: tunesmith run " + " ".join(f"--set {o}" for o in overrides))
+            out += [f"  {r.render()}" for r in self.diagnosis.remedies if r.key is None]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"metric": self.metric, "baseline": self.baseline,
+                               "finetuned": self.finetuned, "finetuned_won": self.finetuned_won}
+        if self.diagnosis is not None:
+            out["diagnosis"] = self.diagnosis.verdict
+            out["overrides"] = self.diagnosis.overrides()
+        return out
+
+
+def outcome_of(metrics: dict[str, Any], best_metric: str, history: Sequence[dict[str, Any]],
+               cfg: Config) -> Outcome | None:
+    """Compare finetuned with baseline on ``best_metric`` (accuracy/f1; loss-like metrics are
+    not compared here); diagnose ``history`` when finetuning lost. None when either is missing."""
+    from tunesmith.advise.diagnose import diagnose_history
+
+    base, tuned = metrics.get("baseline", {}), metrics.get("finetuned", {})
+    metric = best_metric if best_metric in base and best_metric in tuned else "accuracy"
+    if not isinstance(base.get(metric), (int, float)) or not isinstance(tuned.get(metric), (int, float)):
+        return None
+    outcome = Outcome(metric, float(base[metric]), float(tuned[metric]))
+    if not outcome.finetuned_won:
+        outcome.diagnosis = diagnose_history(history, cfg.finetune)
+    return outcome
+
+
+@dataclass
 class RunResult:
     run_dir: Path
     task: str
@@ -60,6 +115,7 @@ class RunResult:
     training: TrainResult
     evaluation: EvaluateResult
     data_counts: dict[str, int]
+    outcome: Outcome | None = None
 
 
 def _task_guess(cfg: Config) -> str | None:
@@ -112,4 +168,11 @@ def run(
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
     training = train(cfg, out / "data", out, progress=progress, log=log, callbacks=callbacks)
     evaluation = evaluate(out, log=log)
-    return RunResult(out, training.task, evaluation.metrics, training, evaluation, counts)
+    metrics = evaluation.metrics
+    outcome = None
+    if training.task == "classification":
+        outcome = outcome_of(metrics, training.fit.best_metric, training.fit.history, cfg)
+        if outcome is not None:
+            metrics = {**metrics, "outcome": outcome.to_dict()}
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return RunResult(out, training.task, metrics, training, evaluation, counts, outcome)
