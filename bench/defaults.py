@@ -140,10 +140,16 @@ def machine() -> dict[str, Any]:
 
 
 def saved() -> dict[str, Any]:
-    """Every label's saved results (one file each, so two labels can run at once)."""
+    """Every saved result: one file per label and method list, so several can run at once."""
     merged: dict[str, Any] = {}
     for path in sorted(RESULTS.glob("defaults_*.json")):
-        merged.update(json.loads(path.read_text()))
+        for label, block in json.loads(path.read_text()).items():
+            if label == "machine":
+                merged[label] = block
+                continue
+            into = merged.setdefault(label, {"sets": {}})
+            for name, runs in block["sets"].items():
+                into["sets"].setdefault(name, []).extend(runs)
     return merged
 
 
@@ -183,7 +189,7 @@ def main() -> int:
     if args.table:
         print(table(saved()))
         return 0
-    path = RESULTS / f"defaults_{args.label}.json"
+    path = RESULTS / f"defaults_{args.label}_{'_'.join(args.methods)}.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     work = Path(args.work)
     sets = write_sets(work / "files")

@@ -25,6 +25,7 @@ from tunesmith.models import load_model
 from tunesmith.models.heads import apply_pooling, read_pooling
 from tunesmith.pipelines.run import outcome_of
 from tunesmith.pipelines.train import resolve_defaults, truncation_note
+from tunesmith.serve.merge import merge_adapter_dir
 from tunesmith.train.encoding import encode_classification
 from tunesmith.train.loop import fit, select_metric
 from tunesmith.train.objectives import ClassificationObjective
@@ -158,7 +159,8 @@ def test_mean_pooled_lora_saves_loads_and_merges_alike(tmp_path):
     model = apply_method(loaded.model, FinetuneConfig(method="lora", learning_rate=5e-2), task="classification")
     fit(model, toy_data(16), objective=ClassificationObjective(), cfg=finetune_cfg(method="lora", max_steps=2),
         pad_token_id=tokenizer().pad_token_id, progress=False)
-    save_adapter(model, tmp_path / "adapter", {"base_model": str(folder), "task": "classification"})
+    save_adapter(model, tmp_path / "adapter", {"base_model": str(folder), "task": "classification",
+                                               "labels": LABELS})
     data = toy_data(8)
     trained, _ = predict(model, data, tokenizer().pad_token_id)
 
@@ -169,6 +171,12 @@ def test_mean_pooled_lora_saves_loads_and_merges_alike(tmp_path):
                        tokenizer().pad_token_id)
     assert reloaded == pytest.approx(trained, abs=1e-5) and merged == pytest.approx(trained, abs=1e-5)
     assert fresh != pytest.approx(trained, abs=1e-3)  # the adapter changed something
+
+    # the merged export reloads as a model folder with the same pooling and predictions
+    merge_adapter_dir(tmp_path / "adapter", tmp_path / "merged")
+    exported = load_model(str(tmp_path / "merged"), task="classification", labels=LABELS)
+    assert exported.pooling.mode == "mean"
+    assert predict(exported.model, data, tokenizer().pad_token_id)[0] == pytest.approx(trained, abs=1e-5)
 
 
 def test_a_losing_run_says_the_probe_is_better_with_the_diagnosis_and_overrides():

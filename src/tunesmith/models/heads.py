@@ -137,6 +137,27 @@ def apply_pooling(model: Any, pooling: Pooling) -> Pooling:
     return pooling
 
 
+def save_pooling(model: Any, out_dir: str | Path) -> bool:
+    """Write the sentence-transformers files that make :func:`read_pooling` give ``model``'s
+    pooling again (a merged model saved with ``save_pretrained`` has no pooler weights, so
+    without them it would reload with a fresh, random pooler). False when there is nothing to
+    write (the architecture's own pooler)."""
+    pooling = getattr(model, "_tunesmith_pooling", None)
+    if pooling is None or pooling.mode == "pooler":
+        return False
+    out = Path(out_dir)
+    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST_POOLING}]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
+    flags = {flag: mode == pooling.mode for flag, mode in _ST_FLAGS}
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(flags, indent=2), encoding="utf-8")
+    if pooling.max_seq_length:
+        (out / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": pooling.max_seq_length}, indent=2), encoding="utf-8")
+    return True
+
+
 def head_linear(model: Any) -> Any:
     """The head's final linear layer (``classifier``), or None when the head is not one layer."""
     import torch
