@@ -79,11 +79,14 @@ def test_the_probe_initialised_head_reproduces_the_probe_before_training():
     apply_pooling(model, read_pooling(assets.builtin_model_path("minilm")))
     train, test = toy_data(48), encode_classification(toy_records(80)[48:], tokenizer(), LABELS, 64)
     probe = fit_probe(model, train, tokenizer().pad_token_id)
-    wanted = probe.predict(embed(model, test, tokenizer().pad_token_id))
+    features = embed(model, test, tokenizer().pad_token_id)
+    wanted = probe.predict(features)
     for temperature in (1.0, 7.0):
         assert init_head_from_probe(model, probe, temperature)
         probs, _ = predict(model, test, tokenizer().pad_token_id)
         assert probs.argmax(1).tolist() == wanted
+        if temperature == 1.0:  # the very probabilities of the probe, not just its argmax
+            assert probs == pytest.approx(probe.pipeline.predict_proba(features), abs=1e-4)
     assert len(set(wanted)) == 2  # both classes predicted: the check is not trivially true
 
 
