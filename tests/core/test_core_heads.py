@@ -13,7 +13,13 @@ from core_tiny import LABELS, finetune_cfg, tiny_bert, tokenizer, toy_data, toy_
 
 from tunesmith import assets
 from tunesmith.config import Config, FinetuneConfig, load_config
-from tunesmith.evaluate.classification import embed, fit_probe, init_head_from_probe, predict
+from tunesmith.evaluate.classification import (
+    embed,
+    fit_probe,
+    init_head_from_probe,
+    predict,
+    probe_from_features,
+)
 from tunesmith.methods import (
     apply_method,
     load_adapter,
@@ -86,8 +92,22 @@ def test_the_probe_initialised_head_reproduces_the_probe_before_training():
         probs, _ = predict(model, test, tokenizer().pad_token_id)
         assert probs.argmax(1).tolist() == wanted
         if temperature == 1.0:  # the very probabilities of the probe, not just its argmax
-            assert probs == pytest.approx(probe.pipeline.predict_proba(features), abs=1e-4)
+            assert probs == pytest.approx(probe.predict_proba(features), abs=1e-4)
     assert len(set(wanted)) == 2  # both classes predicted: the check is not trivially true
+
+
+def test_a_near_constant_embedding_dimension_gets_no_giant_head_weight():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 8)).astype(np.float32)
+    features[:, 3] = 0.25 + rng.normal(size=60) * 1e-9  # float noise around a constant
+    labels = (features[:, 0] > 0).astype(int).tolist()
+    probe = probe_from_features(features, labels)
+    weight, bias = probe.linear_head(2)
+    assert np.abs(weight).max() < 100 and weight[:, 3].tolist() == [0.0, 0.0]
+    logits = features @ weight.T + bias
+    assert logits.argmax(1).tolist() == probe.predict(features)
 
 
 def test_the_head_has_its_own_learning_rate_group():
