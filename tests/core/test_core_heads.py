@@ -101,7 +101,7 @@ def test_a_near_constant_embedding_dimension_gets_no_giant_head_weight():
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(60, 8)).astype(np.float32)
-    features[:, 3] = 0.25 + rng.normal(size=60) * 1e-9  # float noise around a constant
+    features[:, 3] = 0.25 + rng.normal(size=60) * 1e-5  # noise around a constant
     labels = (features[:, 0] > 0).astype(int).tolist()
     probe = probe_from_features(features, labels)
     weight, bias = probe.linear_head(2)
