@@ -80,7 +80,11 @@ class FinetuneConfig(_Section):
     # the time!"
     method: Method = "lora"
     # Guide: LoRA 1e-4 to 3e-4 (default 2e-4); full 1e-5 to 5e-5; QLoRA 2e-4 to 5e-4.
+    # Left unset with method full, training uses 5e-5 (the guide's upper end for full).
     learning_rate: float = Field(default=2e-4, gt=0, le=1)
+    # The classification head's own rate (its own optimizer group); null: learning_rate. The
+    # head starts from the baseline probe (LP-FT), so it needs no faster rate to catch up.
+    head_learning_rate: float | None = Field(default=None, gt=0, le=1)
     # Micro-batch per process; the effective batch is batch_size x gradient_accumulation_steps
     # x processes. Guide: "batch_size: 8 # Adjust based on memory".
     batch_size: int = Field(default=8, ge=1, le=4096)
@@ -119,9 +123,13 @@ class FinetuneConfig(_Section):
     early_stopping_patience: int = Field(default=3, ge=0)
     # Evaluate every N optimizer steps; null evaluates once per epoch.
     eval_every: int | None = Field(default=None, ge=1)
-    # The validation metric that picks the best checkpoint: "auto" is f1 for classification and
-    # loss for generative tasks; or loss | accuracy | f1.
+    # The validation metric that picks the best checkpoint and drives early stopping: "auto" is
+    # macro f1 for classification with imbalanced labels (smallest class under half the
+    # largest), accuracy for balanced ones, and loss for generative tasks; or loss | accuracy | f1.
     best_metric: Literal["auto", "loss", "accuracy", "f1"] = "auto"
+    # Classification: weight each class's loss by n / (classes x n_class), so rare classes count
+    # as much as common ones. Off by default: see docs/core.md for what it measured.
+    class_weights: bool = False
     # Log train loss, learning rate and gradient norm every N optimizer steps.
     logging_steps: int = Field(default=10, ge=1)
     seed: int = 42

@@ -37,7 +37,8 @@ def test_run_writes_the_run_folder_and_logs_to_mlflow(in_tmp, capsys):
 
     history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in history if r["kind"] == "train"] == [2, 4, 6]
-    assert [r["step"] for r in history if r["kind"] == "eval"] == [3, 6]
+    # step 0: the probe-initialised starting weights are scored as a best-checkpoint candidate
+    assert [r["step"] for r in history if r["kind"] == "eval"] == [0, 3, 6]
     assert all("val_f1" in r and "val_loss" in r for r in history if r["kind"] == "eval")
     for name in ("config.yaml", "run.json", "errors.jsonl", "adapter/tunesmith_adapter.json",
                  "plots/loss.png", "plots/lr.png", "plots/confusion_matrix.png",

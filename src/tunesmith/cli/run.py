@@ -112,7 +112,8 @@ def _fmt(value: Any) -> str:
 
 
 def _render_result(
-    task: str, metrics: dict[str, Any], out: Path, tracking_uri: str | None = None
+    task: str, metrics: dict[str, Any], out: Path, tracking_uri: str | None = None,
+    outcome: Any = None,
 ) -> None:
     """The baseline vs finetuned table and where the outputs are."""
     from rich.console import Console
@@ -146,9 +147,14 @@ def _render_result(
     console.print(table)
     if plan and plan.left_out:
         console.print("left out: " + "; ".join(f"{m} ({why})" for m, why in plan.left_out.items()))
-    sentence = verdict(plan, metrics) if plan else None
-    if sentence:
-        console.print(sentence)
+    if outcome is not None and not outcome.finetuned_won:
+        # The baseline won on the headline: say so plainly, with the diagnosis and overrides.
+        for line in outcome.lines(f"baseline ({kind})"):
+            console.print(line, markup=False)
+    else:
+        sentence = verdict(plan, metrics) if plan else None
+        if sentence:
+            console.print(sentence)
     train = metrics.get("train", {})
     if train:
         console.print(
@@ -184,7 +190,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err,
                      nproc=args.nproc)
-    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg))
+    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg),
+                   result.outcome)
     return 0
 
 
@@ -206,7 +213,7 @@ def _demo(args: argparse.Namespace) -> int:
     for key, reason in DEMO_REASONS.items():
         _err(f"  {key} = {flat[key]}: {reason}")
     result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
-    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg))
+    _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg), result.outcome)
     return 0
 
 

@@ -61,6 +61,12 @@ def advised_max_length(p95: float) -> int:
     return max(8, math.ceil(p95 / 8) * 8)
 
 
+def advised_length_for(lengths: Sequence[int], ceiling: int) -> int:
+    """The guide's 95th-percentile advice for these token lengths, at most ``ceiling`` (the
+    longest the model takes, or was trained at)."""
+    return min(advised_max_length(percentile(sorted(lengths), 95)), ceiling)
+
+
 def size_advice(n: int) -> dict[str, str]:
     for upper, band, advice in SIZE_TABLE:
         if n < upper:

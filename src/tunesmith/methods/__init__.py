@@ -122,24 +122,34 @@ def optimizer_param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[s
 
     Weight decay only on matrices (ndim >= 2); LoRA+ multiplies the ``B`` matrices' learning rate
     by ``lora_plus_ratio``; ``layerwise_lr_decay`` < 1 scales each block's rate (see
-    :mod:`tunesmith.methods.full`). Each group has ``params``, ``param_names``, ``lr``,
-    ``weight_decay``.
+    :mod:`tunesmith.methods.full`); the classification head (``classifier``/``score``) is a group
+    of its own at ``head_learning_rate`` (``learning_rate`` when unset). Each group has
+    ``params``, ``param_names``, ``lr``, ``weight_decay`` and ``head`` (True for the head's).
     """
     scales = layer_lr_scales(model, cfg.layerwise_lr_decay)
-    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    head_lr = cfg.head_learning_rate if cfg.head_learning_rate is not None else cfg.learning_rate
+    groups: dict[tuple[float, float, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = cfg.learning_rate * scales[name]
+        head = is_classification_head(name)
+        lr = head_lr if head else cfg.learning_rate * scales[name]
         if cfg.method == "lora_plus" and is_lora_b(name):
             lr *= cfg.lora_plus_ratio
         decay = cfg.weight_decay if param.ndim >= 2 else 0.0
         group = groups.setdefault(
-            (lr, decay), {"params": [], "param_names": [], "lr": lr, "weight_decay": decay}
+            (lr, decay, head),
+            {"params": [], "param_names": [], "lr": lr, "weight_decay": decay, "head": head},
         )
         group["params"].append(param)
         group["param_names"].append(name)
     return list(groups.values())
+
+
+def is_classification_head(param_name: str) -> bool:
+    """True for the parameters of a sequence-classification head (``classifier``, ``score``),
+    also inside PEFT's ``modules_to_save`` copies."""
+    return not {"classifier", "score"}.isdisjoint(param_name.split("."))
 
 
 def _is_peft(model: nn.Module) -> bool:

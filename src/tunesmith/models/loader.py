@@ -27,6 +27,8 @@ class LoadedModel:
     tokenizer: Any  # a fast tokenizer
     kind: ModelKind
     name: str
+    # Classification: what feeds the head and why (see tunesmith.models.heads); None otherwise.
+    pooling: Any = None
 
 
 def _dtype(name: str) -> Any:
@@ -180,7 +182,8 @@ def load_model(
     """Load ``name`` for ``task`` ("classification" or a generative task).
 
     Classification loads a sequence-classification head with ``labels`` (a fresh, randomly
-    initialised head: the baseline probe measures the frozen encoder instead). Generative tasks
+    initialised head: the baseline probe measures the frozen encoder instead), fed by the pooling
+    the encoder was trained with (:func:`tunesmith.models.heads.read_pooling`). Generative tasks
     load a causal LM. ``load_in_4bit`` quantises linear layers to NF4 with double quantisation
     (QLoRA; bitsandbytes, works on CPU too). Raises AssetError for an unknown or unloadable name.
     """
@@ -233,12 +236,17 @@ def load_model(
         raise assets.unknown_model_error(name, str(exc).splitlines()[0]) from None
     if load_in_4bit:
         keep_4bit_trainable(model)
+    pooling = None
+    if task == "classification":
+        from tunesmith.models.heads import apply_pooling, read_pooling
+
+        pooling = apply_pooling(model, read_pooling(path))
     if tokenizer.pad_token is None:
         # Decoder LMs often ship without a pad token; padding positions are masked anyway.
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(model=model, tokenizer=tokenizer, kind=kind, name=name)
+    return LoadedModel(model=model, tokenizer=tokenizer, kind=kind, name=name, pooling=pooling)
 
 
 def keep_4bit_trainable(model: Any) -> int:

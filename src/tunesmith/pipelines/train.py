@@ -41,6 +41,10 @@ class TaskPlan:
     evaluate: Callable[[Any], dict[str, float]] | None
     best_metric: str  # the validation key that picks the best checkpoint ("loss" is minimised)
     notes: list[str]  # lines for the console (truncation counts ...)
+    # The max_length the plan encoded with, when it chose one (saved into the run's config).
+    max_length: int | None = None
+    # Score the starting weights (step 0) as a candidate for the best checkpoint.
+    evaluate_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,26 +69,81 @@ def _classification_labels(records: Sequence[Record]) -> list[str]:
     return labels
 
 
+def _max_length_ceiling(loaded: Any, cfg: Config) -> tuple[int, str]:
+    """The longest input worth encoding, and why: the model's trained length when its
+    sentence-transformers config names one, else its position limit, at most max_length."""
+    limit = cfg.prepare.max_length
+    why = f"prepare.max_length's default {limit}"
+    trained = getattr(loaded.pooling, "max_seq_length", None)
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    if trained and trained < limit:
+        limit, why = trained, f"the length {loaded.name} was trained at (sentence_bert_config.json)"
+    elif positions and positions < limit:
+        limit, why = positions, f"{loaded.name}'s position limit"
+    return limit, why
+
+
+def truncation_note(data: Any, split: str, max_length: int) -> str | None:
+    """How many examples of ``split`` were cut at ``max_length``, and by how much."""
+    if not data.n_truncated:
+        return None
+    share = data.n_truncated / max(len(data), 1)
+    return (f"{split}: {data.n_truncated} of {len(data)} examples ({share:.0%}) were longer than "
+            f"max_length={max_length} tokens and were truncated, losing "
+            f"{data.tokens_cut / data.n_truncated:.0f} tokens each on average "
+            f"({data.tokens_cut:,} in all).")
+
+
 def _classification_plan(
     loaded: Any, train_records: Sequence[Record], val_records: Sequence[Record], cfg: Config
 ) -> TaskPlan:
-    from tunesmith.evaluate.classification import score
+    from tunesmith.data.stats import advised_length_for, label_counts
+    from tunesmith.evaluate.classification import embed, fit_probe, init_head_from_probe, score
     from tunesmith.train.encoding import encode_classification
+    from tunesmith.train.loop import select_metric
     from tunesmith.train.objectives import ClassificationObjective
 
     labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+    notes = []
+    if loaded.pooling is not None:
+        notes.append(loaded.pooling.describe())
     max_length = cfg.prepare.max_length
+    if "max_length" not in cfg.prepare.model_fields_set:
+        # The guide: "use 95th percentile length", within what the model was trained for.
+        ceiling, why = _max_length_ceiling(loaded, cfg)
+        untruncated = encode_classification(train_records, loaded.tokenizer, labels, 10**9)
+        max_length = advised_length_for(untruncated.lengths, ceiling)
+        notes.append(f"max_length {max_length}: the 95th percentile of the training texts' token "
+                     f"lengths, at most {ceiling} ({why}); set prepare.max_length to choose.")
     train_data = encode_classification(train_records, loaded.tokenizer, labels, max_length)
     val_data = encode_classification(val_records, loaded.tokenizer, labels, max_length)
     pad = loaded.tokenizer.pad_token_id
-    notes = []
-    truncated = train_data.n_truncated + val_data.n_truncated
-    if truncated:
-        notes.append(f"{truncated} examples were longer than prepare.max_length={max_length} "
-                     "tokens and were truncated.")
-    best = cfg.finetune.best_metric if cfg.finetune.best_metric != "auto" else "f1"
+    notes += [n for n in (truncation_note(train_data, "train", max_length),
+                          truncation_note(val_data, "val", max_length)) if n]
+    # LP-FT (Kumar et al., ICLR 2022): start the head at the baseline probe, so finetuning
+    # starts where the frozen encoder already is instead of from a random head.
+    probe = fit_probe(loaded.model, train_data, pad, seed=cfg.finetune.seed)
+    temperature = probe.temperature(embed(loaded.model, val_data, pad),
+                                    [e["label"] for e in val_data.examples], len(labels))
+    if init_head_from_probe(loaded.model, probe, temperature):
+        notes.append("head: initialised from the logistic-regression probe on the frozen "
+                     f"embeddings (LP-FT), logits calibrated on val (temperature "
+                     f"{temperature:.2g}), so training starts at the baseline's predictions.")
+    else:
+        notes.append("head: freshly initialised (the probe's features are not this head's input).")
+    counts = label_counts(train_records)
+    best = select_metric(cfg.finetune.best_metric, "classification", counts)
+    if cfg.finetune.best_metric == "auto":
+        notes.append(f"best checkpoint and early stopping by val {best}"
+                     + (" (macro): the labels are imbalanced" if best == "f1" else
+                        ": the labels are balanced"))
+    weights = None
+    if cfg.finetune.class_weights:
+        total = sum(counts.values())
+        weights = [total / (len(labels) * counts.get(label, 1)) for label in labels]
     evaluate = (lambda model: score(model, val_data, pad).metrics) if len(val_data) else None
-    return TaskPlan(train_data, ClassificationObjective(), evaluate, best, notes)
+    return TaskPlan(train_data, ClassificationObjective(weights), evaluate, best, notes,
+                    max_length=max_length, evaluate_first=True)
 
 
 # The dispatch point for task families: generative tasks add "instruction", "qa" and "chat".
@@ -195,6 +254,26 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+# Full finetuning's rate when the user sets none: the top of the guide's range for full (1e-5
+# to 5e-5); the shared default 2e-4 is LoRA's.
+FULL_DEFAULT_LR = 5e-5
+
+
+def resolve_defaults(cfg: Config, max_length: int | None) -> tuple[Config, list[str]]:
+    """Fill in the settings the user left to tunesmith: the plan's max_length, and full
+    finetuning's learning rate. Returns the config to train and save, and what was chosen."""
+    notes = []
+    prepare, finetune = cfg.prepare, cfg.finetune
+    if max_length is not None and max_length != prepare.max_length:
+        prepare = prepare.model_copy(update={"max_length": max_length})
+    if finetune.method == "full" and "learning_rate" not in finetune.model_fields_set:
+        finetune = finetune.model_copy(update={"learning_rate": FULL_DEFAULT_LR})
+        notes.append(f"learning_rate {FULL_DEFAULT_LR:g}: the guide's range for full finetuning "
+                     "is 1e-5 to 5e-5 (the default 2e-4 is LoRA's); set finetune.learning_rate "
+                     "to choose.")
+    return cfg.model_copy(update={"prepare": prepare, "finetune": finetune}), notes
+
+
 def train(
     cfg: Config,
     data_dir: str | Path,
@@ -246,6 +325,10 @@ def train(
     plan = spec.plan(loaded, train_records, val_records, cfg)
     for note in plan.notes:
         log(note)
+    cfg, chosen = resolve_defaults(cfg, getattr(plan, "max_length", None))
+    for note in chosen:
+        log(note)
+    save_config(cfg, out / "config.yaml")  # what was used, so evaluate and --resume reuse it
     # Hook (advisor): if the memory estimate does not fit, a smaller micro-batch with more
     # accumulation (same effective batch); before apply_method, which reads gradient_checkpointing.
     from tunesmith.advise.preflight import check_memory
@@ -290,6 +373,7 @@ def train(
             callbacks=[*callbacks, *([tracker] if tracker else [])],
             resume=resume,
             progress=progress,
+            evaluate_first=getattr(plan, "evaluate_first", False),
         )
         saved = save_adapter(model, out / "adapter", {"base_model": cfg.finetune.model, "task": task,
                                                       **({"labels": labels} if labels else {})})

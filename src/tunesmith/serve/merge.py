@@ -86,6 +86,10 @@ def merge_adapter_dir(adapter: str | Path, out_dir: str | Path) -> MergeResult:
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)
+    # The head reads the pooling the base was trained with: keep saying so next to the weights.
+    from tunesmith.models.heads import save_pooling
+
+    save_pooling(merged, out)
     dtype = str(next(merged.parameters()).dtype).removeprefix("torch.")
     precision = f"{dtype} (dequantised from NF4 4-bit)" if method == "qlora" else dtype
     info = {

@@ -27,6 +27,8 @@ class EncodedDataset:
     lengths: list[int]
     # How many examples were longer than max_length and cut (reported to the user).
     n_truncated: int = 0
+    # Tokens removed from those examples in all (classification), so a report can say how much.
+    tokens_cut: int = 0
     # Class names by id (classification), kept so evaluation can name predictions.
     labels: list[str] = field(default_factory=list)
 
@@ -60,15 +62,16 @@ def encode_classification(
         )
     texts = [r.text for r in records]
     full = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-    examples, lengths, truncated = [], [], 0
+    examples, lengths, truncated, cut = [], [], 0, 0
     for ids, record in zip(full, records, strict=True):
         if len(ids) > max_length:
             truncated += 1
+            cut += len(ids) - max_length
             # Keep the closing special token ([SEP]) so the encoder sees a well-formed input.
             ids = ids[: max_length - 1] + ids[-1:]
         examples.append({"input_ids": list(ids), "label": label_ids[record.label]})
         lengths.append(len(ids))
-    return EncodedDataset(examples, lengths, truncated, list(labels))
+    return EncodedDataset(examples, lengths, truncated, cut, list(labels))
 
 
 def batch_order(

@@ -30,7 +30,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,6 +157,24 @@ def trainable_state(model: Any) -> dict[str, Any]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def select_metric(setting: str, task: str, label_counts: Mapping[str, int] | None = None) -> str:
+    """The validation key that picks the best checkpoint and drives early stopping.
+
+    ``setting`` is ``finetune.best_metric``; anything but "auto" is returned as it is. "auto":
+    generative tasks minimise ``loss``; classification maximises macro ``f1`` when the labels
+    of ``label_counts`` (the training split's) are imbalanced (the smallest class under
+    :data:`tunesmith.data.stats.IMBALANCE_RATIO` of the largest: accuracy would reward
+    answering the big classes), else ``accuracy``. Pure; costs nothing.
+    """
+    from tunesmith.data.stats import label_balance
+
+    if setting != "auto":
+        return setting
+    if task != "classification":
+        return "loss"
+    return "f1" if label_balance(dict(label_counts or {})).get("imbalanced") else "accuracy"
+
+
 def default_param_groups(model: Any, cfg: FinetuneConfig) -> list[dict[str, Any]]:
     """The method's parameter groups (weight decay on matrices only, LoRA+ ...)."""
     from tunesmith.methods import optimizer_param_groups
@@ -178,6 +196,7 @@ def fit(
     param_groups: list[dict[str, Any]] | None = None,
     resume: bool = False,
     progress: bool = True,
+    evaluate_first: bool = False,
 ) -> FitResult:
     """Train ``model`` in place and leave the best weights in it.
 
@@ -185,7 +204,10 @@ def fit(
     is in eval mode under ``no_grad``); without it there is no validation, no best checkpoint
     and no early stopping. ``best_metric`` names the key it maximises (``loss`` is minimised).
     ``out_dir`` receives history.jsonl and checkpoints/last/; ``resume=True`` continues from
-    there. Raises ConfigError for settings this machine cannot run.
+    there. ``evaluate_first`` scores the model before the first step (step 0) and counts it as a
+    candidate for the best weights: when training only makes things worse, the starting weights
+    (for classification, the head initialised from the baseline probe) are what is kept.
+    Raises ConfigError for settings this machine cannot run.
     """
     import torch
     from accelerate import Accelerator
@@ -397,6 +419,8 @@ def fit(
         desc="training", unit="step", dynamic_ncols=True,
     )
     stop = state.done
+    if evaluate_first and evaluate is not None and state.step == 0 and not history:
+        stop = run_evaluation()
     while not stop and state.step < total_steps and state.epoch < num_epochs:
         order = batch_order(
             train_data.lengths, cfg.batch_size, seed=cfg.seed, epoch=state.epoch,

@@ -31,15 +31,26 @@ class Objective(Protocol):
 
 
 class ClassificationObjective:
-    """Cross-entropy of the sequence-classification head, summed over the examples."""
+    """Cross-entropy of the sequence-classification head, summed over the examples.
+
+    ``class_weights`` (one per label id) scales each example's loss by its class's weight
+    (``finetune.class_weights``: rare classes count as much as common ones)."""
+
+    def __init__(self, class_weights: list[float] | None = None) -> None:
+        self.class_weights = class_weights
 
     def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+        import torch
         import torch.nn.functional as F
 
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
+        weight = None
+        if self.class_weights is not None:
+            weight = torch.tensor(self.class_weights, dtype=torch.float32, device=logits.device)
         # float(): the loss stays accurate when the forward pass runs under bf16/fp16 autocast.
-        return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.numel())
+        return (F.cross_entropy(logits.float(), labels, weight=weight, reduction="sum"),
+                int(labels.numel()))
 
 
 def _head_cross_entropy(head: Any, hidden: Any, targets: Any, reduction: str) -> Any:
