@@ -151,6 +151,12 @@ def _render_result(
         # The baseline won on the headline: say so plainly, with the diagnosis and overrides.
         for line in outcome.lines(f"baseline ({kind})"):
             console.print(line, markup=False)
+    elif outcome is not None and outcome.finetuned == outcome.baseline:
+        console.print(
+            f"finetuning matched the baseline on {outcome.metric} ({outcome.finetuned:.4f}): no "
+            "step improved on the starting point on validation, so the starting weights (the "
+            f"baseline's head) were kept; `tunesmith diagnose {out}` says what to change.",
+            markup=False)
     else:
         sentence = verdict(plan, metrics) if plan else None
         if sentence:
