@@ -33,7 +33,7 @@ from tunesmith.pipelines.run import outcome_of
 from tunesmith.pipelines.train import resolve_defaults, truncation_note
 from tunesmith.serve.merge import merge_adapter_dir
 from tunesmith.train.encoding import encode_classification
-from tunesmith.train.loop import fit, select_metric
+from tunesmith.train.loop import fit
 from tunesmith.train.objectives import ClassificationObjective
 
 
@@ -123,11 +123,12 @@ def test_the_head_has_its_own_learning_rate_group():
         assert {g["lr"] for g in same} == {2e-4}
 
 
-def test_select_metric_is_macro_f1_only_for_imbalanced_labels():
-    assert select_metric("auto", "classification", {"a": 50, "b": 45}) == "accuracy"
-    assert select_metric("auto", "classification", {"a": 50, "b": 20, "c": 30}) == "f1"
-    assert select_metric("auto", "instruction", None) == "loss"
-    assert select_metric("loss", "classification", {"a": 50, "b": 1}) == "loss"
+def test_checkpoint_metric_is_the_plans_headline_macro_f1_only_for_imbalanced_labels():
+    from tunesmith.pipelines.train import checkpoint_metric
+
+    assert checkpoint_metric("auto", ["a"] * 50 + ["b"] * 45) == "accuracy"
+    assert checkpoint_metric("auto", ["a"] * 50 + ["b"] * 20 + ["c"] * 30) == "f1"
+    assert checkpoint_metric("loss", ["a"] * 50 + ["b"]) == "loss"
 
 
 def test_the_starting_weights_are_a_candidate_for_the_best_checkpoint():

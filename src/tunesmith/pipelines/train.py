@@ -100,7 +100,6 @@ def _classification_plan(
     from tunesmith.data.stats import advised_length_for, label_counts
     from tunesmith.evaluate.classification import embed, fit_probe, init_head_from_probe, score
     from tunesmith.train.encoding import encode_classification
-    from tunesmith.train.loop import select_metric
     from tunesmith.train.objectives import ClassificationObjective
 
     labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
@@ -132,11 +131,11 @@ def _classification_plan(
     else:
         notes.append("head: freshly initialised (the probe's features are not this head's input).")
     counts = label_counts(train_records)
-    best = select_metric(cfg.finetune.best_metric, "classification", counts)
+    best = checkpoint_metric(cfg.finetune.best_metric, [r.label for r in train_records])
     if cfg.finetune.best_metric == "auto":
-        notes.append(f"best checkpoint and early stopping by val {best}"
-                     + (" (macro): the labels are imbalanced" if best == "f1" else
-                        ": the labels are balanced"))
+        notes.append(f"best checkpoint and early stopping by val {best}, the metric plan's "
+                     "headline" + (" (macro F1: the labels are imbalanced)" if best == "f1" else
+                                   " (the labels are balanced)"))
     weights = None
     if cfg.finetune.class_weights:
         total = sum(counts.values())
@@ -456,3 +455,17 @@ def train_inputs(
     if not (Path(data) / "train.jsonl").is_file():
         read_split(data, "train")  # raises the DataError that says what to do
     return cfg, str(data), out_dir
+
+
+def checkpoint_metric(setting: str, train_labels: Sequence[str]) -> str:
+    """The validation key that picks a classifier's best checkpoint and drives early stopping.
+
+    ``setting`` is ``finetune.best_metric``; "auto" follows the metric plan's headline for these
+    training labels (macro ``f1`` when they are imbalanced, else ``accuracy``), so the checkpoint
+    kept is the one the run's verdict reads. Pure; costs nothing.
+    """
+    from tunesmith.evaluate.metric_plan import headline_metric, plan_classification
+
+    if setting != "auto":
+        return setting
+    return headline_metric(plan_classification(list(train_labels))).removeprefix("val_")

@@ -30,7 +30,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -155,24 +155,6 @@ def mixed_precision(precision: str) -> str:
 def trainable_state(model: Any) -> dict[str, Any]:
     """A detached copy of the parameters that train (LoRA matrices, heads ...)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def select_metric(setting: str, task: str, label_counts: Mapping[str, int] | None = None) -> str:
-    """The validation key that picks the best checkpoint and drives early stopping.
-
-    ``setting`` is ``finetune.best_metric``; anything but "auto" is returned as it is. "auto":
-    generative tasks minimise ``loss``; classification maximises macro ``f1`` when the labels
-    of ``label_counts`` (the training split's) are imbalanced (the smallest class under
-    :data:`tunesmith.data.stats.IMBALANCE_RATIO` of the largest: accuracy would reward
-    answering the big classes), else ``accuracy``. Pure; costs nothing.
-    """
-    from tunesmith.data.stats import label_balance
-
-    if setting != "auto":
-        return setting
-    if task != "classification":
-        return "loss"
-    return "f1" if label_balance(dict(label_counts or {})).get("imbalanced") else "accuracy"
 
 
 def default_param_groups(model: Any, cfg: FinetuneConfig) -> list[dict[str, Any]]:
