@@ -178,3 +178,17 @@ def test_corrections_take_the_most_named_label_or_drop_when_split():
     out = corrections_from_marks([mark("a", "neg"), mark("b", "neg"), mark("c", "mixed"),
                                   mark("a", "neg", "u"), mark("b", "mixed", "u")])
     assert [(c.text, c.corrected) for c in out] == [("t", "neg"), ("u", None)]
+
+
+def test_metric_agreement_judges_by_the_runs_headline():
+    """Exact match and token F1 disagree on a partly right answer: the judge follows the plan."""
+    from tunesmith.review.stats import metric_agreement
+
+    pair = Pair(id="p", position=0, prompt="Q?", reference="paris", model_a="ft",
+                output_a="paris france", model_b="base", output_b="london", left_is_a=True)
+    votes = [Vote("p", "r1", "left", "a", "", 0.0)]
+    by_f1 = metric_agreement([pair], votes, "token_f1")
+    assert (by_f1.metric, by_f1.agree, by_f1.metric_ties) == ("token_f1", 1, 0)
+    by_em = metric_agreement([pair], votes, "label_accuracy")  # neither answer is exactly "paris"
+    assert (by_em.metric, by_em.agree, by_em.metric_ties) == ("label_accuracy", 0, 1)
+    assert metric_agreement([pair], votes, "bleu").metric == "token_f1"  # corpus-level: fallback

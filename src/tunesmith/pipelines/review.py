@@ -165,7 +165,8 @@ def review_results(run_ref: str | Path, *, runs_dir: str | Path = "runs",
                          hint=f"Open the review app first: `tunesmith review {run_ref}`.")
     store = store_for(run)
     pairs, votes, marks = store.pairs(), store.votes(), store.marks()
-    results = summarize(pairs, votes, run.name, seed=store.get_meta("seed") or 0)
+    results = summarize(pairs, votes, run.name, seed=store.get_meta("seed") or 0,
+                        metric=run.headline)
     folder = run.path / REVIEW_DIR
     files = {"results": folder / "results.json", "preferences": folder / "preferences.jsonl",
              "corrections": folder / "corrections.jsonl"}

@@ -77,7 +77,8 @@ class ReviewSession:
         return self.store.pairs()
 
     def results(self, n_boot: int = 2000) -> ReviewResults:
-        return summarize(self.store.pairs(), self.store.votes(), self.run.name, n_boot=n_boot, seed=self.seed)
+        return summarize(self.store.pairs(), self.store.votes(), self.run.name, n_boot=n_boot,
+                         seed=self.seed, metric=self.run.headline)
 
     # -- error browser ----------------------------------------------------------------------
 

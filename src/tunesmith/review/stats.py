@@ -260,28 +260,42 @@ class MetricAgreement:
     rate: float  # agree / (agree + disagree)
 
 
-def metric_agreement(pairs: Sequence[Pair], votes: Sequence[Vote]) -> MetricAgreement:
-    """Token F1 against the reference (SQuAD's) as an automatic judge, checked against people.
+def per_example_judge(metric: str) -> tuple[str, Any]:
+    """The automatic judge for one answer against its reference, for the run's headline metric
+    (the metric plan's): ``(name, score(answer, reference))``. Answers scored as labels (a
+    closed set) and exact match compare normalised answers; ROUGE-L and METEOR score one pair;
+    corpus-level or degenerate headlines (BLEU, perplexity) fall back to token F1 (SQuAD's)."""
+    from tunesmith.evaluate import text_metrics as tm
 
-    Pairs without a reference are skipped.
-    """
-    from tunesmith.evaluate.text_metrics import token_f1
+    if metric in ("exact_match", "label_accuracy", "label_f1"):
+        return metric, tm.exact_match
+    if metric == "rougeL":
+        return metric, lambda answer, ref: tm.rouge([answer], [ref])["rougeL"]
+    if metric == "meteor":
+        return metric, lambda answer, ref: tm.meteor([answer], [ref])
+    return "token_f1", tm.token_f1
 
+
+def metric_agreement(pairs: Sequence[Pair], votes: Sequence[Vote],
+                     metric: str = "token_f1") -> MetricAgreement:
+    """How often the automatic judge of ``metric`` (see :func:`per_example_judge`) prefers the
+    answer people chose. Pairs without a reference are skipped."""
+    name, judge = per_example_judge(metric)
     by_id = {p.id: p for p in pairs if p.reference is not None}
     agree = disagree = ties = 0
     for vote in votes:
         pair = by_id.get(vote.pair_id)
         if pair is None or vote.winner not in DECISIVE:
             continue
-        f1_a, f1_b = token_f1(pair.output_a, pair.reference), token_f1(pair.output_b, pair.reference)
-        if f1_a == f1_b:
+        score_a, score_b = judge(pair.output_a, pair.reference), judge(pair.output_b, pair.reference)
+        if score_a == score_b:
             ties += 1
-        elif (f1_a > f1_b) == (vote.winner == "a"):
+        elif (score_a > score_b) == (vote.winner == "a"):
             agree += 1
         else:
             disagree += 1
     rate = agree / (agree + disagree) if agree + disagree else math.nan
-    return MetricAgreement("token_f1", agree, disagree, ties, rate)
+    return MetricAgreement(name, agree, disagree, ties, rate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,8 +327,9 @@ class ReviewResults:
 
 
 def summarize(pairs: Sequence[Pair], votes: Sequence[Vote], model: str, *,
-              n_boot: int = N_BOOT, seed: int = 0) -> ReviewResults:
-    """Every statistic of the review of ``model`` against each model it was paired with."""
+              n_boot: int = N_BOOT, seed: int = 0, metric: str = "token_f1") -> ReviewResults:
+    """Every statistic of the review of ``model`` against each model it was paired with;
+    ``metric`` (the run's headline) is the automatic judge checked against people."""
     models = sorted({m for p in pairs for m in (p.model_a, p.model_b)})
     opponents = [m for m in models if m != model]
     known = {p.id for p in pairs}
@@ -328,5 +343,5 @@ def summarize(pairs: Sequence[Pair], votes: Sequence[Vote], model: str, *,
         ranking=ranking(pairs, votes, n_boot=n_boot, seed=seed) if len(models) >= 3 else [],
         agreement=reviewer_agreement(votes),
         position=position_bias(votes),
-        metric=metric_agreement(pairs, votes),
+        metric=metric_agreement(pairs, votes, metric),
     )
