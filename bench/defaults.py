@@ -95,8 +95,10 @@ def write_sets(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def run_one(src: Path, dataset: dict[str, Any], method: str, out: Path, log: Path) -> dict[str, Any]:
-    """One ``tunesmith run`` with the defaults in a fresh process; its figures."""
+def run_one(src: Path, dataset: dict[str, Any], method: str, out: Path, log: Path,
+            overrides: list[str] = ()) -> dict[str, Any]:
+    """One ``tunesmith run`` with the defaults (plus ``overrides``, for a candidate default) in
+    a fresh process; its figures."""
     mapping = "{" + ", ".join(f"{k}: {v}" for k, v in dataset["column_map"].items()) + "}"
     command = [
         sys.executable, "-c", "from tunesmith.cli.main import main; raise SystemExit(main())",
@@ -105,6 +107,7 @@ def run_one(src: Path, dataset: dict[str, Any], method: str, out: Path, log: Pat
         "--set", f"prepare.column_map={mapping}",
         "--set", f"finetune.method={method}",
         "--set", "tracking.enabled=false",
+        *[arg for item in overrides for arg in ("--set", item)],
     ]
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
@@ -112,7 +115,8 @@ def run_one(src: Path, dataset: dict[str, Any], method: str, out: Path, log: Pat
     with log.open("w") as fh:
         done = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
     seconds = time.perf_counter() - started
-    entry: dict[str, Any] = {"method": method, "wall_seconds": round(seconds, 1), "rc": done.returncode}
+    entry: dict[str, Any] = {"method": method, "wall_seconds": round(seconds, 1), "rc": done.returncode,
+                             "overrides": list(overrides)}
     metrics_path = out / "metrics.json"
     if done.returncode == 0 and metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
@@ -184,6 +188,8 @@ def main() -> int:
                         help="where the user files and run folders go")
     parser.add_argument("--sets", nargs="*", help="subset of the sets (default all)")
     parser.add_argument("--methods", nargs="*", default=["lora", "full"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a candidate default to measure (label the results after it)")
     parser.add_argument("--table", action="store_true", help="print the saved table and exit")
     args = parser.parse_args()
     if args.table:
@@ -206,7 +212,7 @@ def main() -> int:
             out = work / "runs" / f"{args.label}-{name}-{method}-{int(time.time())}"
             log = work / f"{args.label}-{name}-{method}.log"
             print(f"{args.label} {name} {method} ...", flush=True)
-            entry = run_one(Path(args.src), sets[name], method, out, log)
+            entry = run_one(Path(args.src), sets[name], method, out, log, args.overrides)
             print(f"  {json.dumps(entry)[:400]}", flush=True)
             block["sets"][name] = [*runs, entry]
             path.write_text(json.dumps(results, indent=2) + "\n")

@@ -65,7 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue RUN_DIR from its checkpoints/last (same result as not stopping)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # Hook (performance engineer): data-parallel training, see tunesmith.train.distributed.
+    # Data-parallel training, see tunesmith.train.distributed.
     _add_nproc(train)
     train.set_defaults(handler=_train)
 
@@ -230,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
     # Checked once here, before --nproc starts processes that would each fail on them.
     cfg, data, out = train_inputs(args.config, args.overrides, data=args.data, out=args.out,
                                   resume=args.resume, nproc=args.nproc)
-    # Hook (performance engineer): --nproc N re-runs this command in N processes under
+    # --nproc N re-runs this command in N processes under
     # torchrun; each of them comes back here without --nproc.
     if args.nproc != 1:
         from tunesmith.train.distributed import launch, train_argv

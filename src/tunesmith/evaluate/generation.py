@@ -233,7 +233,7 @@ def evaluate_run(
         "generation_limit": ev.generation_limit,
         "plan": plan,
     }
-    # (methods hook) A QLoRA adapter was trained on the NF4 base: score it on that base.
+    # A QLoRA adapter was trained on the NF4 base: score it on that base.
     qlora = run_meta.get("method") == "qlora"
     loaded = load_model(run_meta["model"], task=task, load_in_4bit=qlora,
                         compute_dtype=cfg.finetune.qlora_compute_dtype if qlora else "float32")

@@ -211,7 +211,7 @@ def load_model(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=_dtype(compute_dtype),
-            # (methods hook) A new classification head is not in the checkpoint: left as a
+            # A new classification head is not in the checkpoint: left as a
             # 4-bit layer holding float weights it cannot run or train. Keep heads full precision.
             llm_int8_skip_modules=["classifier", "score"] if task == "classification" else None,
         )

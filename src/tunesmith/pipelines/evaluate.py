@@ -58,7 +58,7 @@ def _evaluate_classification(
     if len(train_records) > PROBE_MAX_TRAIN:
         train_records = random.Random(cfg.prepare.seed).sample(train_records, PROBE_MAX_TRAIN)
     test_records = read_records(test_file, task="classification")
-    # (methods hook) A QLoRA adapter was trained on the NF4 base: score it on that base.
+    # A QLoRA adapter was trained on the NF4 base: score it on that base.
     qlora = run_meta.get("method") == "qlora"
     loaded = load_model(run_meta["model"], task="classification", labels=labels, load_in_4bit=qlora,
                         compute_dtype=cfg.finetune.qlora_compute_dtype if qlora else "float32")
@@ -97,7 +97,7 @@ def _evaluate_classification(
 EVALUATORS: dict[str, Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]]] = {
     "classification": _evaluate_classification,
 }
-# Hook (generative engineer): prompting baselines, generation scores, forgetting check.
+# Prompting baselines, generation scores, forgetting check.
 EVALUATORS.update(dict.fromkeys(
     (*causal.GENERATIVE_TASKS, causal.CLASSIFICATION_AS_INSTRUCTION), generation.evaluate_run
 ))
@@ -144,7 +144,7 @@ def evaluate(
     previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     metrics = {"task": task, **results, "train": previous.get("train", {})}
     write_json(metrics_path, metrics)
-    # Hook (tracking engineer): every evaluated run gets report.html and report.md.
+    # Every evaluated run gets report.html and report.md.
     from tunesmith.report import write_reports
 
     write_reports(root)

@@ -149,7 +149,7 @@ def _classification_plan(
 TASKS: dict[str, TaskSpec] = {
     "classification": TaskSpec(labels=_classification_labels, plan=_classification_plan),
 }
-# Hook (generative engineer): causal-LM families, incl. classification records on a causal LM.
+# Causal-LM families, incl. classification records on a causal LM.
 TASKS.update(dict.fromkeys(
     (*causal.GENERATIVE_TASKS, causal.CLASSIFICATION_AS_INSTRUCTION),
     TaskSpec(labels=causal.instruction_labels, plan=causal.causal_plan),
@@ -298,7 +298,7 @@ def train(
     task_hint = None if cfg.prepare.task == "auto" else cfg.prepare.task
     train_records = read_split(data_dir, "train", task_hint)
     val_records = read_split(data_dir, "val", task_hint) if (Path(data_dir) / "val.jsonl").is_file() else []
-    # Hook (generative engineer): classification records on a causal LM train as instructions.
+    # Classification records on a causal LM train as instructions.
     task = causal.training_task(train_records[0].task, cfg.finetune.model)
     spec = task_spec(task)
     labels = spec.labels(train_records)
@@ -310,7 +310,7 @@ def train(
 
     log(f"loading {cfg.finetune.model} for {task}"
         + (f" ({len(labels)} labels: {', '.join(labels)})" if labels else ""))
-    # Hook (performance engineer): seed before the model is built, so a fresh classification
+    # Seed before the model is built, so a fresh classification
     # head and the LoRA matrices start alike in every run with this seed (and every process):
     # without it two runs, or a killed run and its uninterrupted twin, start from different
     # random weights.
@@ -328,7 +328,7 @@ def train(
     for note in chosen:
         log(note)
     save_config(cfg, out / "config.yaml")  # what was used, so evaluate and --resume reuse it
-    # Hook (advisor): if the memory estimate does not fit, a smaller micro-batch with more
+    # If the memory estimate does not fit, a smaller micro-batch with more
     # accumulation (same effective batch); before apply_method, which reads gradient_checkpointing.
     from tunesmith.advise.preflight import check_memory
 

@@ -56,7 +56,7 @@ class MlflowTracker(Callback):
             return self.run_id
         # MLflow params are strings of at most 6,000 characters; lists become their repr.
         mlflow.log_params({k: str(v)[:500] for k, v in self.cfg.flat().items()})
-        # Hook (tracking engineer): DVC data hashes and the `dvc exp` name, inside a DVC project.
+        # DVC data hashes and the `dvc exp` name, inside a DVC project.
         from tunesmith.track.dvc_tags import dvc_tags
 
         self.set_tags(dvc_tags())

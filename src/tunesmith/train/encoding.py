@@ -111,7 +111,7 @@ def collate(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, 
     import torch
 
     if "position_ids" in examples[0]:
-        # Hook (generative engineer): packed causal-LM rows restart positions per example and
+        # Packed causal-LM rows restart positions per example and
         # need no attention mask; tunesmith.train.causal pads them.
         from tunesmith.train.causal import collate as collate_causal
 
