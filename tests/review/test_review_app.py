@@ -143,5 +143,10 @@ def test_playground_answers_as_the_evaluation_did(gen_run, cls_run):
     client = TestClient(create_app(open_review(cls_run, **quiet)))
     page = client.post("/playground", data={"text": error["text"]}).text
     assert "no trained classification head" in page
-    label, prob = re.search(r"<h2>cls</h2>\s*<pre>(.*?)</pre><p class=\"prob\">probability (.*?)</p>", page).groups()
-    assert label == error["predicted"] and abs(float(prob) - error["confidence"]) <= 0.0006
+    label, table = re.search(r"<h2>cls</h2>\s*<pre>(.*?)</pre><table class=\"probs\">(.*?)</table>",
+                             page, re.S).groups()
+    probs = {k: float(v) for k, v in re.findall(r"<th>(.*?)</th><td class=\"num\">(.*?)</td>", table)}
+    # every label with its probability, most likely first: the evaluation's prediction leads
+    assert list(probs)[0] == label == error["predicted"]
+    assert abs(probs[label] - error["confidence"]) <= 0.0006 and len(probs) == 2
+    assert abs(sum(probs.values()) - 1) <= 0.002

@@ -124,6 +124,7 @@ class PlaygroundAnswer:
     output: str | None
     score: float | None  # the label's probability (classification)
     note: str = ""
+    probabilities: dict[str, float] | None = None  # every label's, most likely first
 
 
 class Playground:
@@ -166,8 +167,11 @@ class Playground:
             scores = label_nlls(model, tokenizer, [prompt], run.labels)[0]
             label = most_likely(run.labels, scores)
             best = min(total for total, _ in scores)
-            weights = [math.exp(best - total) for total, _ in scores]
-            return PlaygroundAnswer("base", label, weights[run.labels.index(label)] / sum(weights))
+            probs = [math.exp(best - total) for total, _ in scores]
+            probs = [p / sum(probs) for p in probs]
+            ranked = dict(sorted(zip(run.labels, probs, strict=True), key=lambda kv: -kv[1]))
+            return PlaygroundAnswer("base", label, probs[run.labels.index(label)],
+                                    probabilities=ranked)
         ids = [prompt_ids(tokenizer, [{"role": "user", "content": text}])]
         [output] = generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=self.max_new_tokens))
         return PlaygroundAnswer("base", output, None)
@@ -184,5 +188,6 @@ class Playground:
             for server in self._servers:
                 for name in server.adapters:
                     [p] = server.predict([text], name, max_new_tokens=self.max_new_tokens)
-                    out.append(PlaygroundAnswer(name, p.output, p.score))
+                    out.append(PlaygroundAnswer(name, p.output, p.score,
+                                                probabilities=p.probabilities))
         return out

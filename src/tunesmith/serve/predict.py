@@ -24,6 +24,13 @@ class Prediction:
     text: str
     output: str  # the label (classification) or the generated answer
     score: float | None  # the label's probability (classification)
+    # Every label's probability, most likely first (classification); None for generated text.
+    probabilities: dict[str, float] | None = None
+
+
+def _ranked(labels: Sequence[str], probs: Sequence[float]) -> dict[str, float]:
+    """``{label: probability}``, most likely first."""
+    return dict(sorted(zip(labels, (float(p) for p in probs), strict=True), key=lambda kv: -kv[1]))
 
 
 def adapter_dir(path: str | Path) -> Path:
@@ -128,7 +135,8 @@ class AdapterServer:
                 probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
                 best = probs.argmax(dim=-1)
                 for text, i, row in zip(chunk, best.tolist(), probs, strict=True):
-                    out.append(Prediction(name, text, labels[i], float(row[i])))
+                    out.append(Prediction(name, text, labels[i], float(row[i]),
+                                          _ranked(labels, row.tolist())))
         return out
 
     def _label_likelihood(self, name: str, texts: list[str], labels: list[str]) -> list[Prediction]:
@@ -145,7 +153,9 @@ class AdapterServer:
             label = most_likely(labels, scores)
             best = min(total for total, _ in scores)
             weights = [math.exp(best - total) for total, _ in scores]
-            out.append(Prediction(name, text, label, weights[labels.index(label)] / sum(weights)))
+            probs = [w / sum(weights) for w in weights]
+            out.append(Prediction(name, text, label, probs[labels.index(label)],
+                                  _ranked(labels, probs)))
         return out
 
     def _generate(self, name: str, texts: list[str], max_new_tokens: int) -> list[Prediction]:
