@@ -182,3 +182,15 @@ def test_diagnose_reads_the_curves_against_the_metric_plans_headline(tmp_path, c
     assert "test split: finetuning beat the baseline on the headline metric: macro F1 0.4700" in out
     # Without a plan (a run evaluated before plans existed) nothing is added.
     assert not any("headline" in n for n in diagnose_history(history).notes)
+
+
+def test_a_validation_loss_of_zero_is_not_a_division_by_zero():
+    """A trivially separable task can reach val loss 0.0 exactly (seen on a toy run)."""
+    from tunesmith.advise.diagnose import diagnose_history
+    from tunesmith.config import FinetuneConfig
+
+    history = [{"kind": "train", "step": s, "loss": 0.5 / s} for s in range(1, 40)]
+    history += [{"kind": "eval", "step": 20, "epoch": 1.0, "val_loss": 0.0, "val_accuracy": 1.0},
+                {"kind": "eval", "step": 39, "epoch": 2.0, "val_loss": 0.0, "val_accuracy": 1.0}]
+    diagnosis = diagnose_history(history, FinetuneConfig())
+    assert diagnosis.verdict != "plateau"

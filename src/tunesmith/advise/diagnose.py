@@ -188,7 +188,8 @@ def findings_of(history: Sequence[dict[str, Any]]) -> tuple[list[Finding], list[
 
     if len(finite_rows) >= 2:
         first, second = finite_rows[0], finite_rows[1]
-        if first.val_loss >= START_GAP * first.train_loss and second.val_loss > first.val_loss:  # type: ignore[operator]
+        if (first.train_loss and first.val_loss >= START_GAP * first.train_loss  # type: ignore[operator]
+                and second.val_loss > first.val_loss):  # type: ignore[operator]
             found.append(Finding(
                 "overfitting_from_start",
                 f"at the first evaluation validation loss {first.val_loss:.3g} is "
@@ -239,7 +240,7 @@ def findings_of(history: Sequence[dict[str, Any]]) -> tuple[list[Finding], list[
                 "underfitting",
                 f"train loss fell only {drop:.0%} ({series[0]:.3g} -> {series[-1]:.3g})",
             ))
-    if len(finite_rows) >= 2:
+    if len(finite_rows) >= 2 and finite_rows[-2].val_loss:  # a loss of 0 cannot plateau
         prev, last = finite_rows[-2], finite_rows[-1]
         gain = 1 - last.val_loss / prev.val_loss  # type: ignore[operator]
         if 0 <= gain < PLATEAU_REL:
@@ -410,7 +411,8 @@ def diagnose_history(
     if collapse is not None:
         found.append(collapse)
     verdict = _verdict(found)
-    if verdict == "healthy" and len(rows) >= 2 and _finite(rows[-1].val_loss):
+    if (verdict == "healthy" and len(rows) >= 2 and _finite(rows[-1].val_loss)
+            and rows[-2].val_loss):  # a loss of 0 cannot fall further
         gain = 1 - rows[-1].val_loss / rows[-2].val_loss  # type: ignore[operator]
         if gain >= PLATEAU_REL:
             notes.append(f"validation loss was still falling at the end ({gain:.0%} at the last "
