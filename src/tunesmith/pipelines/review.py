@@ -94,7 +94,8 @@ def serve(session: Any, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     _check_port(host, port)
     log(f"review app for {session.run.name}: http://{host}:{port}/  (Ctrl-C stops it; every vote "
         f"is saved as it is made, in {session.store.path})")
-    uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
+    # log_config=None: the app leaves the process's logging as it found it (library first).
+    uvicorn.run(create_app(session), host=host, port=port, log_level="warning", log_config=None)
 
 
 @dataclass

@@ -64,7 +64,8 @@ def serve(
     log(f"serving {', '.join(engine.model_names())} on http://{host}:{port}/v1 "
         f"(traffic log {traffic.path}; {'bearer API key required' if key else 'no API key'})")
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        # log_config=None: serving leaves the process's logging as it found it (library first).
+        uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)
     finally:
         engine.close()
         traffic.close()
