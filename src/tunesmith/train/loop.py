@@ -317,7 +317,7 @@ def fit(
                     f"{state.best_value:.4f} at step {state.best_step}",
                 )
                 stop = True
-        if out is not None:
+        if out is not None and state.step > 0:  # at step 0 a resume would start over anyway
             _save_checkpoint(accelerator, out, unwrapped, optimizer, scheduler, state,
                              best_weights, len(history))
         return stop
