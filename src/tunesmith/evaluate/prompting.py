@@ -102,3 +102,13 @@ def label_nlls(
 def most_likely(labels: Sequence[str], scores: Sequence[tuple[float, int]]) -> str:
     """The label with the lowest summed NLL (the highest likelihood of the whole reply)."""
     return labels[min(range(len(labels)), key=lambda i: scores[i][0])]
+
+
+def label_probabilities(scores: Sequence[tuple[float, int]]) -> list[float]:
+    """Each label's probability, normalised over the labels, from its reply's summed NLL
+    (``label_nlls``' scores, in the labels' order): a softmax of the negative sums."""
+    import math
+
+    best = min(total for total, _ in scores)
+    weights = [math.exp(best - total) for total, _ in scores]
+    return [w / sum(weights) for w in weights]

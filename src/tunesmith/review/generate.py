@@ -151,10 +151,9 @@ class Playground:
             self._base = load_base(_adapter_meta(self.runs[0]))
 
     def _base_answer(self, text: str) -> PlaygroundAnswer:
-        import math
-
         from tunesmith.evaluate.generation import GenerationSettings, generate
-        from tunesmith.evaluate.prompting import label_nlls, most_likely
+        from tunesmith.evaluate.prompting import label_nlls, label_probabilities, most_likely
+        from tunesmith.serve.predict import ranked_probabilities
         from tunesmith.train.causal import classification_prompt, prompt_ids
 
         run = self.runs[0]
@@ -166,12 +165,9 @@ class Playground:
             prompt = [{"role": "user", "content": classification_prompt(text, run.labels)}]
             scores = label_nlls(model, tokenizer, [prompt], run.labels)[0]
             label = most_likely(run.labels, scores)
-            best = min(total for total, _ in scores)
-            probs = [math.exp(best - total) for total, _ in scores]
-            probs = [p / sum(probs) for p in probs]
-            ranked = dict(sorted(zip(run.labels, probs, strict=True), key=lambda kv: -kv[1]))
+            probs = label_probabilities(scores)
             return PlaygroundAnswer("base", label, probs[run.labels.index(label)],
-                                    probabilities=ranked)
+                                    probabilities=ranked_probabilities(run.labels, probs))
         ids = [prompt_ids(tokenizer, [{"role": "user", "content": text}])]
         [output] = generate(model, tokenizer, ids, GenerationSettings(max_new_tokens=self.max_new_tokens))
         return PlaygroundAnswer("base", output, None)

@@ -339,13 +339,12 @@ class Engine:
         return _bottleneck_off(net)
 
     def _classify(self, model: ServedModel, texts: list[str], names: list[str]) -> list[Classification]:
-        import math
 
         import torch
 
         labels = list(model.labels)
         if model.kind == "label":
-            from tunesmith.evaluate.prompting import label_nlls
+            from tunesmith.evaluate.prompting import label_nlls, label_probabilities
             from tunesmith.train.causal import classification_prompt
 
             prompts = [[{"role": "user", "content": classification_prompt(t, labels)}] for t in texts]
@@ -353,10 +352,7 @@ class Engine:
             with self._active(model):
                 scored = label_nlls(self.server.model, self.server.tokenizer, prompts, labels)
             for scores in scored:
-                best = min(total for total, _ in scores)
-                weights = [math.exp(best - total) for total, _ in scores]
-                probs = [w / sum(weights) for w in weights]
-                out.append(_classification(labels, probs))
+                out.append(_classification(labels, label_probabilities(scores)))
             return out
         tokenizer = self.server.tokenizer
         enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")

@@ -28,7 +28,7 @@ class Prediction:
     probabilities: dict[str, float] | None = None
 
 
-def _ranked(labels: Sequence[str], probs: Sequence[float]) -> dict[str, float]:
+def ranked_probabilities(labels: Sequence[str], probs: Sequence[float]) -> dict[str, float]:
     """``{label: probability}``, most likely first."""
     return dict(sorted(zip(labels, (float(p) for p in probs), strict=True), key=lambda kv: -kv[1]))
 
@@ -136,13 +136,11 @@ class AdapterServer:
                 best = probs.argmax(dim=-1)
                 for text, i, row in zip(chunk, best.tolist(), probs, strict=True):
                     out.append(Prediction(name, text, labels[i], float(row[i]),
-                                          _ranked(labels, row.tolist())))
+                                          ranked_probabilities(labels, row.tolist())))
         return out
 
     def _label_likelihood(self, name: str, texts: list[str], labels: list[str]) -> list[Prediction]:
-        import math
-
-        from tunesmith.evaluate.prompting import label_nlls, most_likely
+        from tunesmith.evaluate.prompting import label_nlls, label_probabilities, most_likely
         from tunesmith.train.causal import classification_prompt
 
         # As in training and evaluation: the labels are named in the prompt and each label's
@@ -151,11 +149,9 @@ class AdapterServer:
         out = []
         for text, scores in zip(texts, label_nlls(self.model, self.tokenizer, prompts, labels), strict=True):
             label = most_likely(labels, scores)
-            best = min(total for total, _ in scores)
-            weights = [math.exp(best - total) for total, _ in scores]
-            probs = [w / sum(weights) for w in weights]
+            probs = label_probabilities(scores)
             out.append(Prediction(name, text, label, probs[labels.index(label)],
-                                  _ranked(labels, probs)))
+                                  ranked_probabilities(labels, probs)))
         return out
 
     def _generate(self, name: str, texts: list[str], max_new_tokens: int) -> list[Prediction]:
