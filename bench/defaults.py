@@ -70,8 +70,9 @@ def _user_file(frame: Any, columns: dict[str, str], path: Path, cap: int | None)
     return {"path": path, "column_map": {"text": text, "label": label}}
 
 
-def write_sets(folder: Path) -> dict[str, dict[str, Any]]:
-    """Write the four user files into ``folder``; returns name -> {path, column_map}."""
+def write_sets(folder: Path, cap: int = CAP) -> dict[str, dict[str, Any]]:
+    """Write the four user files into ``folder`` (at most ``cap`` records each); returns
+    name -> {path, column_map}."""
     import io
 
     import pandas as pd
@@ -83,15 +84,15 @@ def write_sets(folder: Path) -> dict[str, dict[str, Any]]:
     return {
         "rotten-tomatoes": _user_file(rt[rt["category"].isin(["fresh", "rotten"])],
                                       {"text": "quote", "category": "verdict"},
-                                      folder / "rotten_tomatoes.csv", CAP),
+                                      folder / "rotten_tomatoes.csv", cap),
         "debates-speaker": _user_file(pd.read_csv(data / "presidential_debates_2016.csv.gz"),
                                       {"statement": "statement", "speaker": "speaker"},
-                                      folder / "debates.parquet", CAP),
+                                      folder / "debates.parquet", cap),
         "convention-party": _user_file(pd.read_csv(data / "political_data.csv"),
                                        {"text": "speech", "party": "party"},
                                        folder / "convention.csv", None),
         "mfd-foundation": _user_file(pd.read_csv(data / "mfd2.0.csv"),
-                                     {"term": "word", "cat": "foundation"}, folder / "mfd.csv", CAP),
+                                     {"term": "word", "cat": "foundation"}, folder / "mfd.csv", cap),
     }
 
 
@@ -190,6 +191,8 @@ def main() -> int:
     parser.add_argument("--methods", nargs="*", default=["lora", "full"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a candidate default to measure (label the results after it)")
+    parser.add_argument("--cap", type=int, default=CAP,
+                        help=f"records per set at most (default {CAP}; more: less noise, longer)")
     parser.add_argument("--table", action="store_true", help="print the saved table and exit")
     args = parser.parse_args()
     if args.table:
@@ -198,9 +201,10 @@ def main() -> int:
     path = RESULTS / f"defaults_{args.label}_{'_'.join(args.methods)}.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     work = Path(args.work)
-    sets = write_sets(work / "files")
+    sets = write_sets(work / f"files-{args.cap}", args.cap)
     chosen = args.sets or list(sets)
     block = results.setdefault(args.label, {"sets": {}})
+    block["cap"] = args.cap
     block["src_commit"] = subprocess.run(
         ["git", "-C", args.src, "rev-parse", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()

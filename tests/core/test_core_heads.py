@@ -210,9 +210,13 @@ def test_a_losing_run_says_the_probe_is_better_with_the_diagnosis_and_overrides(
     metrics = {"baseline": {"accuracy": 0.8, "f1": 0.7, "kind": "probe"},
                "finetuned": {"accuracy": 0.8, "f1": 0.6}}
     outcome = outcome_of(metrics, "f1", history, Config())
-    assert not outcome.finetuned_won and outcome.diagnosis.verdict == "underfitting"
+    assert outcome.result == "lost" and outcome.diagnosis.verdict == "underfitting"
     text = "\n".join(outcome.lines("baseline (probe)"))
     assert "baseline (probe) is better" in text and "0.7000 against 0.6000" in text
     assert "--set finetune.learning_rate=3e-4" in text
-    won = outcome_of({**metrics, "finetuned": {"accuracy": 0.8, "f1": 0.7}}, "f1", history, Config())
-    assert won.finetuned_won and won.lines() == [] and won.diagnosis is None
+    tie = outcome_of({**metrics, "finetuned": {"accuracy": 0.8, "f1": 0.7}}, "f1", history, Config())
+    assert tie.result == "matched" and tie.diagnosis is None
+    assert "matched the baseline (probe) on f1 (0.7000)" in tie.lines("baseline (probe)")[0]
+    won = outcome_of({**metrics, "finetuned": {"accuracy": 0.8, "f1": 0.71}}, "f1", history, Config())
+    assert won.result == "won" and won.lines() == [] and won.diagnosis is None
+    assert won.to_dict()["result"] == "won"

@@ -7,6 +7,7 @@ import pytest
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.metric_plan import (
     MetricPlan,
+    compare,
     headline_metric,
     mlflow_tags,
     plan_classification,
@@ -131,4 +132,8 @@ def test_the_verdict_sentence_uses_the_headline_not_accuracy():
     assert sentence.startswith("finetuning beat the baseline on the headline metric: macro F1 0.4900")
     metrics["finetuned"]["f1"] = 0.40
     assert "did NOT beat" in verdict(plan, metrics)
+    metrics["finetuned"]["f1"] = 0.49
+    assert verdict(plan, metrics).startswith("finetuning matched the baseline")
+    assert compare("loss", {"baseline": {"loss": 0.5}, "finetuned": {"loss": 0.4}}).result == "won"
+    assert compare("accuracy", {"baseline": {"accuracy": 0.5}, "finetuned": {"accuracy": 0.4}}).result == "lost"
     assert verdict(plan, {"baseline": {}, "finetuned": {"f1": 0.4}}) is None

@@ -147,16 +147,10 @@ def _render_result(
     console.print(table)
     if plan and plan.left_out:
         console.print("left out: " + "; ".join(f"{m} ({why})" for m, why in plan.left_out.items()))
-    if outcome is not None and not outcome.finetuned_won:
-        # The baseline won on the headline: say so plainly, with the diagnosis and overrides.
-        for line in outcome.lines(f"baseline ({kind})"):
+    if outcome is not None and outcome.result != "won":
+        # The baseline won or tied on the headline: say so plainly (with the diagnosis).
+        for line in outcome.lines(f"baseline ({kind})", out):
             console.print(line, markup=False)
-    elif outcome is not None and outcome.finetuned == outcome.baseline:
-        console.print(
-            f"finetuning matched the baseline on {outcome.metric} ({outcome.finetuned:.4f}): no "
-            "step improved on the starting point on validation, so the starting weights (the "
-            f"baseline's head) were kept; `tunesmith diagnose {out}` says what to change.",
-            markup=False)
     else:
         sentence = verdict(plan, metrics) if plan else None
         if sentence:

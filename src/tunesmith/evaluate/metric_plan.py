@@ -333,18 +333,48 @@ def ordered(plan: MetricPlan, names: Sequence[str]) -> list[str]:
     return sorted(names, key=lambda m: order.get(m, len(order)))
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Baseline against finetuned on one metric: the one answer to "did finetuning win" that
+    the run's end, the report and the CLI all read."""
+
+    metric: str
+    baseline: float
+    finetuned: float
+
+    @property
+    def change(self) -> float:
+        return self.finetuned - self.baseline
+
+    @property
+    def result(self) -> str:
+        """``won`` (better in the metric's direction), ``matched`` (equal) or ``lost``."""
+        if self.change == 0:
+            return "matched"
+        return "won" if improved(self.metric, self.change) else "lost"
+
+
+def compare(metric: str, metrics: Mapping[str, Any]) -> Comparison | None:
+    """``metrics.json``'s baseline and finetuned scores on ``metric``; None without both."""
+    before = (metrics.get("baseline") or {}).get(metric)
+    after = (metrics.get("finetuned") or {}).get(metric)
+    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
+        return None
+    return Comparison(metric, float(before), float(after))
+
+
 def verdict(plan: MetricPlan, metrics: Mapping[str, Any]) -> str | None:
     """The "finetuning beat the baseline" sentence, on the headline metric; None without both
     scores."""
-    name = plan.headline
-    before = (metrics.get("baseline") or {}).get(name)
-    after = (metrics.get("finetuned") or {}).get(name)
-    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
+    comparison = compare(plan.headline, metrics)
+    if comparison is None:
         return None
-    change = after - before
-    said = f"{display(name)} {before:.4f} -> {after:.4f} ({change:+.4f})"
-    if improved(name, change):
+    said = (f"{display(comparison.metric)} {comparison.baseline:.4f} -> "
+            f"{comparison.finetuned:.4f} ({comparison.change:+.4f})")
+    if comparison.result == "won":
         return f"finetuning beat the baseline on the headline metric: {said}"
+    if comparison.result == "matched":
+        return f"finetuning matched the baseline on the headline metric ({said})."
     return (f"finetuning did NOT beat the baseline on the headline metric ({said}): look at "
             "plots/loss.png; too few steps or too low a learning rate are the usual causes.")
 

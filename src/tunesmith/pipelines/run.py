@@ -29,6 +29,7 @@ from tunesmith.config import (
     validate_config,
 )
 from tunesmith.errors import TunesmithError, UsageError
+from tunesmith.evaluate.metric_plan import Comparison, compare
 from tunesmith.pipelines.evaluate import EvaluateResult, evaluate
 from tunesmith.pipelines.prepare import REJECTS
 from tunesmith.pipelines.train import TrainResult, default_run_name, train
@@ -65,24 +66,34 @@ def demo_config(overrides: list[str] | None = None) -> Config:
 
 @dataclass
 class Outcome:
-    """Did finetuning beat the baseline on the run's headline metric, and if not, what next."""
+    """Did finetuning beat the baseline on the run's headline metric (the metric plan's
+    :class:`~tunesmith.evaluate.metric_plan.Comparison`), and if not, what next."""
 
-    metric: str  # the metric that decides (the one that picked the best checkpoint)
-    baseline: float
-    finetuned: float
+    comparison: Comparison
     diagnosis: Any = None  # tunesmith.advise.diagnose.Diagnosis when finetuning lost
 
     @property
-    def finetuned_won(self) -> bool:
-        return self.finetuned >= self.baseline
+    def metric(self) -> str:
+        return self.comparison.metric
 
-    def lines(self, baseline_kind: str = "baseline") -> list[str]:
-        """What the end of `tunesmith run` says about it, for people."""
-        if self.finetuned_won:
+    @property
+    def result(self) -> str:
+        """won | matched | lost."""
+        return self.comparison.result
+
+    def lines(self, baseline_kind: str = "baseline", run_dir: Path | str = "RUN") -> list[str]:
+        """What the end of `tunesmith run` says about it, for people (nothing when it won)."""
+        c = self.comparison
+        if self.result == "won":
             return []
+        if self.result == "matched":
+            return [f"finetuning matched the {baseline_kind} on {c.metric} ({c.finetuned:.4f}): "
+                    "no step improved on the starting point on validation, so the starting "
+                    f"weights (the baseline's head) were kept; `tunesmith diagnose {run_dir}` "
+                    "says what to change."]
         out = [f"The {baseline_kind} is better than the finetuned model on this data: test "
-               f"{self.metric} {self.baseline:.4f} against {self.finetuned:.4f} "
-               f"({self.finetuned - self.baseline:+.4f}). Use the {baseline_kind}'s numbers; "
+               f"{c.metric} {c.baseline:.4f} against {c.finetuned:.4f} "
+               f"({c.change:+.4f}). Use the {baseline_kind}'s numbers; "
                "metrics.json keeps both."]
         if self.diagnosis is not None:
             out.append(f"diagnosis: {self.diagnosis.summary()}")
@@ -93,8 +104,9 @@ class Outcome:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"metric": self.metric, "baseline": self.baseline,
-                               "finetuned": self.finetuned, "finetuned_won": self.finetuned_won}
+        c = self.comparison
+        out: dict[str, Any] = {"metric": c.metric, "baseline": c.baseline,
+                               "finetuned": c.finetuned, "result": self.result}
         if self.diagnosis is not None:
             out["diagnosis"] = self.diagnosis.verdict
             out["overrides"] = self.diagnosis.overrides()
@@ -103,16 +115,15 @@ class Outcome:
 
 def outcome_of(metrics: dict[str, Any], best_metric: str, history: Sequence[dict[str, Any]],
                cfg: Config) -> Outcome | None:
-    """Compare finetuned with baseline on ``best_metric`` (accuracy/f1; loss-like metrics are
-    not compared here); diagnose ``history`` when finetuning lost. None when either is missing."""
+    """Compare finetuned with baseline on ``best_metric`` (accuracy when the scores lack it);
+    diagnose ``history`` when finetuning lost. None when either score is missing."""
     from tunesmith.advise.diagnose import diagnose_history
 
-    base, tuned = metrics.get("baseline", {}), metrics.get("finetuned", {})
-    metric = best_metric if best_metric in base and best_metric in tuned else "accuracy"
-    if not isinstance(base.get(metric), (int, float)) or not isinstance(tuned.get(metric), (int, float)):
+    comparison = compare(best_metric, metrics) or compare("accuracy", metrics)
+    if comparison is None:
         return None
-    outcome = Outcome(metric, float(base[metric]), float(tuned[metric]))
-    if not outcome.finetuned_won:
+    outcome = Outcome(comparison)
+    if outcome.result == "lost":
         outcome.diagnosis = diagnose_history(history, cfg.finetune)
     return outcome
 
