@@ -7,6 +7,7 @@ the first load converts it once into float32 safetensors under ``$TUNESMITH_HOME
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -19,6 +20,12 @@ from tunesmith import assets
 from tunesmith.errors import AssetError
 
 ModelKind = Literal["encoder", "causal"]
+
+# bitsandbytes (imported by transformers/PEFT with every model) warns on CPUs with AVX512-BF16
+# that an optional download-at-run-time kernel ("kernels-community") is missing. tunesmith never
+# fetches code at run time and turns the path that kernel would speed up off
+# (keep_4bit_trainable), so on every run that line was noise; its other warnings stay.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 @dataclass
