@@ -153,29 +153,30 @@ def saved() -> dict[str, Any]:
                 merged[label] = block
                 continue
             into = merged.setdefault(label, {"sets": {}})
+            into["cap"] = block.get("cap", CAP)
             for name, runs in block["sets"].items():
                 into["sets"].setdefault(name, []).extend(runs)
     return merged
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| set | method | code | probe acc | probe F1 | finetuned acc | finetuned F1 | F1 gap | time (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| set | method | code | cap | probe acc | probe F1 | finetuned acc | finetuned F1 | F1 gap | time (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = []
     for label, block in results.items():
         if label == "machine":
             continue
         for name, runs in block["sets"].items():
             for run in runs:
-                rows.append((name, run["method"], label, run))
+                rows.append((name, run["method"], label, {**run, "cap": block.get("cap", CAP)}))
     rows.sort(key=lambda r: (r[0], r[1], r[2] != "before"))
     for name, method, label, run in rows:
         if "finetuned_f1" not in run:
-            lines.append(f"| {name} | {method} | {label} | failed (rc {run['rc']}) | | | | | {run['wall_seconds']:.0f} |")
+            lines.append(f"| {name} | {method} | {label} | {run['cap']} | failed (rc {run['rc']}) | | | | | {run['wall_seconds']:.0f} |")
             continue
         gap = run["finetuned_f1"] - run["probe_f1"]
         lines.append(
-            f"| {name} | {method} | {label} | {run['probe_accuracy']:.3f} | {run['probe_f1']:.3f} | "
+            f"| {name} | {method} | {label} | {run['cap']} | {run['probe_accuracy']:.3f} | {run['probe_f1']:.3f} | "
             f"{run['finetuned_accuracy']:.3f} | {run['finetuned_f1']:.3f} | {gap:+.3f} | "
             f"{run['wall_seconds']:.0f} |")
     return "\n".join(lines)
