@@ -57,6 +57,10 @@ class PrepareConfig(_Section):
     dedup: Literal["none", "exact", "near"] = "exact"
     near_duplicate_threshold: float = Field(default=0.9, gt=0, le=1)
     seed: int = 42
+    # Continual learning (`tunesmith run --continue-from RUN`): this fraction of the earlier
+    # run's training records is replayed in this run's training set (written to
+    # data/replay.jsonl), the classic remedy against forgetting the earlier task. 0: none.
+    replay_fraction: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> PrepareConfig:

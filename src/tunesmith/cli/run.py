@@ -39,6 +39,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="finish a stopped run: training from its last checkpoint, then "
                      "evaluation, report and MLflow (uses the run's own config.yaml)")
+    run.add_argument("--continue-from", metavar="RUN_DIR",
+                     help="continual learning: train this task starting from RUN_DIR's adapter "
+                     "(same base model and method family), then score RUN_DIR's task before and "
+                     "after (what was forgotten); --set prepare.replay_fraction=F replays that "
+                     "fraction of RUN_DIR's training data")
     _add_nproc(run)
     run.set_defaults(handler=_run)
 
@@ -181,18 +186,40 @@ def _run(args: argparse.Namespace) -> int:
     from tunesmith.pipelines.run import resume_run, run
 
     if args.resume:
-        if args.config or args.overrides or args.out:
+        if args.config or args.overrides or args.out or args.continue_from:
             raise UsageError("--resume continues a run with its own config.yaml in its own "
-                             "folder: leave out --config, --set and --out.")
+                             "folder: leave out --config, --set, --out and --continue-from.")
         result = resume_run(args.resume, nproc=args.nproc, progress=not args.no_progress, log=_err)
         cfg = load_config(result.run_dir / "config.yaml")
     else:
         cfg = load_config(args.config, args.overrides)
         result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err,
-                     nproc=args.nproc)
+                     nproc=args.nproc, continue_from=args.continue_from)
     _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg),
                    result.outcome)
+    if result.continual:
+        _render_continual(result.continual)
     return 0
+
+
+def _render_continual(continual: dict[str, Any]) -> None:
+    """Task A's scores before and after this run trained on task B."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunesmith.pipelines.continual import summary_lines
+
+    table = Table(title=f"task A ({continual['task']}, {continual['from_run']}) on its test split")
+    for column in ("metric", "before (A's adapter)", "after (this run)", "change"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, before in continual["before"].items():
+        change = continual["delta"].get(key)
+        table.add_row(f"[bold]{key}[/bold]" if key == continual["headline"] else key, _fmt(before),
+                      _fmt(continual["after"].get(key)), f"{change:+.4f}" if change is not None else "-")
+    console = Console()
+    console.print(table)
+    for line in summary_lines(continual):
+        console.print(line, markup=False)
 
 
 def _tracking_uri(cfg: Any) -> str | None:

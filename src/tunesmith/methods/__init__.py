@@ -335,6 +335,61 @@ def load_adapter(base_model: nn.Module, directory: str | Path, name: str = "defa
     return model
 
 
+# Methods whose saved weights have the same shape, so one can continue the other: LoRA+ only
+# changes the learning rate of LoRA's B matrices.
+_SAME_WEIGHTS = {"lora_plus": "lora"}
+
+
+def method_family(method: str) -> str:
+    """The method whose weights ``method`` saves ("lora" for lora_plus; itself otherwise)."""
+    return _SAME_WEIGHTS.get(method, method)
+
+
+def continue_method(model: nn.Module, directory: str | Path, cfg: FinetuneConfig, *, task: str) -> nn.Module:
+    """Prepare ``model`` (the base) to train on from the adapter saved in ``directory``.
+
+    The result is what :func:`apply_method` returns for a fresh start, but its trainable
+    weights are the saved ones: training continues that adapter (continual learning) instead
+    of starting a new one. The adapter's own structure (LoRA rank, targets, bottleneck size)
+    is kept; ``cfg`` gives the rest (learning rates, gradient checkpointing). Costs one read of
+    the adapter's weights. Raises ConfigError when ``cfg.method`` is not of the saved adapter's
+    method family (lora and lora_plus continue each other; the others only themselves).
+    """
+    directory = Path(directory)
+    info = read_adapter_meta(directory)
+    saved = str(info.get("method", "?"))
+    if method_family(saved) != method_family(cfg.method):
+        raise ConfigError(
+            f"finetune.method is '{cfg.method}' but the adapter in {directory} was trained with "
+            f"'{saved}': training can only continue an adapter of the same method family "
+            "(lora and lora_plus share weights; dora, qlora, adapter and full only themselves).",
+            hint=f"Set finetune.method: {saved}, or train without --continue-from.",
+        )
+    if info["format"] == "peft":
+        from peft import PeftModel
+
+        if cfg.method == "qlora":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+            setattr(model, _COMPUTE_DTYPE_ATTR, cfg.qlora_compute_dtype)
+        model = PeftModel.from_pretrained(model, str(directory), is_trainable=True)
+    elif info["format"] == "full":
+        model = apply_full(load_adapter(model, directory), cfg)
+    else:
+        config = bottleneck.BottleneckConfig(**info["adapter"])
+        model = bottleneck.apply_adapter(model, config, task=task)
+        from safetensors.torch import load_file
+
+        bottleneck.load_adapter_state(model, "default", load_file(directory / BOTTLENECK_WEIGHTS))
+        setattr(model, _BOTTLENECK_ATTR, config)
+    if cfg.gradient_checkpointing and cfg.method != "full":
+        model.enable_input_require_grads()  # as in apply_method
+    setattr(model, _METHOD_ATTR, cfg.method)
+    log.info("%s continued from %s: %s", cfg.method, directory, trainable_summary(model))
+    return model
+
+
 def adapter_names(model: nn.Module) -> list[str]:
     """Names of the adapters loaded on ``model``."""
     if _is_peft(model):

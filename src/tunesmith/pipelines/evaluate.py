@@ -164,3 +164,54 @@ def evaluate(
         finally:
             tracker.finish()
     return EvaluateResult(root, metrics, errors)
+
+
+def score_task(
+    model_name: str,
+    adapter_dir: str | Path | None,
+    task: str,
+    data_dir: str | Path,
+    cfg: Config,
+    *,
+    labels: list[str] | None = None,
+    method: str = "lora",
+) -> dict[str, Any]:
+    """One model's scores on one task's test split, the metrics its plan reports (no baselines).
+
+    ``task`` is a run's task ("classification" for an encoder, a generative task or
+    classification-as-instruction for a causal LM), ``data_dir`` holds its train.jsonl (the plan
+    is read from it) and test.jsonl, ``cfg`` its evaluation settings and ``labels`` its label
+    words. ``adapter_dir`` None scores the bare base (a causal LM prompted zero-shot; an encoder
+    classifier needs an adapter for its head). Used to measure what continual learning forgot
+    and per-task scores of a multi-task run. Costs one model load and a pass over the test
+    split (generation for ``evaluation.generation_limit`` examples of generative tasks).
+    Raises UsageError for an encoder without adapter, DataError for missing splits.
+    """
+    from tunesmith.evaluate.metric_plan import plan_for_records, select
+    from tunesmith.methods import load_adapter
+    from tunesmith.models import load_model
+
+    data = Path(data_dir)
+    record_task = "classification" if task in ("classification", causal.CLASSIFICATION_AS_INSTRUCTION) else task
+    train_records = read_split(data, "train", record_task)
+    test_records = read_split(data, "test", record_task)
+    plan = plan_for_records(task, train_records, cfg.evaluation.metrics)
+    qlora = method == "qlora"
+    loaded = load_model(model_name, task=task, labels=labels if task == "classification" else None,
+                        load_in_4bit=qlora,
+                        compute_dtype=cfg.finetune.qlora_compute_dtype if qlora else "float32")
+    if adapter_dir is None and task == "classification":
+        raise UsageError("an encoder classifier has no head before finetuning: score it with an adapter.")
+    model = loaded.model if adapter_dir is None else load_adapter(loaded.model, adapter_dir)
+    if task == "classification":
+        from tunesmith.evaluate.classification import score
+        from tunesmith.train.encoding import encode_classification
+
+        encoded = encode_classification(test_records, loaded.tokenizer, labels or [], cfg.prepare.max_length)
+        return select(plan, score(model, encoded, loaded.tokenizer.pad_token_id).metrics)
+    settings = generation.GenerationSettings.from_config(cfg.evaluation, batch_size=cfg.finetune.batch_size,
+                                                         seed=cfg.prepare.seed)
+    scores = generation.score_model(
+        model, loaded.tokenizer, test_records, labels=labels or [], settings=settings,
+        max_length=cfg.prepare.max_length, generation_limit=cfg.evaluation.generation_limit, plan=plan)
+    return select(plan, scores.metrics)

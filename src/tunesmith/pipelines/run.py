@@ -138,6 +138,8 @@ class RunResult:
     evaluation: EvaluateResult
     data_counts: dict[str, int]
     outcome: Outcome | None = None
+    # Continued runs: task A's scores before and after (metrics.json's "continual").
+    continual: dict[str, Any] | None = None
 
 
 def _task_guess(cfg: Config) -> str | None:
@@ -166,6 +168,7 @@ def run(
     log: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
     nproc: int = 1,
+    continue_from: str | Path | None = None,
 ) -> RunResult:
     """Prepare ``cfg.prepare.dataset``, finetune, evaluate against the baseline.
 
@@ -175,10 +178,21 @@ def run(
     ``callbacks`` (:class:`tunesmith.train.loop.Callback`) see every history record as it comes.
     ``nproc`` > 1 trains in that many processes (data parallel, like `tunesmith train --nproc`);
     preparing and evaluating stay in this one. A stopped run continues with :func:`resume_run`.
+
+    ``continue_from`` (continual learning, see :mod:`tunesmith.pipelines.continual`) is an
+    earlier run whose adapter training starts from, replaying ``prepare.replay_fraction`` of
+    its training data; task A's test scores before and after go into metrics.json's
+    ``continual`` section, the report and MLflow (two more scorings of A's test split).
     """
     if nproc < 1:
         raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
+    from tunesmith.pipelines import continual
     from tunesmith.pipelines.prepare import prepare_data
+
+    continual.continual_path_checks(cfg, continue_from, nproc)
+    earlier = None
+    if continue_from is not None:
+        earlier, cfg = continual.earlier_run(continue_from, cfg, log)
 
     name = cfg.tracking.run_name or default_run_name(cfg, _task_guess(cfg))
     out = Path(out_dir) if out_dir is not None else Path("runs") / name
@@ -211,19 +225,28 @@ def run(
     # What the run will be judged by, before it trains (evaluate decides it again and stores it).
     for line in plan_for_records(prepared.task, prepared.train, cfg.evaluation.metrics).lines():
         log(line)
+    if earlier is not None:
+        from tunesmith.train.causal import model_is_causal
+
+        causal_model = model_is_causal(cfg.finetune.model)
+        continual.check_labels(earlier, "classification" if prepared.task == "classification"
+                               and not causal_model else prepared.task, prepared.labels)
+        counts["replay"] = continual.write_replay(earlier, cfg, out / "data", causal_model, log)
     training = _train_step(cfg, out, resume=False, nproc=nproc, progress=progress, log=log,
-                           callbacks=callbacks)
+                           callbacks=callbacks, init_adapter=earlier.adapter if earlier else None)
     log(check_servability(out).summary())  # where the trained adapter can be served, and how
     evaluation = evaluate(out, log=log)
-    return _finish(out, cfg, training, evaluation, counts)
+    return _finish(out, cfg, training, evaluation, counts, earlier, log)
 
 
 def _finish(out: Path, cfg: Config, training: TrainResult | None, evaluation: EvaluateResult,
-            counts: dict[str, int]) -> RunResult:
+            counts: dict[str, int], earlier: Any = None,
+            log: Callable[[str], None] = print) -> RunResult:
     """After evaluation: record the whole run's memory peak (the process's peak now covers
     prepare, training and evaluation) and, for classification, whether finetuning beat the
     baseline on the metric plan's headline, with the diagnosis of the curves when it did not;
-    then rewrite the reports with both."""
+    for a continued run (``earlier``: task A), A's scores before and after (logged to the
+    run's MLflow run too); then rewrite the reports with all of it."""
     from tunesmith.advise.diagnose import read_history
     from tunesmith.advise.run_memory import record_run_peak
     from tunesmith.report import write_reports
@@ -236,19 +259,44 @@ def _finish(out: Path, cfg: Config, training: TrainResult | None, evaluation: Ev
         if outcome is not None:
             metrics = {**metrics, "outcome": outcome.to_dict()}
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    continued = None
+    if earlier is not None:
+        from tunesmith.pipelines.continual import forgetting_of, summary_lines
+
+        continued = forgetting_of(earlier, out, log)
+        metrics = {**metrics, "continual": continued}
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        for line in summary_lines(continued):
+            log(line)
+        _log_to_mlflow(out, cfg, {"continual": {k: continued[k] for k in ("before", "after", "delta")}})
     write_reports(out)
     evaluation.metrics = metrics
-    return RunResult(out, metrics["task"], metrics, training, evaluation, counts, outcome)
+    return RunResult(out, metrics["task"], metrics, training, evaluation, counts, outcome, continued)
+
+
+def _log_to_mlflow(out: Path, cfg: Config, numbers: dict[str, Any]) -> None:
+    """Add ``numbers`` to the run's MLflow run (when tracking is on and the run has one)."""
+    meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    if not (cfg.tracking.enabled and meta.get("mlflow_run_id")):
+        return
+    from tunesmith.track.experiment import MlflowTracker
+
+    tracker = MlflowTracker(cfg, meta["run_name"])
+    tracker.start(meta["mlflow_run_id"])
+    try:
+        tracker.log_final(numbers)
+    finally:
+        tracker.finish()
 
 
 def _train_step(
     cfg: Config, out: Path, *, resume: bool, nproc: int, progress: bool,
-    log: Callable[[str], None], callbacks: Sequence[Any],
+    log: Callable[[str], None], callbacks: Sequence[Any], init_adapter: Path | None = None,
 ) -> TrainResult | None:
     """Train on ``out/data`` into ``out``: here, or in ``nproc`` processes under torchrun."""
     if nproc == 1:
         return train(cfg, out / "data", out, resume=resume, progress=progress, log=log,
-                     callbacks=callbacks)
+                     callbacks=callbacks, init_adapter=init_adapter)
     from tunesmith.train.distributed import launch
 
     if callbacks:
@@ -293,6 +341,12 @@ def resume_run(
             "runs/<run-name> written by it.",
         )
     cfg = load_config(out / "config.yaml")
+    run_meta = json.loads((out / "run.json").read_text(encoding="utf-8")) if (out / "run.json").is_file() else {}
+    earlier = None
+    if run_meta.get("continued_from"):  # a continued run resumes as one
+        from tunesmith.pipelines.continual import earlier_run
+
+        earlier, _ = earlier_run(Path(run_meta["continued_from"]).parent, cfg, log)
     metrics = out / "metrics.json"
     trained = metrics.is_file() and "train" in json.loads(metrics.read_text(encoding="utf-8"))
     training = None
@@ -303,9 +357,10 @@ def resume_run(
         log(f"{out}: resuming training from its last checkpoint" if checkpoint else
             f"{out}: no checkpoint was written yet; training from the start")
         training = _train_step(cfg, out, resume=checkpoint, nproc=nproc, progress=progress,
-                               log=log, callbacks=callbacks)
+                               log=log, callbacks=callbacks,
+                               init_adapter=earlier.adapter if earlier else None)
     evaluation = evaluate(out, log=log)
     manifest = data / "manifest.json"
     counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {}) if manifest.is_file() else {}
     split_counts = {k: counts[k] for k in ("train", "val", "test") if k in counts}
-    return _finish(out, cfg, training, evaluation, split_counts)
+    return _finish(out, cfg, training, evaluation, split_counts, earlier, log)

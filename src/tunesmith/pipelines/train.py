@@ -30,6 +30,9 @@ from tunesmith.records import Record
 from tunesmith.train import causal
 
 SPLITS = ("train", "val", "test")
+# Records of an earlier task replayed in this run's training set (continual learning), beside
+# train.jsonl; written by `tunesmith run --continue-from` with prepare.replay_fraction.
+REPLAY = "replay.jsonl"
 
 
 @dataclass
@@ -190,6 +193,14 @@ def read_split(data_dir: str | Path, split: str, task: str | None = None) -> lis
     return read_records(path, task=task)  # type: ignore[arg-type]
 
 
+def read_replay(data_dir: str | Path) -> list[Record]:
+    """The replayed records of ``data_dir/replay.jsonl`` ([] when there is none)."""
+    from tunesmith.data.io import read_records
+
+    path = Path(data_dir) / REPLAY
+    return read_records(path) if path.is_file() else []
+
+
 def data_sha256(data_dir: str | Path) -> str:
     """The prepared data's identity: the manifest's hash when `prepare` wrote one, else one
     hash over the split files present."""
@@ -282,10 +293,15 @@ def train(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] = print,
+    init_adapter: str | Path | None = None,
 ) -> TrainResult:
     """Finetune ``cfg.finetune.model`` on ``data_dir``'s train/val splits into ``out_dir``.
 
     ``resume=True`` continues from ``out_dir/checkpoints/last`` with the config saved there.
+    ``init_adapter`` (an earlier run's adapter/ folder) makes training start from those
+    weights instead of a fresh adapter (continual learning, see
+    :func:`tunesmith.methods.continue_method`); records in ``data_dir/replay.jsonl`` join the
+    training split (replay of the earlier task).
     Raises DataError (missing or bad split files), AssetError (unknown model), ConfigError.
     """
     from tunesmith.methods import apply_method, save_adapter, trainable_summary
@@ -302,6 +318,11 @@ def train(
     task = causal.training_task(train_records[0].task, cfg.finetune.model)
     spec = task_spec(task)
     labels = spec.labels(train_records)
+    replay = read_replay(data_dir)
+    if replay:
+        log(f"replaying {len(replay)} records of the earlier task beside {len(train_records)} "
+            f"of this one ({Path(data_dir) / REPLAY})")
+        train_records = [*train_records, *replay]
     out.mkdir(parents=True, exist_ok=True)
     run_json_path = out / "run.json"
     previous = json.loads(run_json_path.read_text()) if resume and run_json_path.is_file() else {}
@@ -334,7 +355,13 @@ def train(
 
     memory_check = check_memory(cfg, loaded.model, seq_len=max(plan.train_data.lengths, default=None), log=log)
     cfg = memory_check.cfg
-    model = apply_method(loaded.model, cfg.finetune, task=task)
+    if init_adapter is not None:
+        from tunesmith.methods import continue_method
+
+        model = continue_method(loaded.model, init_adapter, cfg.finetune, task=task)
+        log(f"training continues the adapter in {init_adapter} (its rank and targets are kept)")
+    else:
+        model = apply_method(loaded.model, cfg.finetune, task=task)
     summary = trainable_summary(model)
     log(f"{cfg.finetune.method}: {summary}")
 
@@ -348,6 +375,7 @@ def train(
         "git_commit": git_commit(),
         "data_sha256": data_sha256(data_dir),
         "data_dir": str(Path(data_dir).resolve()),
+        **({"continued_from": str(Path(init_adapter).resolve())} if init_adapter is not None else {}),
     }
     tracker = None
     if cfg.tracking.enabled:
