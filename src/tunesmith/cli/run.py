@@ -47,6 +47,29 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_nproc(run)
     run.set_defaults(handler=_run)
 
+    multitask = commands.add_parser(
+        "multitask", help="train one adapter on several tasks at once, scored per task",
+        description="Prepare each task's data (its config's prepare section), draw one training "
+        "set from all of them by task-balanced sampling, train one adapter (the first config's "
+        "finetune section) on a causal LM, and score every task's test split with the base "
+        "model and the adapter. Writes --out.",
+    )
+    multitask.add_argument("--task", action="append", default=[], metavar="NAME=CONFIG", required=True,
+                           help="a task and its params.yaml, e.g. sentiment=examples/"
+                           "sentiment-smollm2-instruct.yaml (repeat for each task)")
+    multitask.add_argument("--sampling", choices=("proportional", "equal", "temperature"),
+                           default="temperature",
+                           help="each task's share of the training set: by its size, the same "
+                           "for all, or size^(1/T) (default temperature)")
+    multitask.add_argument("--temperature", type=float, default=2.0,
+                           help="T of --sampling temperature, 1 or more (default 2)")
+    multitask.add_argument("--records", type=int, metavar="N",
+                           help="size of the training mixture (default: all tasks' training records)")
+    _add_set(multitask)
+    multitask.add_argument("--out", required=True, help="the run folder to write")
+    multitask.add_argument("--no-progress", action="store_true", help="no progress bars")
+    multitask.set_defaults(handler=_multitask)
+
     demo = commands.add_parser(
         "demo", help="finetune MiniLM on rotten-tomatoes with LoRA in minutes, against its baseline",
         description="The run command with a built-in preset sized for 2 CPU cores: "
@@ -207,7 +230,7 @@ def _render_continual(continual: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tunesmith.pipelines.continual import summary_lines
+    from tunesmith.report.sections import continual_lines
 
     table = Table(title=f"task A ({continual['task']}, {continual['from_run']}) on its test split")
     for column in ("metric", "before (A's adapter)", "after (this run)", "change"):
@@ -218,8 +241,43 @@ def _render_continual(continual: dict[str, Any]) -> None:
                       _fmt(continual["after"].get(key)), f"{change:+.4f}" if change is not None else "-")
     console = Console()
     console.print(table)
-    for line in summary_lines(continual):
+    for line in continual_lines(continual):
         console.print(line, markup=False)
+
+
+def _multitask(args: argparse.Namespace) -> int:
+    _quiet()
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunesmith.config import load_config
+    from tunesmith.errors import UsageError
+    from tunesmith.pipelines.multitask import multitask_run
+
+    tasks = {}
+    for item in args.task:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--task expects NAME=CONFIG, got '{item}' (e.g. --task qa=examples/qa-smollm2-lora.yaml).")
+        if name in tasks:
+            raise UsageError(f"--task {name} is given twice: each task needs its own name.")
+        tasks[name] = load_config(path, args.overrides)
+    result = multitask_run(tasks, args.out, sampling=args.sampling, temperature=args.temperature,
+                           total=args.records, progress=not args.no_progress, log=_err)
+    drawn = result.metrics["sampling"]["drawn"]
+    table = Table(title="multi-task adapter, per task on its test split")
+    for column in ("task", "records trained", "metric", "base (zero-shot)", "multi-task", "delta"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    for name, scores in result.metrics["tasks"].items():
+        for i, (key, tuned) in enumerate(scores["finetuned"].items()):
+            change = scores["delta"].get(key)
+            table.add_row(name if i == 0 else "", str(drawn[name]) if i == 0 else "",
+                          f"[bold]{key}[/bold]" if key == scores["headline"] else key,
+                          _fmt(scores["baseline"].get(key)), _fmt(tuned),
+                          f"{change:+.4f}" if change is not None else "-")
+    Console().print(table)
+    print(f"outputs: {result.run_dir}/ (metrics.json, history.jsonl, adapter/, tasks/<name>/data/)")
+    return 0
 
 
 def _tracking_uri(cfg: Any) -> str | None:

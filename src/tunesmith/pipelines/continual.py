@@ -184,21 +184,6 @@ def forgetting_of(earlier: EarlierRun, out: Path, log: Callable[[str], None] = p
     }
 
 
-def summary_lines(continual: dict[str, Any]) -> list[str]:
-    """What the end of a continued run says about task A, for people."""
-    headline = continual["headline"]
-    before, after = continual["before"].get(headline), continual["after"].get(headline)
-    change = continual["delta"].get(headline)
-    replay = continual.get("replay") or {}
-    with_replay = f" with {replay['records']} replayed records" if replay.get("records") else " without replay"
-    lines = [f"task A ({continual['from_run']}): {headline} {before:.4f} before, {after:.4f} after "
-             f"training on this task{with_replay} ({change:+.4f})"]
-    if continual["forgot"]:
-        lines.append("forgetting: task A got worse. Remedies:")
-        lines += [f"  {r}" for r in continual["remedies"]]
-    return lines
-
-
 def continual_path_checks(cfg: Config, continue_from: str | Path | None, nproc: int) -> None:
     """Options that only make sense together; raises ConfigError/UsageError early."""
     if cfg.prepare.replay_fraction and continue_from is None:

@@ -261,20 +261,21 @@ def _finish(out: Path, cfg: Config, training: TrainResult | None, evaluation: Ev
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     continued = None
     if earlier is not None:
-        from tunesmith.pipelines.continual import forgetting_of, summary_lines
+        from tunesmith.pipelines.continual import forgetting_of
+        from tunesmith.report.sections import continual_lines
 
         continued = forgetting_of(earlier, out, log)
         metrics = {**metrics, "continual": continued}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        for line in summary_lines(continued):
+        for line in continual_lines(continued):
             log(line)
-        _log_to_mlflow(out, cfg, {"continual": {k: continued[k] for k in ("before", "after", "delta")}})
+        add_to_mlflow(out, cfg, {"continual": {k: continued[k] for k in ("before", "after", "delta")}})
     write_reports(out)
     evaluation.metrics = metrics
     return RunResult(out, metrics["task"], metrics, training, evaluation, counts, outcome, continued)
 
 
-def _log_to_mlflow(out: Path, cfg: Config, numbers: dict[str, Any]) -> None:
+def add_to_mlflow(out: Path, cfg: Config, numbers: dict[str, Any]) -> None:
     """Add ``numbers`` to the run's MLflow run (when tracking is on and the run has one)."""
     meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
     if not (cfg.tracking.enabled and meta.get("mlflow_run_id")):

@@ -1,5 +1,8 @@
 """Sections that other steps add to a run's report, each from a file in the run folder.
 
+metrics.json's ``continual`` (a run trained with --continue-from) becomes a "Continual
+learning" section: the earlier task's scores before and after, and the remedies when it forgot.
+
 ``review/results.json`` (written by ``tunesmith review RUN --results``) becomes a "Human
 review" section: the win rate of the run against each model with its Wilson and bootstrap
 intervals, the Bradley-Terry ranking, and the position-bias, metric-agreement and
@@ -52,9 +55,41 @@ def _review_rows(results: dict[str, Any]) -> tuple[str, list[str], list[list[str
     return "Human review", header, rows, lines
 
 
-def _load(run_dir: Path) -> dict[str, Any] | None:
+def continual_lines(continual: dict[str, Any]) -> list[str]:
+    """What the end of a continued run says about task A, for people."""
+    headline = continual["headline"]
+    before, after = continual["before"].get(headline), continual["after"].get(headline)
+    change = continual["delta"].get(headline)
+    replay = continual.get("replay") or {}
+    with_replay = f" with {replay['records']} replayed records" if replay.get("records") else " without replay"
+    lines = [f"task A ({continual['from_run']}): {headline} {before:.4f} before, {after:.4f} after "
+             f"training on this task{with_replay} ({change:+.4f})"]
+    if continual["forgot"]:
+        lines.append("forgetting: task A got worse. Remedies:")
+        lines += [f"  {r}" for r in continual["remedies"]]
+    return lines
+
+
+def _continual_rows(continual: dict[str, Any]) -> tuple[str, list[str], list[list[str]], list[str]]:
+    """metrics.json's ``continual``: task A's scores before and after this run."""
+    header = ["metric (task A's test split)", "before (A's adapter)", "after (this run)", "change"]
+    rows = [[key + (" (headline)" if key == continual["headline"] else ""), _num(before, 4),
+             _num(continual["after"].get(key), 4), _num(continual["delta"].get(key), 4)]
+            for key, before in continual["before"].items()]
+    return f"Continual learning: what task A ({continual['task']}) kept", header, rows, continual_lines(continual)
+
+
+def _sections(run_dir: Path) -> list[tuple[str, list[str], list[list[str]], list[str]]]:
+    """Every section this run has files for: continual learning, human review."""
+    found = []
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    if metrics.get("continual"):
+        found.append(_continual_rows(metrics["continual"]))
     path = run_dir / REVIEW_RESULTS
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if path.is_file():
+        found.append(_review_rows(json.loads(path.read_text(encoding="utf-8"))))
+    return found
 
 
 def _insert(document: str, marker: str, section: str) -> str:
@@ -63,24 +98,21 @@ def _insert(document: str, marker: str, section: str) -> str:
 
 
 def add_sections_html(html: str, run_dir: str | Path) -> str:
-    results = _load(Path(run_dir))
-    if results is None:
-        return html
-    title, header, rows, lines = _review_rows(results)
-    table = "" if not rows else ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"
-             + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-             + "</table>")
-    section = (f'<h2 id="human-review">{title}</h2>' + table
-               + "".join(f"<p>{escape(line)}</p>" for line in lines) + "\n")
-    return _insert(html, "<h2>Config</h2>", section)
+    for title, header, rows, lines in _sections(Path(run_dir)):
+        table = "" if not rows else ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"
+                 + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+                 + "</table>")
+        anchor = "human-review" if title == "Human review" else "continual"
+        section = (f'<h2 id="{anchor}">{escape(title)}</h2>' + table
+                   + "".join(f"<p>{escape(line)}</p>" for line in lines) + "\n")
+        html = _insert(html, "<h2>Config</h2>", section)
+    return html
 
 
 def add_sections_md(md: str, run_dir: str | Path) -> str:
-    results = _load(Path(run_dir))
-    if results is None:
-        return md
-    title, header, rows, lines = _review_rows(results)
-    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                       *("| " + " | ".join(row) + " |" for row in rows)]) + "\n\n" if rows else ""
-    section = f"## {title}\n\n{table}" + "".join(f"{line}\n\n" for line in lines)
-    return _insert(md, "## Config", section)
+    for title, header, rows, lines in _sections(Path(run_dir)):
+        table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                           *("| " + " | ".join(row) + " |" for row in rows)]) + "\n\n" if rows else ""
+        section = f"## {title}\n\n{table}" + "".join(f"{line}\n\n" for line in lines)
+        md = _insert(md, "## Config", section)
+    return md
