@@ -177,6 +177,8 @@ class TrainResult:
     trainable_params: int
     trainable_percent: float
     notes: list[str]
+    # Training records, replayed ones (data/replay.jsonl) included.
+    train_records: int = 0
 
 
 def read_split(data_dir: str | Path, split: str, task: str | None = None) -> list[Record]:
@@ -438,7 +440,8 @@ def train(
     finally:
         if tracker:
             tracker.finish(status)
-    return TrainResult(out, task, labels, result, summary.trainable, summary.percent, plan.notes)
+    return TrainResult(out, task, labels, result, summary.trainable, summary.percent, plan.notes,
+                       len(train_records))
 
 
 def train_inputs(
