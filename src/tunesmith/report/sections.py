@@ -24,6 +24,10 @@ def _num(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _signed(value: Any) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
 def _review_rows(results: dict[str, Any]) -> tuple[str, list[str], list[list[str]], list[str]]:
     """Title, table header, rows and the lines under the table."""
     header = ["against", "wins", "losses", "ties", "both bad", "win rate (ties left out) [Wilson 95%]",
@@ -63,7 +67,10 @@ def continual_lines(continual: dict[str, Any]) -> list[str]:
     replay = continual.get("replay") or {}
     with_replay = f" with {replay['records']} replayed records" if replay.get("records") else " without replay"
     lines = [f"task A ({continual['from_run']}): {headline} {before:.4f} before, {after:.4f} after "
-             f"training on this task{with_replay} ({change:+.4f})"]
+             f"training on this task{with_replay} ({change:+.4f})"
+             + (f"; perplexity {continual['before']['perplexity']:.4f} -> "
+                f"{continual['after']['perplexity']:.4f}"
+                if headline != "perplexity" and "perplexity" in continual["after"] else "")]
     if continual["forgot"]:
         lines.append("forgetting: task A got worse. Remedies:")
         lines += [f"  {r}" for r in continual["remedies"]]
@@ -74,7 +81,7 @@ def _continual_rows(continual: dict[str, Any]) -> tuple[str, list[str], list[lis
     """metrics.json's ``continual``: task A's scores before and after this run."""
     header = ["metric (task A's test split)", "before (A's adapter)", "after (this run)", "change"]
     rows = [[key + (" (headline)" if key == continual["headline"] else ""), _num(before, 4),
-             _num(continual["after"].get(key), 4), _num(continual["delta"].get(key), 4)]
+             _num(continual["after"].get(key), 4), _signed(continual["delta"].get(key))]
             for key, before in continual["before"].items()]
     return f"Continual learning: what task A ({continual['task']}) kept", header, rows, continual_lines(continual)
 
