@@ -44,19 +44,20 @@ def main(out: Path) -> None:
         result["continual"].append({"run": name, "a_after": after, "b": b,
                                     "replay": m.get("continual", {}).get("replay")})
     print("\n".join(rows) + "\n")
-    mt = _metrics(out / "MT")
+    mt, mt56 = _metrics(out / "MT"), _metrics(out / "MT-56")
     if mt:
         single = {"sentiment": a["finetuned"], "qa": _metrics(out / "B-sep").get("finetuned", {})}
-        rows = ["| task (records trained) | metric | base, zero-shot | one adapter per task | multi-task adapter |",
-                "| --- | --- | --- | --- | --- |"]
+        rows = ["| task (records in the mixture) | metric | base, zero-shot | one adapter per task | "
+                "multi-task, 28 steps | multi-task, 56 steps |", "| --- | --- | --- | --- | --- | --- |"]
         for task, scores in mt["tasks"].items():
+            longer = mt56.get("tasks", {}).get(task, {}).get("finetuned", {})
             for key in ("accuracy", "f1", "token_f1", "perplexity"):
                 if key in scores["finetuned"]:
+                    d = 2 if key == "perplexity" else 3
                     rows.append(f"| {task} ({mt['sampling']['drawn'][task]}) | {key} | "
-                                f"{_f(scores['baseline'].get(key), 2 if key == 'perplexity' else 3)} | "
-                                f"{_f(single[task].get(key), 2 if key == 'perplexity' else 3)} | "
-                                f"{_f(scores['finetuned'][key], 2 if key == 'perplexity' else 3)} |")
-            result["multitask"].append({"task": task, "single": single[task], **scores})
+                                f"{_f(scores['baseline'].get(key), d)} | {_f(single[task].get(key), d)} | "
+                                f"{_f(scores['finetuned'][key], d)} | {_f(longer.get(key), d)} |")
+            result["multitask"].append({"task": task, "single": single[task], "multitask_56": longer, **scores})
         result["sampling"] = mt["sampling"]
         print("\n".join(rows))
     times = out / "times.txt"

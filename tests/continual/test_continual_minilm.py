@@ -13,28 +13,26 @@ from tunesmith.errors import ConfigError, UsageError
 pytestmark = pytest.mark.integration
 
 
-def _config(**prepare):
+def _config(tracking=None, **prepare):
     from tunesmith.config import validate_config
 
     return validate_config({
         "prepare": {"dataset": "rotten-tomatoes", "limit": 120, "max_length": 48, **prepare},
         "finetune": {"model": "minilm", "method": "lora", "learning_rate": 5e-3, "batch_size": 8,
                      "max_steps": 4, "eval_every": 4, "warmup_ratio": 0.0, "logging_steps": 2},
-        "tracking": {"enabled": False},
+        "tracking": tracking or {"enabled": False},
     })
 
 
 @pytest.fixture(scope="module")
 def task_a(tmp_path_factory):
-    """Task A: 4 LoRA steps on 96 snippets (train() writes all a continued run reads)."""
-    from tunesmith.pipelines.prepare import prepare_data
-    from tunesmith.pipelines.train import train
+    """Task A: a whole `tunesmith run` of 4 LoRA steps on 96 snippets, logged to MLflow."""
+    from tunesmith.pipelines.run import run
 
-    root = tmp_path_factory.mktemp("continual") / "A"
-    cfg = _config()
-    prepare_data(cfg.prepare, root / "data")
-    result = train(cfg, root / "data", root, progress=False, log=lambda _: None)
-    return root, result
+    root = tmp_path_factory.mktemp("continual")
+    tracking = {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "continual"}
+    result = run(_config(tracking), root / "A", progress=False, log=lambda _: None)
+    return root / "A", result.training, tracking
 
 
 def _evals(run_dir):
@@ -46,7 +44,7 @@ def test_continued_training_starts_from_the_earlier_adapter(task_a, tmp_path):
     from tunesmith.pipelines.continual import earlier_run
     from tunesmith.pipelines.train import train
 
-    a_dir, a_result = task_a
+    a_dir, a_result, _ = task_a
     a_best = _evals(a_dir)[a_result.fit.best_step]
     # A moved away from its start, so "starts from A" and "starts afresh" differ at step 0.
     assert a_result.fit.best_step > 0
@@ -68,7 +66,7 @@ def test_replay_puts_the_fraction_of_a_in_the_training_set(task_a, tmp_path):
     from tunesmith.pipelines.prepare import prepare_data
     from tunesmith.pipelines.train import train
 
-    a_dir, _ = task_a
+    a_dir, _, _ = task_a
     cfg = _config(seed=7, replay_fraction=0.25)  # B: another sample of the snippets
     data = tmp_path / "B" / "data"
     prepare_data(cfg.prepare, data)
@@ -90,7 +88,7 @@ def test_what_cannot_continue_is_refused(task_a):
     from tunesmith.config import validate_config
     from tunesmith.pipelines.continual import check_labels, continual_path_checks, earlier_run
 
-    a_dir, _ = task_a
+    a_dir, _, _ = task_a
     other_base = validate_config({"finetune": {"model": "smollm2-135m-instruct"}})
     with pytest.raises(ConfigError, match="was trained on 'minilm'"):
         earlier_run(a_dir, other_base, log=lambda _: None)
@@ -106,3 +104,28 @@ def test_what_cannot_continue_is_refused(task_a):
         continual_path_checks(_config(replay_fraction=0.2), None, 1)
     with pytest.raises(UsageError, match="not a tunesmith run folder"):
         earlier_run(a_dir / "data", _config(), log=lambda _: None)
+
+
+def test_a_continued_run_reports_task_a_before_and_after(task_a, tmp_path):
+    import mlflow
+
+    from tunesmith.pipelines.run import run
+
+    a_dir, _, tracking = task_a
+    cfg = _config(tracking, seed=7, replay_fraction=0.25)
+    cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"max_steps": 2, "eval_every": 2})})
+    result = run(cfg, tmp_path / "B", progress=False, log=lambda _: None, continue_from=a_dir)
+    continual = json.loads((tmp_path / "B" / "metrics.json").read_text())["continual"]
+    assert continual == result.continual and continual["headline"] == "accuracy"
+    # "before" is A's adapter on A's test split: what A's own evaluation measured.
+    a_finetuned = json.loads((a_dir / "metrics.json").read_text())["finetuned"]
+    for key in ("accuracy", "f1", "loss"):
+        assert continual["before"][key] == pytest.approx(a_finetuned[key], abs=1e-6)
+    assert continual["delta"]["loss"] == pytest.approx(continual["after"]["loss"] - continual["before"]["loss"])
+    assert continual["replay"]["records"] == 24 and result.data_counts["replay"] == 24
+    logged = mlflow.MlflowClient(tracking["mlflow_uri"]).get_run(
+        json.loads((tmp_path / "B" / "run.json").read_text())["mlflow_run_id"]).data.metrics
+    assert logged["continual_before_accuracy"] == pytest.approx(continual["before"]["accuracy"])
+    assert logged["continual_after_loss"] == pytest.approx(continual["after"]["loss"])
+    report = (tmp_path / "B" / "report.md").read_text()
+    assert "## Continual learning" in report

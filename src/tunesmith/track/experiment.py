@@ -23,7 +23,7 @@ ARTIFACTS = ("run.json", "config.yaml", "metrics.json", "history.jsonl", "errors
 
 # metrics.json sections whose numbers are logged as final metrics (confusion_matrix, a table,
 # goes as a plot artifact instead).
-FINAL_SECTIONS = ("baseline", "finetuned", "delta", "train", "baselines", "forgetting")
+FINAL_SECTIONS = ("baseline", "finetuned", "delta", "train", "baselines", "forgetting", "continual", "tasks")
 
 
 class MlflowTracker(Callback):
