@@ -30,6 +30,8 @@ def main(out: Path) -> None:
             f"{_f(before['perplexity'], 2)} | - | - |"]
     settings = [("B-seq", "B from A's adapter, no replay (12 steps)"),
                 ("B-replay", "B from A's adapter, replay 25% of A (12 steps)"),
+                ("B-seq-seed1", "B from A's adapter, no replay (12 steps, training seed 1)"),
+                ("B-replay-seed1", "B from A's adapter, replay 25% of A (12 steps, training seed 1)"),
                 ("B-seq-36", "B from A's adapter, no replay (36 steps)"),
                 ("B-replay-36", "B from A's adapter, replay 25% of A (36 steps)"),
                 ("B-sep", "separate adapters: B from the base (12 steps), A keeps its own")]
