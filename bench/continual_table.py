@@ -44,7 +44,8 @@ def main(out: Path) -> None:
         rows.append(f"| {label} | {_f(after['accuracy'])} | {_f(after['f1'])} | {_f(after['perplexity'], 2)} | "
                     f"{_f(b['perplexity'], 2)} | {_f(b.get('token_f1'))} |")
         result["continual"].append({"run": name, "a_after": after, "b": b,
-                                    "replay": m.get("continual", {}).get("replay")})
+                                    "replay": {k: v for k, v in (m.get("continual", {}).get("replay") or {}).items()
+                                               if k != "from_run"}})  # no paths of this machine
     print("\n".join(rows) + "\n")
     mt, mt56 = _metrics(out / "MT"), _metrics(out / "MT-56")
     if mt:
