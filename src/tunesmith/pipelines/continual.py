@@ -156,8 +156,7 @@ def forgetting_of(earlier: EarlierRun, out: Path, log: Callable[[str], None] = p
     ``replay`` and ``remedies``. Costs two scorings of A's test split (see
     :func:`tunesmith.pipelines.evaluate.score_task`).
     """
-    from tunesmith.evaluate.metric_plan import plan_for_records
-    from tunesmith.evaluate.metrics import improved
+    from tunesmith.evaluate.metric_plan import Comparison, plan_for_records
 
     meta, a_cfg = earlier.meta, earlier.cfg
     task = str(meta["task"])
@@ -171,14 +170,14 @@ def forgetting_of(earlier: EarlierRun, out: Path, log: Callable[[str], None] = p
                                 a_cfg.evaluation.metrics).headline
     delta = {k: after[k] - v for k, v in before.items()
              if isinstance(v, (int, float)) and isinstance(after.get(k), (int, float))}
-    change = delta.get(headline, 0.0)
     manifest_path = out / "data" / "manifest.json"
     replay = (json.loads(manifest_path.read_text(encoding="utf-8")).get("replay")
               if manifest_path.is_file() else None)
     return {
         "from_run": str(earlier.run_dir), "task": task, "headline": headline,
         "before": before, "after": after, "delta": delta,
-        "forgot": change != 0 and not improved(headline, change),
+        # Forgot: A's headline got worse in its own direction (the run's won/matched/lost).
+        "forgot": Comparison(headline, before[headline], after[headline]).result == "lost",
         "replay": replay or {"fraction": 0.0, "records": 0},
         "remedies": remedies(earlier, out, bool(replay and replay.get("records"))),
     }
