@@ -45,7 +45,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from tunesmith.config import FinetuneConfig
+from tunesmith.config import LORA_FAMILY, FinetuneConfig
 from tunesmith.errors import DataError
 
 START_GAP = 1.5
@@ -59,7 +59,6 @@ PLATEAU_REL = 0.03
 COLLAPSE_LR_FACTOR = 10.0
 
 VERDICTS = ("healthy", "overfitting", "overfitting_from_start", "underfitting", "plateau", "unstable")
-LORA_METHODS = frozenset({"lora", "qlora", "dora", "lora_plus"})
 
 
 @dataclass(frozen=True)
@@ -275,7 +274,7 @@ def _halve(value: float) -> float:
 def remedies_for(verdict: str, cfg: FinetuneConfig | None, rows: list[EpochRow]) -> list[Remedy]:
     """The guide's "If results are bad" list, as new values computed from ``cfg``."""
     cfg = cfg or FinetuneConfig()
-    lora = cfg.method in LORA_METHODS
+    lora = cfg.method in LORA_FAMILY
     lr = cfg.learning_rate
     out: list[Remedy] = []
     if verdict in ("overfitting", "overfitting_from_start"):

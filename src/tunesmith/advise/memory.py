@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunesmith import assets
+from tunesmith.config import LORA_FAMILY, METHODS, Config
 from tunesmith.errors import ConfigError, UsageError
 
 GB = 1e9  # the guide's gigabyte: 7B x 4 bytes = 28 GB
 
 Precision = Literal["fp32", "bf16", "mixed"]
 Optimizer = Literal["adamw", "adamw-8bit", "sgd"]
-EstimateMethod = Literal["full", "lora", "qlora", "adapter", "dora", "lora_plus"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "mixed")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "adamw-8bit", "sgd")
 
@@ -379,7 +379,7 @@ def trainable_params(
     head_text = f" + head {head:,}" if head else ""
     if method == "full":
         return shape.total_params, f"all {shape.total_params:,} parameters", notes
-    if method in ("lora", "qlora", "dora", "lora_plus"):
+    if method in LORA_FAMILY:
         if shape.standin:
             if not shape.has_dimensions:
                 notes.append("LoRA parameters left out (give --layers and --hidden to count them).")
@@ -406,7 +406,7 @@ def trainable_params(
             f"{sites} sites x (2 x h {shape.hidden} x {width} + biases){head_text}",
             notes,
         )
-    raise UsageError(f"unknown method '{method}' (allowed: full, lora, qlora, adapter, dora).")
+    raise UsageError(f"unknown method '{method}' (allowed: {', '.join(METHODS)}).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,12 +453,6 @@ def _activation_part(
     return MemoryPart("activations", total * act_bytes, text)
 
 
-def _config_defaults() -> Any:
-    from tunesmith.config import Config
-
-    return Config()
-
-
 @dataclass(frozen=True)
 class MemoryArgs:
     """Everything the estimate depends on besides the model's shape: one typed group.
@@ -502,7 +496,7 @@ class MemoryArgs:
     def defaults(cls, *, device: str = "cuda") -> MemoryArgs:
         """The built-in config's values (config.py is the one place defaults live); no
         best-checkpoint copy, as for a plain training script."""
-        return cls.from_config(_config_defaults(), device=device, keep_best_copy=False)
+        return cls.from_config(Config(), device=device, keep_best_copy=False)
 
     def replace(self, **changes: Any) -> MemoryArgs:
         from dataclasses import fields, replace

@@ -24,8 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from tunesmith.config import FinetuneConfig
-from tunesmith.errors import ConfigError
+from tunesmith.config import LORA_FAMILY, FinetuneConfig, check_method_rules
 from tunesmith.methods import adapter as bottleneck
 from tunesmith.methods.full import apply_full, layer_lr_scales
 from tunesmith.methods.lifecycle import (
@@ -64,19 +63,14 @@ def apply_method(model: nn.Module, cfg: FinetuneConfig, *, task: str) -> nn.Modu
     chat: a causal LM). Raises ConfigError for settings the method or model cannot take.
     """
     method = cfg.method
-    if cfg.freeze_layers and method != "full":
-        raise ConfigError(
-            f"finetune.freeze_layers applies to method 'full', not '{method}' "
-            "(its base weights are frozen already).",
-            hint="Set finetune.freeze_layers: 0, or finetune.method: full.",
-        )
+    check_method_rules(cfg)  # loading validated it; a model_copy'd config was not
     if method == "full":
         model = apply_full(model, cfg)
-    elif method in ("lora", "dora", "lora_plus"):
-        model = apply_lora(model, cfg, task=task)
     elif method == "qlora":
         model = apply_qlora(model, cfg, task=task)
         remember(model, compute_dtype=cfg.qlora_compute_dtype)
+    elif method in LORA_FAMILY:
+        model = apply_lora(model, cfg, task=task)
     else:
         config = bottleneck.BottleneckConfig.from_finetune(cfg)
         model = bottleneck.apply_adapter(model, config, task=task)

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import METHODS, Config
+from tunesmith.config import METHODS, Config, check_method_rules
 from tunesmith.errors import ConfigError, TunesmithError, UsageError
 
 # Guide: full finetuning wants 1e-5 to 5e-5; a LoRA-sized rate would wreck the pretrained weights.
@@ -193,6 +193,7 @@ def compare_methods(
         run_dir = out / method
         args = (method_cfg, out / "data", run_dir, progress)
         try:
+            check_method_rules(finetune)  # before any model loads: model_copy skips validation
             metrics = _finished_run(run_dir, method_cfg)
             if metrics is not None:
                 log(f"reusing the finished {method} run in {run_dir} (same settings)")
