@@ -282,10 +282,13 @@ def train(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] = print,
+    memory_budget_bytes: float | None = None,
 ) -> TrainResult:
     """Finetune ``cfg.finetune.model`` on ``data_dir``'s train/val splits into ``out_dir``.
 
     ``resume=True`` continues from ``out_dir/checkpoints/last`` with the config saved there.
+    ``memory_budget_bytes`` is the memory the preflight sizes the micro-batch for (None: what
+    is free here). The config saved as config.yaml is the one that trains, after the preflight.
     Raises DataError (missing or bad split files), AssetError (unknown model), ConfigError.
     """
     from tunesmith.methods import apply_method, save_adapter, trainable_summary
@@ -306,7 +309,6 @@ def train(
     run_json_path = out / "run.json"
     previous = json.loads(run_json_path.read_text()) if resume and run_json_path.is_file() else {}
     run_name = previous.get("run_name") or cfg.tracking.run_name or out.name
-    save_config(cfg, out / "config.yaml")
 
     log(f"loading {cfg.finetune.model} for {task}"
         + (f" ({len(labels)} labels: {', '.join(labels)})" if labels else ""))
@@ -327,13 +329,19 @@ def train(
     cfg, chosen = resolve_defaults(cfg, getattr(plan, "max_length", None))
     for note in chosen:
         log(note)
-    save_config(cfg, out / "config.yaml")  # what was used, so evaluate and --resume reuse it
     # If the memory estimate does not fit, a smaller micro-batch with more
     # accumulation (same effective batch); before apply_method, which reads gradient_checkpointing.
     from tunesmith.advise.preflight import check_memory
 
-    memory_check = check_memory(cfg, loaded.model, seq_len=max(plan.train_data.lengths, default=None), log=log)
+    memory_check = check_memory(cfg, loaded.model, seq_len=max(plan.train_data.lengths, default=None),
+                                available_bytes=memory_budget_bytes, log=log)
     cfg = memory_check.cfg
+    # Saved only now, with the preflight's changes: evaluate, MLflow's params and --resume all
+    # read this one file, so they see the batch and accumulation that actually trained.
+    save_config(cfg, out / "config.yaml")
+    changed = memory_check.summary()
+    if changed:
+        log(f"config.yaml holds the preflight's changes: {changed} (why: run.json's preflight).")
     model = apply_method(loaded.model, cfg.finetune, task=task)
     summary = trainable_summary(model)
     log(f"{cfg.finetune.method}: {summary}")
@@ -349,12 +357,18 @@ def train(
         "data_sha256": data_sha256(data_dir),
         "data_dir": str(Path(data_dir).resolve()),
     }
+    # What the preflight changed and why; a resume that changes nothing keeps the first record.
+    preflight = ({"changed": memory_check.changed, "why": memory_check.messages}
+                 if memory_check.changed else previous.get("preflight"))
+    if preflight:
+        run_meta["preflight"] = preflight
     tracker = None
     if cfg.tracking.enabled:
         tracker = MlflowTracker(cfg, run_name)
         tracker.start(previous.get("mlflow_run_id") if resume else None)
         tracker.set_tags({"git_commit": run_meta["git_commit"] or "",
-                          "data_sha256": run_meta["data_sha256"], "task": task})
+                          "data_sha256": run_meta["data_sha256"], "task": task,
+                          **({"preflight": changed} if changed else {})})
         run_meta["mlflow_run_id"] = tracker.run_id
     write_json(run_json_path, run_meta)
 
