@@ -365,15 +365,14 @@ def _targets(shape: ModelShape, targets: str | list[str]) -> list[tuple[str, int
 
 
 def trainable_params(
-    shape: ModelShape,
-    method: str,
-    *,
-    lora_r: int = 8,
-    lora_targets: str | list[str] = "attention",
-    adapter_type: str = "pfeiffer",
-    adapter_reduction_factor: int = 16,
+    shape: ModelShape, args: MemoryArgs | None = None, **changes: Any
 ) -> tuple[int, str, list[str]]:
-    """(trainable count, its formula, notes) for ``method`` on ``shape``, without building it."""
+    """(trainable count, its formula, notes) for ``args.method`` on ``shape``, without building
+    it. ``args`` and ``changes`` as for :func:`estimate_memory` (only the method's own fields
+    matter). Raises UsageError for an unknown method or argument name."""
+    a = (args or MemoryArgs.defaults()).replace(**changes)
+    method, lora_r, lora_targets = a.method, a.lora_r, a.lora_targets
+    adapter_type, adapter_reduction_factor = a.adapter_type, a.adapter_reduction_factor
     notes: list[str] = []
     head = shape.head_params
     head_text = f" + head {head:,}" if head else ""
@@ -524,8 +523,7 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     a = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)
     method, batch_size, max_length, precision = a.method, a.batch_size, a.max_length, a.precision
     optimizer, gradient_checkpointing, device = a.optimizer, a.gradient_checkpointing, a.device
-    lora_r, lora_targets, adapter_type = a.lora_r, a.lora_targets, a.adapter_type
-    adapter_reduction_factor, keep_best_copy = a.adapter_reduction_factor, a.keep_best_copy
+    keep_best_copy = a.keep_best_copy
     if device not in DEVICES:
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.")
     if precision not in PRECISIONS:
@@ -535,10 +533,7 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     if batch_size < 1 or max_length < 1:
         raise UsageError("--batch-size and --max-length must be at least 1.")
     sizes = _BYTES[precision]
-    trainable, trainable_text, notes = trainable_params(
-        shape, method, lora_r=lora_r, lora_targets=lora_targets, adapter_type=adapter_type,
-        adapter_reduction_factor=adapter_reduction_factor,
-    )
+    trainable, trainable_text, notes = trainable_params(shape, a)
     total = shape.total_params
     parts: list[MemoryPart] = []
 
