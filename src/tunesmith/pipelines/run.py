@@ -34,6 +34,7 @@ from tunesmith.pipelines.evaluate import EvaluateResult, evaluate
 from tunesmith.pipelines.prepare import REJECTS
 from tunesmith.pipelines.train import TrainResult, default_run_name, train
 from tunesmith.serve.servability import check_servability
+from tunesmith.train.distributed import Launcher
 
 # The demo's departures from the defaults, each with its reason (printed by `tunesmith demo`).
 DEMO_SETTINGS: dict[str, Any] = {
@@ -166,6 +167,7 @@ def run(
     log: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
     nproc: int = 1,
+    launcher: Launcher | None = None,
 ) -> RunResult:
     """Prepare ``cfg.prepare.dataset``, finetune, evaluate against the baseline.
 
@@ -173,11 +175,12 @@ def run(
     ``tracking.run_name`` or ``<task>-<model>-<method>-<timestamp>``. Raises UsageError when
     ``out_dir`` already holds a run, DataError/AssetError/ConfigError for bad input.
     ``callbacks`` (:class:`tunesmith.train.loop.Callback`) see every history record as it comes.
-    ``nproc`` > 1 trains in that many processes (data parallel, like `tunesmith train --nproc`);
-    preparing and evaluating stay in this one. A stopped run continues with :func:`resume_run`.
+    ``nproc`` > 1 trains in that many processes (data parallel, like `tunesmith train --nproc`)
+    started by ``launcher`` (``tunesmith.cli.distributed.launch_train``, what `tunesmith run
+    --nproc` passes); preparing and evaluating stay in this one. A stopped run continues with
+    :func:`resume_run`.
     """
-    if nproc < 1:
-        raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
+    _check_processes(nproc, launcher)
     from tunesmith.pipelines.prepare import prepare_data
 
     name = cfg.tracking.run_name or default_run_name(cfg, _task_guess(cfg))
@@ -212,7 +215,7 @@ def run(
     for line in plan_for_records(prepared.task, prepared.train, cfg.evaluation.metrics).lines():
         log(line)
     training = _train_step(cfg, out, resume=False, nproc=nproc, progress=progress, log=log,
-                           callbacks=callbacks)
+                           callbacks=callbacks, launcher=launcher)
     log(check_servability(out).summary())  # where the trained adapter can be served, and how
     evaluation = evaluate(out, log=log)
     return _finish(out, cfg, training, evaluation, counts)
@@ -241,16 +244,27 @@ def _finish(out: Path, cfg: Config, training: TrainResult | None, evaluation: Ev
     return RunResult(out, metrics["task"], metrics, training, evaluation, counts, outcome)
 
 
+def _check_processes(nproc: int, launcher: Launcher | None) -> None:
+    if nproc < 1:
+        raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
+    if nproc > 1 and launcher is None:
+        raise UsageError(
+            f"training in {nproc} processes needs a launcher to start them.",
+            hint="Pass launcher=tunesmith.cli.distributed.launch_train (what `tunesmith run "
+            "--nproc` uses), or nproc=1.",
+        )
+
+
 def _train_step(
     cfg: Config, out: Path, *, resume: bool, nproc: int, progress: bool,
-    log: Callable[[str], None], callbacks: Sequence[Any],
+    log: Callable[[str], None], callbacks: Sequence[Any], launcher: Launcher | None,
 ) -> TrainResult | None:
-    """Train on ``out/data`` into ``out``: here, or in ``nproc`` processes under torchrun."""
+    """Train on ``out/data`` into ``out``: here, or in ``nproc`` processes started by
+    ``launcher``."""
     if nproc == 1:
         return train(cfg, out / "data", out, resume=resume, progress=progress, log=log,
                      callbacks=callbacks)
-    from tunesmith.train.distributed import launch
-
+    assert launcher is not None  # _check_processes
     if callbacks:
         raise UsageError("callbacks cannot follow training in other processes: use nproc=1.")
     # The processes read the run's config (with its run name) like `tunesmith train` does.
@@ -259,7 +273,7 @@ def _train_step(
         "--config", str(out / "config.yaml"), "--data", str(out / "data"), "--out", str(out)]
     log(f"training in {nproc} processes (process 0 reports here; the others log to "
         f"{out / 'ranks'}/<k>/console.log)")
-    code = launch([*args, *([] if progress else ["--no-progress"])], nproc)
+    code = launcher([*args, *([] if progress else ["--no-progress"])], nproc)
     if code != 0:
         raise TunesmithError(
             f"training in {nproc} processes failed (exit code {code}); process 0's error is "
@@ -276,13 +290,16 @@ def resume_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
+    launcher: Launcher | None = None,
 ) -> RunResult:
     """Finish a `tunesmith run` that was stopped: training from its last checkpoint (or from
     the start when it had none yet), then evaluation, report and MLflow, as :func:`run` would.
 
     A run whose training had finished is only evaluated. Raises UsageError when ``run_dir`` is
     not a run folder whose data step finished (the run must then be started again).
+    ``nproc`` and ``launcher`` as for :func:`run`.
     """
+    _check_processes(nproc, launcher)
     out = Path(run_dir)
     data = out / "data"
     if not (out / "config.yaml").is_file() or not (data / "train.jsonl").is_file():
@@ -303,7 +320,7 @@ def resume_run(
         log(f"{out}: resuming training from its last checkpoint" if checkpoint else
             f"{out}: no checkpoint was written yet; training from the start")
         training = _train_step(cfg, out, resume=checkpoint, nproc=nproc, progress=progress,
-                               log=log, callbacks=callbacks)
+                               log=log, callbacks=callbacks, launcher=launcher)
     evaluation = evaluate(out, log=log)
     manifest = data / "manifest.json"
     counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {}) if manifest.is_file() else {}
