@@ -311,7 +311,7 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e, data) for e in exc.errors()]
+        problems = [_describe(dict(e), data) for e in exc.errors()]
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
             f"{source}: {len(problems)} problem(s) in the config:\n{lines}",

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from tunesmith.ab.analysis import ABReport
-from tunesmith.ab.experiment import ArmModel, Experiment
+from tunesmith.ab.experiment import ARMS, ArmModel, Experiment
 from tunesmith.errors import UsageError
 
 MLFLOW_EXPERIMENT = "tunesmith-ab"
@@ -93,7 +93,7 @@ def start_run(experiment: Experiment, *, tracking_uri: str) -> str:
             "mde": experiment.mde, "alpha": experiment.alpha, "power": experiment.power,
         })
         run_id = run.info.run_id
-    for arm in ("control", "treatment"):
+    for arm in ARMS:
         training = experiment.arm(arm).run_id
         if training:
             try:

@@ -231,7 +231,8 @@ def findings_of(history: Sequence[dict[str, Any]]) -> tuple[list[Finding], list[
             f"{value / ref:.0f}x the median {ref:.3g} before it", step,
         ))
 
-    series = [r.train_loss for r in finite_rows] if len(train) < 2 else [v for _, v in train]
+    series: list[float] = ([r.train_loss for r in finite_rows if r.train_loss is not None]
+                           if len(train) < 2 else [v for _, v in train])
     if len(series) >= 2 and series[0] > 0:
         drop = 1 - series[-1] / series[0]
         if drop < UNDERFIT_DROP:

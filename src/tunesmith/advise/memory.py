@@ -260,6 +260,14 @@ def _dim(config: Any, *names: str) -> int | None:
     return None
 
 
+def _in_out(module: Any) -> tuple[int, int]:
+    """(in, out) features of a linear layer; GPT-2's Conv1D stores its weight as (in, out)."""
+    import torch
+
+    rows, columns = module.weight.shape
+    return (int(columns), int(rows)) if isinstance(module, torch.nn.Linear) else (int(rows), int(columns))
+
+
 def model_shape(model: str, *, num_labels: int = 2) -> ModelShape:
     """The shape of ``model`` from its config, built on the meta device (nothing allocated).
 
@@ -280,12 +288,7 @@ def model_shape(model: str, *, num_labels: int = 2) -> ModelShape:
     with torch.device("meta"):
         built = auto.from_config(config)
     total = sum(p.numel() for p in built.parameters())
-    linears = tuple(
-        (name, module.weight.shape[1], module.weight.shape[0])
-        if isinstance(module, torch.nn.Linear)
-        else (name, module.weight.shape[0], module.weight.shape[1])  # GPT-2's Conv1D is (in, out)
-        for name, module in linear_layers(built).items()
-    )
+    linears = tuple((name, *_in_out(module)) for name, module in linear_layers(built).items())
     head_params = 0
     if kind == "encoder":
         head_params = sum(

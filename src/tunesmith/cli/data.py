@@ -245,7 +245,7 @@ def _ratios(text: str) -> tuple[float, float, float]:
         parts = ()
     if len(parts) != 3:
         raise UsageError(f"--ratios expects three numbers like 0.8,0.1,0.1, got '{text}'.")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def _split(args: argparse.Namespace) -> int:

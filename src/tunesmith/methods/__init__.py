@@ -78,7 +78,8 @@ def apply_method(model: nn.Module, cfg: FinetuneConfig, *, task: str) -> nn.Modu
     if cfg.gradient_checkpointing and method != "full":
         # With a frozen embedding no input needs a gradient and checkpointed blocks would not
         # backpropagate into the adapters; this makes the embedding output require one.
-        model.enable_input_require_grads()
+        hf_model: Any = model  # a transformers or PEFT model: this is its method
+        hf_model.enable_input_require_grads()
     remember(model, method=method)
     log.info("%s: %s", method, trainable_summary(model))
     return model

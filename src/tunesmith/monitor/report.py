@@ -24,6 +24,7 @@ import numpy as np
 
 from tunesmith.errors import DataError
 from tunesmith.monitor import drift
+from tunesmith.records import ClassificationRecord
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def reference_from_run(run_dir: str | Path | None, *, data: str | Path | None = 
         else:
             labels = {}
             for r in records:
-                labels[r.label] = labels.get(r.label, 0.0) + 1
+                if isinstance(r, ClassificationRecord):
+                    labels[r.label] = labels.get(r.label, 0.0) + 1
     return Reference(task, [_prompt_of(r) for r in records],
                      [r.target_text() for r in records], labels, str(path))
 

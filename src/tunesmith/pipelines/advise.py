@@ -278,7 +278,7 @@ def _prompting(loaded: Any, prepared: Any, held_out: list, k: int, seed: int,
     labels = list(prepared.labels) if prepared.task == "classification" else []
     family = CLASSIFICATION_AS_INSTRUCTION if labels else prepared.task
     metric = "accuracy" if labels else PRIMARY_METRIC[family]
-    common = {"labels": labels, "settings": GenerationSettings(seed=seed), "max_length": 512,
+    common: dict[str, Any] = {"labels": labels, "settings": GenerationSettings(seed=seed), "max_length": 512,
               "generation_limit": len(held_out)}
     log(f"zero-shot prompting of {loaded.name} on {len(held_out)} validation examples")
     scores = {"zero_shot": score_model(loaded.model, loaded.tokenizer, held_out, **common).metrics[metric]}

@@ -38,7 +38,8 @@ def predict(runs: Sequence[str | Path], texts: Sequence[str], adapters: Sequence
         raise UsageError("no text to predict.", hint="Pass one or more texts after the options.")
     names = [r.split("=", 1)[0] if isinstance(r, str) and "=" in r else None for r in runs]
     paths = [r.split("=", 1)[1] if isinstance(r, str) and "=" in r else r for r in runs]
-    server = AdapterServer.from_paths(paths, names if all(names) else None)
+    given = [n for n in names if n is not None]
+    server = AdapterServer.from_paths(paths, given if len(given) == len(names) else None)
     chosen = list(adapters) if adapters else list(server.adapters)
     unknown = [a for a in chosen if a not in server.adapters]
     if unknown:

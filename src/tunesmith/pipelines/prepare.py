@@ -226,7 +226,7 @@ def prepare_data(
     for name, part in split.parts().items():
         path = out / f"{name}.jsonl"
         write_jsonl(part, path)
-        reread[name] = read_records(path, task=task)  # type: ignore[arg-type]
+        reread[name] = read_records(path, task=task)
         files[path.name] = {"records": len(part), "sha256": sha256_file(path)}
     files[REJECTS] = {"records": summary.rejected, "sha256": sha256_file(rejects_path)}
     overlap = overlap_check(reread, near=cfg.dedup == "near", threshold=cfg.near_duplicate_threshold)

@@ -108,7 +108,7 @@ class ReviewOutcome:
 
 
 def _flat_metrics(results: dict[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {"review_votes": results["votes"], "review_pairs": results["pairs"],
+    out: dict[str, Any] = {"review_votes": results["votes"], "review_pairs": results["pairs"],
                              "review_label_corrections": results.get("label_corrections", 0)}
     for h in results["head_to_head"]:
         for key in ("wins", "losses", "ties", "both_bad", "win_rate", "wilson_low", "wilson_high",

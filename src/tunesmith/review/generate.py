@@ -18,10 +18,10 @@ import gc
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from tunesmith.errors import UsageError
-from tunesmith.records import Record
+from tunesmith.records import Record, Task
 from tunesmith.review.pairs import Plan, RunInfo
 
 
@@ -63,7 +63,8 @@ def _baseline_shots(run: RunInfo, cfg: Any, column: str) -> list[dict[str, str]]
         kind = (metrics.get("baseline") or {}).get("kind", "zero_shot")
     if kind != "few_shot":
         return []
-    train = read_records(run.test_file().parent / "train.jsonl", task="classification" if run.labels else run.task)
+    task = cast(Task, "classification" if run.labels else run.task)
+    train = read_records(run.test_file().parent / "train.jsonl", task=task)
     return few_shot_turns(train, cfg.evaluation.few_shot_k, seed=cfg.prepare.seed, labels=run.labels)
 
 

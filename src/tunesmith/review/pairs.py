@@ -20,10 +20,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tunesmith.errors import UsageError
-from tunesmith.records import Record
+from tunesmith.records import Record, Task
 from tunesmith.review.store import Pair
 
 # Opponents read from the reviewed run's own samples.jsonl (its prompting baselines).
@@ -112,7 +112,7 @@ def _test_records(run: RunInfo, limit: int) -> list[Record]:
     if not path.is_file():
         return []
     task = "classification" if run.labels else run.task
-    return read_records(path, task=task)[:limit]
+    return read_records(path, task=cast(Task, task))[:limit]
 
 
 def plan(run: RunInfo, against: Sequence[str], *, limit: int | None = None,

@@ -173,7 +173,9 @@ class Engine:
             log(f"loading {name} from {folder}")
             server.add(name, folder)
             meta = read_adapter_meta(folder)
-            kind = "classify" if meta["task"] == "classification" else ("label" if meta.get("labels") else "generate")
+            kind: Literal["classify", "label", "generate"] = (
+                "classify" if meta["task"] == "classification"
+                else "label" if meta.get("labels") else "generate")
             models[name] = ServedModel(
                 name=name, adapter=name, kind=kind, method=meta["method"],
                 mixable=meta.get("format") == "peft" and meta["method"] != "dora",
@@ -485,8 +487,8 @@ class MicroBatcher:
                         job.future.set_exception(exc)
         while True:  # closed: fail whatever is still queued
             try:
-                job = self._queue.get_nowait()
+                queued = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if job is not None:
-                job.future.set_exception(RuntimeError("the engine is closed"))
+            if queued is not None:
+                queued.future.set_exception(RuntimeError("the engine is closed"))

@@ -527,7 +527,8 @@ def _save_checkpoint(
     # Only tensors, numbers, strings, lists and dicts, so that resuming can load it with
     # torch.load(weights_only=True): no pickled Python objects (numpy's state is an array).
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state: Any = np.random.get_state()  # the legacy tuple form (legacy=True)
+    name, keys, pos, has_gauss, cached = numpy_state
     rng: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
