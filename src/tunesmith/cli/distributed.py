@@ -111,6 +111,7 @@ def launch_train(train_args: Sequence[str], nproc: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Inside one process started by torchrun/accelerate: run ``tunesmith train`` for it."""
+    from tunesmith import runfiles
     from tunesmith.cli.main import main as tunesmith
     from tunesmith.train.distributed import prepare_rank_folder, process_rank
 
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = prepare_rank_folder(found[1], rank) if found is not None else None
     if folder is not None:
         # The other processes' console output goes to their folder, not the user's terminal.
-        log = os.open(folder / "console.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = os.open(folder / runfiles.CONSOLE_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(log, 1)

@@ -119,6 +119,7 @@ def _render_result(
     from rich.console import Console
     from rich.table import Table
 
+    from tunesmith import runfiles
     from tunesmith.evaluate.metric_plan import ordered, plan_of, verdict
     from tunesmith.evaluate.metrics import improved
 
@@ -165,9 +166,10 @@ def _render_result(
             f"{train.get('peak_memory_mb')} MB, {train.get('trainable_params'):,} trainable "
             f"params ({train.get('trainable_percent')}%)"
         )
-    written = [name for name in ("report.html", "metrics.json", "history.jsonl", "adapter/",
-                                 "plots/", "errors.jsonl", "samples.jsonl")
-               if (out / name.rstrip("/")).exists()]
+    written = [name + ("/" if (out / name).is_dir() else "")
+               for name in (runfiles.REPORT_HTML, runfiles.METRICS, runfiles.HISTORY,
+                            runfiles.ADAPTER_DIR, runfiles.PLOTS_DIR, runfiles.ERRORS, runfiles.SAMPLES)
+               if (out / name).exists()]
     console.print(f"outputs: {out}/ ({', '.join(written)})")
     if tracking_uri:
         console.print(f"MLflow: `mlflow ui --backend-store-uri {tracking_uri}`"
@@ -176,6 +178,7 @@ def _render_result(
 
 def _run(args: argparse.Namespace) -> int:
     _quiet()
+    from tunesmith import runfiles
     from tunesmith.cli.distributed import launch_train
     from tunesmith.config import load_config
     from tunesmith.errors import UsageError
@@ -187,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
                              "folder: leave out --config, --set and --out.")
         result = resume_run(args.resume, nproc=args.nproc, progress=not args.no_progress, log=_err,
                             launcher=launch_train)
-        cfg = load_config(result.run_dir / "config.yaml")
+        cfg = load_config(result.run_dir / runfiles.CONFIG)
     else:
         cfg = load_config(args.config, args.overrides)
         result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err,

@@ -37,10 +37,10 @@ from tunesmith.assets import BUILTIN_MODELS
 from tunesmith.errors import DataError, UsageError
 from tunesmith.methods import adapter as bottleneck
 from tunesmith.methods.summary import trainable_summary
+from tunesmith.runfiles import ADAPTER_META
 
 log = logging.getLogger(__name__)
 
-ADAPTER_META = "tunesmith_adapter.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 FULL_WEIGHTS = "model.safetensors"
 BOTTLENECK_WEIGHTS = "adapter.safetensors"

@@ -24,12 +24,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.config import Config, save_config
 from tunesmith.errors import DataError, UsageError
 from tunesmith.records import Record
 from tunesmith.train import causal
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -180,7 +179,7 @@ def read_split(data_dir: str | Path, split: str, task: str | None = None) -> lis
     """Records of ``<data_dir>/<split>.jsonl`` (the files ``tunesmith data split`` writes)."""
     from tunesmith.data.io import read_records
 
-    path = Path(data_dir) / f"{split}.jsonl"
+    path = Path(data_dir) / runfiles.split_file(split)
     if not path.is_file():
         raise DataError(
             f"no {split} split in {data_dir}: {path.name} is missing.",
@@ -193,14 +192,14 @@ def read_split(data_dir: str | Path, split: str, task: str | None = None) -> lis
 def data_sha256(data_dir: str | Path) -> str:
     """The prepared data's identity: the manifest's hash when `prepare` wrote one, else one
     hash over the split files present."""
-    manifest = Path(data_dir) / "manifest.json"
+    manifest = Path(data_dir) / runfiles.MANIFEST
     if manifest.is_file():
         recorded = json.loads(manifest.read_text(encoding="utf-8")).get("data_sha256")
         if recorded:
             return str(recorded)
     digest = hashlib.sha256()
-    for split in SPLITS:
-        path = Path(data_dir) / f"{split}.jsonl"
+    for split in runfiles.SPLITS:
+        path = Path(data_dir) / runfiles.split_file(split)
         if path.is_file():
             digest.update(split.encode())
             digest.update(path.read_bytes())
@@ -300,13 +299,13 @@ def train(
     out = Path(out_dir)
     task_hint = None if cfg.prepare.task == "auto" else cfg.prepare.task
     train_records = read_split(data_dir, "train", task_hint)
-    val_records = read_split(data_dir, "val", task_hint) if (Path(data_dir) / "val.jsonl").is_file() else []
+    val_records = read_split(data_dir, "val", task_hint) if (Path(data_dir) / runfiles.split_file("val")).is_file() else []
     # Classification records on a causal LM train as instructions.
     task = causal.training_task(train_records[0].task, cfg.finetune.model)
     spec = task_spec(task)
     labels = spec.labels(train_records)
     out.mkdir(parents=True, exist_ok=True)
-    run_json_path = out / "run.json"
+    run_json_path = out / runfiles.RUN_META
     previous = json.loads(run_json_path.read_text()) if resume and run_json_path.is_file() else {}
     run_name = previous.get("run_name") or cfg.tracking.run_name or out.name
 
@@ -338,7 +337,7 @@ def train(
     cfg = memory_check.cfg
     # Saved only now, with the preflight's changes: evaluate, MLflow's params and --resume all
     # read this one file, so they see the batch and accumulation that actually trained.
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / runfiles.CONFIG)
     changed = memory_check.summary()
     if changed:
         log(f"config.yaml holds the preflight's changes: {changed} (why: run.json's preflight).")
@@ -388,13 +387,13 @@ def train(
             progress=progress,
             evaluate_first=getattr(plan, "evaluate_first", False),
         )
-        saved = save_adapter(model, out / "adapter", {"base_model": cfg.finetune.model, "task": task,
+        saved = save_adapter(model, out / runfiles.ADAPTER_DIR, {"base_model": cfg.finetune.model, "task": task,
                                                       **({"labels": labels} if labels else {})})
         log(f"saved the trained weights ({cfg.finetune.method}) to {saved.path}: "
             f"{saved.size_bytes / 1e6:.2f} MB on disk")
-        plot_loss(result.history, out / "plots" / "loss.png")
-        plot_lr(result.history, out / "plots" / "lr.png")
-        train_stats = {
+        plot_loss(result.history, out / runfiles.PLOTS_DIR / runfiles.LOSS_PLOT)
+        plot_lr(result.history, out / runfiles.PLOTS_DIR / runfiles.LR_PLOT)
+        train_stats: dict[str, Any] = {
             "samples_per_second": round(result.samples_per_second, 2),
             "tokens_per_second": round(result.tokens_per_second, 1),
             "peak_memory_mb": round(result.peak_memory_mb, 1),
@@ -417,7 +416,7 @@ def train(
                 "enabled": packing.enabled, "gain": round(packing.gain, 3), "rows": packing.rows,
                 "tokens_unpacked": packing.tokens_unpacked, "tokens_packed": packing.tokens_packed,
             }
-        write_json(out / "metrics.json", {"task": task, "train": train_stats})
+        write_json(out / runfiles.METRICS, {"task": task, "train": train_stats})
         if tracker:
             tracker.log_final({"train": train_stats})
         status = "FINISHED"
@@ -449,10 +448,10 @@ def train_inputs(
         raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
     if resume:
         run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
+        if not (run_dir / runfiles.CONFIG).is_file():
             raise UsageError(f"{run_dir} is not a run folder (config.yaml is missing).")
-        cfg = load_config(config or run_dir / "config.yaml", overrides)
-        meta_path = run_dir / "run.json"
+        cfg = load_config(config or run_dir / runfiles.CONFIG, overrides)
+        meta_path = run_dir / runfiles.RUN_META
         recorded = json.loads(meta_path.read_text()).get("data_dir") if meta_path.is_file() else None
         data = data or recorded
         if out and Path(out) != run_dir:
@@ -466,7 +465,7 @@ def train_inputs(
         out_dir = Path(out)
     if not data:
         raise UsageError("where is the data? pass --data DIR.")
-    if not (Path(data) / "train.jsonl").is_file():
+    if not (Path(data) / runfiles.split_file("train")).is_file():
         read_split(data, "train")  # raises the DataError that says what to do
     return cfg, str(data), out_dir
 

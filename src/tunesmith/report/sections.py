@@ -14,7 +14,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-REVIEW_RESULTS = Path("review") / "results.json"
+from tunesmith import runfiles
+
+REVIEW_RESULTS = Path(runfiles.REVIEW_DIR) / runfiles.REVIEW_RESULTS
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -23,7 +23,6 @@ from typing import Any
 
 from tunesmith.errors import UsageError
 
-STORE_NAME = "review.sqlite"
 # What the reviewer pressed: the left answer, the right one, a tie, or both bad (keys 1-4).
 CHOICES = ("left", "right", "tie", "both_bad")
 

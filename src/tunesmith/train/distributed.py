@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
 
 # Set by torchrun (and accelerate launch) in every process it starts.
@@ -39,7 +40,7 @@ def process_rank() -> int:
 
 def rank_folder(run_dir: str | Path, rank: int) -> Path:
     """Where process ``rank`` > 0 writes: ``<run_dir>/ranks/<rank>``."""
-    return Path(run_dir) / "ranks" / str(rank)
+    return Path(run_dir) / runfiles.RANKS_DIR / str(rank)
 
 
 def prepare_rank_folder(run_dir: str | Path, rank: int) -> Path | None:
@@ -49,10 +50,10 @@ def prepare_rank_folder(run_dir: str | Path, rank: int) -> Path | None:
         return None
     folder = rank_folder(run_dir, rank)
     folder.mkdir(parents=True, exist_ok=True)
-    link = folder / "checkpoints"
+    link = folder / runfiles.CHECKPOINTS_DIR
     if not link.is_symlink():
         # Only process 0 writes checkpoints; the others read them back on --resume.
-        link.symlink_to(Path("..", "..", "checkpoints"), target_is_directory=True)
+        link.symlink_to(Path("..", "..", runfiles.CHECKPOINTS_DIR), target_is_directory=True)
     return folder
 
 
