@@ -15,13 +15,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tunesmith import runfiles
 from tunesmith.config import Config, load_config
 from tunesmith.errors import UsageError
 from tunesmith.evaluate import generation
 from tunesmith.pipelines.train import read_split, write_json
+from tunesmith.records import ClassificationRecord
 from tunesmith.train import causal
 
 # The probe is fitted on at most this many train examples (sampled with the seed): embedding
@@ -58,13 +59,15 @@ def _evaluate_classification(
     positive = labels.index(plan.positive_label) if plan.positive_label in labels else None
     if len(train_records) > PROBE_MAX_TRAIN:
         train_records = random.Random(cfg.prepare.seed).sample(train_records, PROBE_MAX_TRAIN)
-    test_records = read_records(test_file, task="classification")
+    # Read with task="classification": every record is a ClassificationRecord.
+    test_records = cast(list[ClassificationRecord], read_records(test_file, task="classification"))
     # A QLoRA adapter was trained on the NF4 base: score it on that base.
     qlora = run_meta.get("method") == "qlora"
     loaded = load_model(run_meta["model"], task="classification", labels=labels, load_in_4bit=qlora,
                         compute_dtype=cfg.finetune.qlora_compute_dtype if qlora else "float32")
     max_length = cfg.prepare.max_length
-    train_enc = encode_classification(train_records, loaded.tokenizer, labels, max_length)
+    train_enc = encode_classification(cast(list[ClassificationRecord], train_records),
+                                      loaded.tokenizer, labels, max_length)
     test_enc = encode_classification(test_records, loaded.tokenizer, labels, max_length)
     pad = loaded.tokenizer.pad_token_id
 

@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tunesmith import runfiles
 from tunesmith.config import Config, save_config
 from tunesmith.errors import DataError, UsageError
-from tunesmith.records import Record
+from tunesmith.records import ClassificationRecord, Record
 from tunesmith.train import causal
 
 
@@ -52,7 +52,8 @@ class TaskSpec:
     ``plan`` encodes the splits for the loaded model."""
 
     labels: Callable[[Sequence[Record]], list[str] | None]
-    plan: Callable[[Any, Sequence[Record], Sequence[Record], Config], TaskPlan]
+    # Returns a TaskPlan or an object with its fields (train.causal.CausalPlan).
+    plan: Callable[[Any, Sequence[Record], Sequence[Record], Config], Any]
 
 
 def _classification_labels(records: Sequence[Record]) -> list[str]:
@@ -94,13 +95,16 @@ def truncation_note(data: Any, split: str, max_length: int) -> str | None:
 
 
 def _classification_plan(
-    loaded: Any, train_records: Sequence[Record], val_records: Sequence[Record], cfg: Config
+    loaded: Any, records: Sequence[Record], val: Sequence[Record], cfg: Config
 ) -> TaskPlan:
     from tunesmith.data.stats import advised_length_for, label_counts
     from tunesmith.evaluate.classification import embed, fit_probe, init_head_from_probe, score
     from tunesmith.train.encoding import encode_classification
     from tunesmith.train.objectives import ClassificationObjective
 
+    # The classification family: read with task="classification", so every record is one.
+    train_records = cast(Sequence[ClassificationRecord], records)
+    val_records = cast(Sequence[ClassificationRecord], val)
     labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
     notes = []
     if loaded.pooling is not None:
