@@ -61,7 +61,8 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 
-# mypy on src/ as configured in pyproject.toml ([tool.mypy]); about 2 min cold, seconds cached.
+# mypy on src/ as configured in pyproject.toml ([tool.mypy]): 2-4 min cold on a busy 2-core
+# machine (25-40 s of CPU), seconds once .mypy_cache holds the libraries.
 typecheck: install
 	$(PY) -m mypy
 
