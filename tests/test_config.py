@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from tunesmith.config import Config, load_config, safe_run_name, valid_keys
@@ -97,3 +100,42 @@ def test_safe_run_name_makes_any_folder_name_valid():
         name = safe_run_name(text)
         assert load_config(None, [f"tracking.run_name={name}"]).tracking.run_name == name
     assert safe_run_name("my run (2)") == "my-run-2-"
+
+
+def test_method_rules_fail_when_the_config_loads(tmp_path):
+    # freeze_layers freezes blocks of a fully finetuned model; LoRA's base is frozen already.
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["finetune.freeze_layers=2"])
+    msg = str(err.value)
+    assert "1 problem(s)" in msg and "finetune.freeze_layers is 2" in msg and "'lora'" in msg
+    assert "finetune.method: full" in msg and "{" not in msg  # no dump of the section
+    assert load_config(None, ["finetune.method=full", "finetune.freeze_layers=2"]).finetune.freeze_layers == 2
+    p = tmp_path / "params.yaml"
+    p.write_text("finetune:\n  method: dora\n  freeze_layers: 1\n")
+    with pytest.raises(ConfigError, match="not 'dora'"):
+        load_config(p)
+
+
+def test_qlora_without_bitsandbytes_fails_when_the_config_loads(monkeypatch):
+    assert load_config(None, ["finetune.method=qlora"]).finetune.method == "qlora"
+    # None in sys.modules is how Python marks a package as not importable.
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(ConfigError, match="bitsandbytes, which is not installed"):
+        load_config(None, ["finetune.method=qlora"])
+    assert load_config(None, ["finetune.method=lora"]).finetune.method == "lora"
+
+
+def test_a_bad_method_combination_stops_train_before_data_or_model(tmp_path):
+    # Neither the data folder nor the model exists: had either been read first, the error
+    # would be about them.
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "tunesmith.cli.main", "train", "--data", str(tmp_path / "nodata"),
+         "--out", str(out), "--set", f"finetune.model={tmp_path / 'nomodel'}",
+         "--set", "finetune.freeze_layers=1"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "finetune.freeze_layers is 1" in done.stderr
+    assert "nodata" not in done.stderr and "nomodel" not in done.stderr
+    assert not out.exists()

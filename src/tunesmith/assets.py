@@ -20,7 +20,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tunesmith.errors import AssetError
 from tunesmith.records import (
@@ -182,7 +182,7 @@ def _chitchat() -> Iterator[Record]:
                 continue
             sender = group[0].get("sender")
             first_sender = first_sender or sender
-            role = "user" if sender == first_sender else "assistant"
+            role: Literal["user", "assistant"] = "user" if sender == first_sender else "assistant"
             text = " ".join(" ".join(m.get("text", "").split()) for m in group).strip()
             if not text:
                 continue

@@ -12,6 +12,7 @@ the field and what is allowed. Both raise :class:`~tunesmith.errors.ConfigError`
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import shlex
@@ -26,6 +27,9 @@ from tunesmith.errors import ConfigError
 
 Method = Literal["full", "lora", "qlora", "adapter", "dora", "lora_plus"]
 METHODS: tuple[str, ...] = ("full", "lora", "qlora", "adapter", "dora", "lora_plus")
+# The LoRA family: methods that train PEFT's low-rank matrices (DoRA adds a magnitude vector,
+# LoRA+ a faster B, QLoRA a 4-bit base). They save in PEFT's format, share a base and merge.
+LORA_FAMILY: frozenset[str] = frozenset({"lora", "dora", "lora_plus", "qlora"})
 
 
 class _Section(BaseModel):
@@ -146,6 +150,50 @@ class FinetuneConfig(_Section):
     # Pack short generative examples into full sequences (no attention across examples).
     packing: bool | Literal["auto"] = "auto"
 
+    @model_validator(mode="after")
+    def _method_rules(self) -> FinetuneConfig:
+        problems = method_problems(self)
+        if problems:
+            raise ValueError(" ".join(problems))
+        return self
+
+
+def method_problems(ft: FinetuneConfig) -> list[str]:
+    """What ``ft``'s method cannot take, one sentence each (empty when it is fine).
+
+    Checked when a config is loaded, so a bad combination fails before any data or model loads;
+    :func:`check_method_rules` asks again for configs changed without validation
+    (``model_copy``). Costs a lookup of bitsandbytes on the import path, no import.
+    """
+    problems = []
+    if ft.freeze_layers and ft.method != "full":
+        problems.append(
+            f"finetune.freeze_layers is {ft.freeze_layers}, but freezing the lowest blocks applies "
+            f"to method 'full', not '{ft.method}' (its base weights are frozen already): set "
+            "finetune.freeze_layers: 0, or finetune.method: full."
+        )
+    if ft.method == "qlora" and not _installed("bitsandbytes"):
+        problems.append(
+            "finetune.method 'qlora' loads the base model in 4-bit with bitsandbytes, which is "
+            "not installed here: install it (`pip install bitsandbytes`; it runs on CPU too), or "
+            "use finetune.method: lora."
+        )
+    return problems
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ValueError:  # in sys.modules without a spec
+        return True
+
+
+def check_method_rules(ft: FinetuneConfig) -> None:
+    """Raise ConfigError (one paragraph) when ``ft``'s method cannot take its settings."""
+    problems = method_problems(ft)
+    if problems:
+        raise ConfigError(" ".join(problems))
+
 
 class EvaluationConfig(_Section):
     # auto: the metric plan decides from the task and the data (guide: "Poor Metric
@@ -253,8 +301,9 @@ def _describe(err: dict[str, Any], data: dict[str, Any]) -> str:
         bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
                   "less_than_equal": "<="}
         allowed = f" Allowed: {bounds[kind]} {next(iter(ctx.values()))}."
-    if not loc:  # a model-level check (ratios, split fields)
-        return err["msg"].removeprefix("Value error, ")
+    if len(err["loc"]) <= 1 and kind == "value_error":  # a section's own check (no one field)
+        msg = err["msg"].removeprefix("Value error, ")
+        return msg if not loc or f"{loc}." in msg else f"'{loc}': {msg}."
     shown = f" (got {value!r})" if value is not None else ""
     return f"'{loc}': {err['msg'].removeprefix('Value error, ')}{shown}.{allowed}"
 
@@ -266,7 +315,7 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e, data) for e in exc.errors()]
+        problems = [_describe(dict(e), data) for e in exc.errors()]
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
             f"{source}: {len(problems)} problem(s) in the config:\n{lines}",

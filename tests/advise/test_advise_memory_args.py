@@ -57,10 +57,17 @@ def test_cli_takes_unset_flags_from_the_config(tmp_path, capsys, shape):
     assert main(["estimate-memory", "--model", str(config_json), "--config", str(params),
                  "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["trainable_params"] == trainable_params(shape, "lora", lora_r=32)[0]
+    assert data["trainable_params"] == trainable_params(shape, method="lora", lora_r=32)[0]
     assert data["batch_size"] == 2
     # A flag still wins over the file.
     assert main(["estimate-memory", "--model", str(config_json), "--config", str(params),
                  "--lora-r", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["trainable_params"] == trainable_params(
-        shape, "lora", lora_r=4)[0]
+        shape, method="lora", lora_r=4)[0]
+
+
+def test_the_cli_offers_every_method_the_config_has():
+    from tunesmith.cli.advise import METHOD_CHOICES
+    from tunesmith.config import METHODS
+
+    assert sorted(METHOD_CHOICES) == sorted(METHODS)

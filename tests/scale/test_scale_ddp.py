@@ -14,7 +14,7 @@ import pytest
 import torch
 from scale_helpers import adapter_tensors, history, run_cli, write_config
 
-from tunesmith.train.distributed import launch_command, rank_args, without_nproc
+from tunesmith.cli.distributed import launch_command, rank_args, without_nproc
 
 
 def test_rank_args_send_other_processes_to_their_own_folder():
@@ -58,3 +58,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_setup, in_tmp):
     assert abs(val_one - val_two) <= 1e-3 * max(1.0, val_one)
     # Each micro-batch of the 2-process run held 4 examples; the logged samples are global.
     assert all(r["samples"] == 8 for r in history(in_tmp / "two", "train"))
+
+
+def test_the_library_asks_for_a_launcher_before_it_prepares_anything(in_tmp):
+    from tunesmith.config import Config
+    from tunesmith.errors import UsageError
+    from tunesmith.pipelines.run import run
+
+    with pytest.raises(UsageError, match="needs a launcher") as err:
+        run(Config(), out_dir=in_tmp / "r", nproc=2, log=lambda _: None)
+    assert "tunesmith.cli.distributed.launch_train" in (err.value.hint or "")
+    assert not (in_tmp / "r").exists()

@@ -125,7 +125,9 @@ def _guardrails(experiment: Experiment, rows: Sequence[Served]) -> tuple[Guardra
     errors = {arm: sum(not r.ok for r in counts[arm]) for arm in ARMS}
     rates = {arm: errors[arm] / len(counts[arm]) if counts[arm] else None for arm in ARMS}
     worse = False
-    if min(len(counts[a]) for a in ARMS) >= MIN_PER_ARM and rates["treatment"] > rates["control"]:
+    treatment_rate, control_rate = rates["treatment"], rates["control"]
+    if (min(len(counts[a]) for a in ARMS) >= MIN_PER_ARM and treatment_rate is not None
+            and control_rate is not None and treatment_rate > control_rate):
         # Breached only when the excess over the allowance is more than noise.
         diff = stats.compare_rates(errors["control"], len(counts["control"]), errors["treatment"],
                                    len(counts["treatment"]), alpha=2 * experiment.alpha)
@@ -151,12 +153,12 @@ def analyse(experiment: Experiment, rows: Sequence[Served], outcomes: Mapping[st
     def of(arm: Arm, guardrail: Guardrail) -> float | None:
         return guardrail.control if arm == "control" else guardrail.treatment
 
-    summaries = tuple(
-        ArmSummary(arm, experiment.arm(arm).served, users[arm], sum(r.arm == arm for r in rows),
-                   len(values[arm]), float(values[arm].mean()) if len(values[arm]) else None,
-                   of(arm, latency), of(arm, errors))
-        for arm in ARMS
-    )
+    def summary(arm: Arm) -> ArmSummary:
+        return ArmSummary(arm, experiment.arm(arm).served, users[arm], sum(r.arm == arm for r in rows),
+                          len(values[arm]), float(values[arm].mean()) if len(values[arm]) else None,
+                          of(arm, latency), of(arm, errors))
+
+    summaries = (summary("control"), summary("treatment"))
     c, t = values["control"], values["treatment"]
     enough = min(len(c), len(t)) >= MIN_PER_ARM
     fixed = sequential = None
@@ -167,7 +169,7 @@ def analyse(experiment: Experiment, rows: Sequence[Served], outcomes: Mapping[st
             fixed = stats.compare_rates(int(c.sum()), len(c), int(t.sum()), len(t),
                                         alpha=experiment.alpha)
         else:
-            fixed = stats.compare_means(c, t, alpha=experiment.alpha)
+            fixed = stats.compare_means(c.tolist(), t.tolist(), alpha=experiment.alpha)
         sequential = stats.sequential_path([a == "treatment" for a, _ in observed],
                                            [v for _, v in observed], kind=experiment.kind,
                                            tau=experiment.mde, alpha=experiment.alpha,

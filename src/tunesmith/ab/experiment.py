@@ -19,7 +19,7 @@ import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tunesmith.errors import UsageError
 
@@ -61,7 +61,7 @@ def metric_spec(name: str, kind: str | None = None) -> MetricSpec:
             hint="Give a custom metric's kind: --kind rate (0/1 outcomes such as a conversion) or "
             "--kind mean (numbers such as a score).",
         )
-    return MetricSpec(name, kind, missing_is_zero=False, default_mde=0.05 if kind == "rate" else 0.2)
+    return MetricSpec(name, cast(MetricKind, kind), missing_is_zero=False, default_mde=0.05 if kind == "rate" else 0.2)
 
 
 def outcome_value(spec: MetricSpec, value: Any) -> float:

@@ -20,8 +20,9 @@ import json
 import re
 from pathlib import Path
 
+from tunesmith import runfiles
 from tunesmith.ab.analysis import ABReport
-from tunesmith.ab.experiment import ArmModel, Experiment
+from tunesmith.ab.experiment import ARMS, ArmModel, Experiment
 from tunesmith.errors import UsageError
 
 MLFLOW_EXPERIMENT = "tunesmith-ab"
@@ -59,10 +60,10 @@ def resolve_arm(spec: str, *, tracking_uri: str, runs_dir: str | Path = "runs") 
             ) from None
         return ArmModel(spec, spec, version.run_id, name, int(version.version), alias)
     folder = Path(spec)
-    if not (folder / "run.json").is_file() and (Path(runs_dir) / spec / "run.json").is_file():
+    if not (folder / runfiles.RUN_META).is_file() and (Path(runs_dir) / spec / runfiles.RUN_META).is_file():
         folder = Path(runs_dir) / spec
-    if (folder / "run.json").is_file():
-        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    if (folder / runfiles.RUN_META).is_file():
+        run = json.loads((folder / runfiles.RUN_META).read_text(encoding="utf-8"))
         return ArmModel(spec, folder.resolve().name, run.get("mlflow_run_id"))
     if "/" in spec or "\\" in spec:
         raise UsageError(f"'{spec}' looks like a path but holds no run.json.",
@@ -93,7 +94,7 @@ def start_run(experiment: Experiment, *, tracking_uri: str) -> str:
             "mde": experiment.mde, "alpha": experiment.alpha, "power": experiment.power,
         })
         run_id = run.info.run_id
-    for arm in ("control", "treatment"):
+    for arm in ARMS:
         training = experiment.arm(arm).run_id
         if training:
             try:
@@ -143,7 +144,7 @@ def promote_winner(experiment: Experiment, *, tracking_uri: str,
         )
     if treatment.registry_version is not None and treatment.registry_name == name:
         version = treatment.registry_version
-    elif treatment.registry_version is None and (Path(treatment.spec) / "run.json").is_file():
+    elif treatment.registry_version is None and (Path(treatment.spec) / runfiles.RUN_META).is_file():
         version = register(treatment.spec, name, tracking_uri=tracking_uri).version
     else:
         raise UsageError(

@@ -45,7 +45,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from tunesmith.config import FinetuneConfig
+from tunesmith.config import LORA_FAMILY, FinetuneConfig
 from tunesmith.errors import DataError
 
 START_GAP = 1.5
@@ -59,7 +59,6 @@ PLATEAU_REL = 0.03
 COLLAPSE_LR_FACTOR = 10.0
 
 VERDICTS = ("healthy", "overfitting", "overfitting_from_start", "underfitting", "plateau", "unstable")
-LORA_METHODS = frozenset({"lora", "qlora", "dora", "lora_plus"})
 
 
 @dataclass(frozen=True)
@@ -232,7 +231,8 @@ def findings_of(history: Sequence[dict[str, Any]]) -> tuple[list[Finding], list[
             f"{value / ref:.0f}x the median {ref:.3g} before it", step,
         ))
 
-    series = [r.train_loss for r in finite_rows] if len(train) < 2 else [v for _, v in train]
+    series: list[float] = ([r.train_loss for r in finite_rows if r.train_loss is not None]
+                           if len(train) < 2 else [v for _, v in train])
     if len(series) >= 2 and series[0] > 0:
         drop = 1 - series[-1] / series[0]
         if drop < UNDERFIT_DROP:
@@ -275,7 +275,7 @@ def _halve(value: float) -> float:
 def remedies_for(verdict: str, cfg: FinetuneConfig | None, rows: list[EpochRow]) -> list[Remedy]:
     """The guide's "If results are bad" list, as new values computed from ``cfg``."""
     cfg = cfg or FinetuneConfig()
-    lora = cfg.method in LORA_METHODS
+    lora = cfg.method in LORA_FAMILY
     lr = cfg.learning_rate
     out: list[Remedy] = []
     if verdict in ("overfitting", "overfitting_from_start"):

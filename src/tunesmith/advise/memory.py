@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunesmith import assets
+from tunesmith.config import LORA_FAMILY, METHODS, Config
 from tunesmith.errors import ConfigError, UsageError
 
 GB = 1e9  # the guide's gigabyte: 7B x 4 bytes = 28 GB
 
 Precision = Literal["fp32", "bf16", "mixed"]
 Optimizer = Literal["adamw", "adamw-8bit", "sgd"]
-EstimateMethod = Literal["full", "lora", "qlora", "adapter", "dora", "lora_plus"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "mixed")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "adamw-8bit", "sgd")
 
@@ -260,6 +260,14 @@ def _dim(config: Any, *names: str) -> int | None:
     return None
 
 
+def _in_out(module: Any) -> tuple[int, int]:
+    """(in, out) features of a linear layer; GPT-2's Conv1D stores its weight as (in, out)."""
+    import torch
+
+    rows, columns = module.weight.shape
+    return (int(columns), int(rows)) if isinstance(module, torch.nn.Linear) else (int(rows), int(columns))
+
+
 def model_shape(model: str, *, num_labels: int = 2) -> ModelShape:
     """The shape of ``model`` from its config, built on the meta device (nothing allocated).
 
@@ -280,12 +288,7 @@ def model_shape(model: str, *, num_labels: int = 2) -> ModelShape:
     with torch.device("meta"):
         built = auto.from_config(config)
     total = sum(p.numel() for p in built.parameters())
-    linears = tuple(
-        (name, module.weight.shape[1], module.weight.shape[0])
-        if isinstance(module, torch.nn.Linear)
-        else (name, module.weight.shape[0], module.weight.shape[1])  # GPT-2's Conv1D is (in, out)
-        for name, module in linear_layers(built).items()
-    )
+    linears = tuple((name, *_in_out(module)) for name, module in linear_layers(built).items())
     head_params = 0
     if kind == "encoder":
         head_params = sum(
@@ -365,21 +368,20 @@ def _targets(shape: ModelShape, targets: str | list[str]) -> list[tuple[str, int
 
 
 def trainable_params(
-    shape: ModelShape,
-    method: str,
-    *,
-    lora_r: int = 8,
-    lora_targets: str | list[str] = "attention",
-    adapter_type: str = "pfeiffer",
-    adapter_reduction_factor: int = 16,
+    shape: ModelShape, args: MemoryArgs | None = None, **changes: Any
 ) -> tuple[int, str, list[str]]:
-    """(trainable count, its formula, notes) for ``method`` on ``shape``, without building it."""
+    """(trainable count, its formula, notes) for ``args.method`` on ``shape``, without building
+    it. ``args`` and ``changes`` as for :func:`estimate_memory` (only the method's own fields
+    matter). Raises UsageError for an unknown method or argument name."""
+    a = (args or MemoryArgs.defaults()).replace(**changes)
+    method, lora_r, lora_targets = a.method, a.lora_r, a.lora_targets
+    adapter_type, adapter_reduction_factor = a.adapter_type, a.adapter_reduction_factor
     notes: list[str] = []
     head = shape.head_params
     head_text = f" + head {head:,}" if head else ""
     if method == "full":
         return shape.total_params, f"all {shape.total_params:,} parameters", notes
-    if method in ("lora", "qlora", "dora", "lora_plus"):
+    if method in LORA_FAMILY:
         if shape.standin:
             if not shape.has_dimensions:
                 notes.append("LoRA parameters left out (give --layers and --hidden to count them).")
@@ -406,7 +408,7 @@ def trainable_params(
             f"{sites} sites x (2 x h {shape.hidden} x {width} + biases){head_text}",
             notes,
         )
-    raise UsageError(f"unknown method '{method}' (allowed: full, lora, qlora, adapter, dora).")
+    raise UsageError(f"unknown method '{method}' (allowed: {', '.join(METHODS)}).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,12 +455,6 @@ def _activation_part(
     return MemoryPart("activations", total * act_bytes, text)
 
 
-def _config_defaults() -> Any:
-    from tunesmith.config import Config
-
-    return Config()
-
-
 @dataclass(frozen=True)
 class MemoryArgs:
     """Everything the estimate depends on besides the model's shape: one typed group.
@@ -502,7 +498,7 @@ class MemoryArgs:
     def defaults(cls, *, device: str = "cuda") -> MemoryArgs:
         """The built-in config's values (config.py is the one place defaults live); no
         best-checkpoint copy, as for a plain training script."""
-        return cls.from_config(_config_defaults(), device=device, keep_best_copy=False)
+        return cls.from_config(Config(), device=device, keep_best_copy=False)
 
     def replace(self, **changes: Any) -> MemoryArgs:
         from dataclasses import fields, replace
@@ -530,8 +526,7 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     a = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)
     method, batch_size, max_length, precision = a.method, a.batch_size, a.max_length, a.precision
     optimizer, gradient_checkpointing, device = a.optimizer, a.gradient_checkpointing, a.device
-    lora_r, lora_targets, adapter_type = a.lora_r, a.lora_targets, a.adapter_type
-    adapter_reduction_factor, keep_best_copy = a.adapter_reduction_factor, a.keep_best_copy
+    keep_best_copy = a.keep_best_copy
     if device not in DEVICES:
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.")
     if precision not in PRECISIONS:
@@ -541,10 +536,7 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     if batch_size < 1 or max_length < 1:
         raise UsageError("--batch-size and --max-length must be at least 1.")
     sizes = _BYTES[precision]
-    trainable, trainable_text, notes = trainable_params(
-        shape, method, lora_r=lora_r, lora_targets=lora_targets, adapter_type=adapter_type,
-        adapter_reduction_factor=adapter_reduction_factor,
-    )
+    trainable, trainable_text, notes = trainable_params(shape, a)
     total = shape.total_params
     parts: list[MemoryPart] = []
 

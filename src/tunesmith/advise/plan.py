@@ -31,6 +31,7 @@ from typing import Any
 
 from tunesmith.advise.memory import (
     GB,
+    MemoryArgs,
     MemoryEstimate,
     ModelShape,
     estimate_memory,
@@ -127,7 +128,7 @@ def make_plan(
         raise UsageError(f"--domain-shift is low or high, got '{domain_shift}'.")
     task = task or ("classification" if shape.kind == "encoder" else "instruction")
     budget = memory_gb * GB * (1 - MEMORY_MARGIN)
-    length = max_length or 512
+    length = max_length or Config().prepare.max_length
     choices: list[Choice] = []
     notes: list[str] = []
 
@@ -137,11 +138,13 @@ def make_plan(
                      "unlikely to work well; try few-shot prompting (tunesmith should-finetune) "
                      "or collect more. The plan below is what to try if you go ahead.")
     rank, rank_reason = rank_for(max(examples, FEW_EXAMPLES))
+    # Every estimate below: the config's defaults with the plan's length, precision and rank.
+    base = MemoryArgs.defaults(device=device).replace(max_length=length, precision=precision,
+                                                      lora_r=rank)
 
     def fits(method: str, checkpointing: bool = False) -> bool:
         return largest_batch_that_fits(
-            shape, budget, method=method, max_length=length, precision=precision,
-            lora_r=rank, gradient_checkpointing=checkpointing, limit=1, device=device,
+            shape, budget, base, method=method, gradient_checkpointing=checkpointing, limit=1,
         ) >= 1
 
     checkpointing = False
@@ -164,9 +167,8 @@ def make_plan(
             method, checkpointing = "qlora", True
             why += "; only QLoRA with gradient checkpointing fits in the memory"
         else:
-            smallest = estimate_memory(shape, method="qlora", batch_size=1, max_length=length,
-                                       precision=precision, lora_r=rank,
-                                       gradient_checkpointing=True, device=device)
+            smallest = estimate_memory(shape, base, method="qlora", batch_size=1,
+                                       gradient_checkpointing=True)
             raise UsageError(
                 f"{shape.name} does not fit in {memory_gb:g} GB even with QLoRA, gradient "
                 f"checkpointing and a batch of 1 (estimated {smallest.total_gb:.2f} GB at "
@@ -195,8 +197,7 @@ def make_plan(
 
     effective = effective_batch_for(examples)
     micro = largest_batch_that_fits(
-        shape, budget, method=method, max_length=length, precision=precision, lora_r=rank,
-        gradient_checkpointing=checkpointing, limit=effective, device=device,
+        shape, budget, base, method=method, gradient_checkpointing=checkpointing, limit=effective,
     )
     accumulation = math.ceil(effective / micro)
     choices.append(Choice("finetune.batch_size", micro,
@@ -224,8 +225,6 @@ def make_plan(
         section, key = c.key.split(".")
         data.setdefault(section, {})[key] = c.value
     config = validate_config(data, source="advise plan")
-    estimate = estimate_memory(
-        shape, method=method, batch_size=micro, max_length=length, precision=precision,
-        lora_r=rank, gradient_checkpointing=checkpointing, device=device,
-    )
+    estimate = estimate_memory(shape, base, method=method, batch_size=micro,
+                               gradient_checkpointing=checkpointing)
     return Plan(config, choices, estimate, advised, memory_gb, notes)

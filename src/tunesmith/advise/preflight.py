@@ -8,18 +8,19 @@ first two OOM fixes). If even a micro-batch of 1 does not fit it also turns on g
 checkpointing (the guide's fourth); if that is still not enough it says so and leaves the rest to
 the training loop's own out-of-memory recovery.
 
-:func:`check_before_training` measures the memory available (free GPU memory on CUDA; available
-RAM on CPU, plus what the already loaded model holds, since the estimate counts its weights too)
-and calls :func:`preflight`; the training pipeline calls it once the data is encoded, with the
+:func:`check_memory` measures the memory available (free GPU memory on CUDA; available RAM on
+CPU, plus what the already loaded model holds, since the estimate counts its weights too) and
+calls :func:`preflight`; the training pipeline calls it once the data is encoded, with the
 longest encoded example as the sequence length (batches are padded to their longest example,
-never beyond).
+never beyond), and saves the config it returns as the run's config.yaml, with
+:meth:`MemoryCheck.changes` and the messages in run.json.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.advise.memory import (
@@ -103,6 +104,10 @@ def resident_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+# The settings the preflight may change (finetune section), in the order it reports them.
+PREFLIGHT_KEYS = ("batch_size", "gradient_accumulation_steps", "gradient_checkpointing")
+
+
 @dataclass
 class MemoryCheck:
     """What the preflight decided and estimated, and the process's memory when it ran."""
@@ -110,6 +115,15 @@ class MemoryCheck:
     cfg: Config
     estimate: Any  # RunEstimate (None when the model's shape could not be read)
     rss_before_bytes: float  # the process's RSS when the preflight ran (model loaded)
+    # {"finetune.batch_size": [asked, chosen], ...} for each setting the preflight changed.
+    changed: dict[str, list[Any]] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)  # why, in words
+
+    def summary(self) -> str | None:
+        """One line naming what changed ("finetune.batch_size 8 -> 2, ..."), None if nothing."""
+        if not self.changed:
+            return None
+        return ", ".join(f"{key} {old} -> {new}" for key, (old, new) in self.changed.items())
 
     def record(self, train_peak_mb: float) -> dict[str, float]:
         """metrics.json's memory keys: the process's whole peak so far (``peak_run_mb``, the
@@ -131,10 +145,14 @@ class MemoryCheck:
 
 
 def check_memory(
-    cfg: Config, model: Any, *, seq_len: int | None = None, log: Callable[[str], None] = print,
+    cfg: Config, model: Any, *, seq_len: int | None = None, available_bytes: float | None = None,
+    log: Callable[[str], None] = print,
 ) -> MemoryCheck:
     """Measure the memory available, run :func:`preflight` and log its messages; return the
-    config to train with and the whole-run estimate for it.
+    config to train with, what it changed and why, and the whole-run estimate for it.
+
+    ``available_bytes`` is the memory training may use; None measures it (below). Giving it
+    caps a run below what the machine has free (a machine shared with other jobs).
 
     On CPU the fixed cost comes from :func:`tunesmith.advise.run_memory.fixed_cost` (measured
     in a subprocess the first time on a machine, 10-60 s, then cached): this process's own RSS
@@ -156,7 +174,9 @@ def check_memory(
         log(f"preflight skipped: the memory estimate needs the model's config ({exc}).")
         return MemoryCheck(cfg, None, rss)
     cuda = torch.cuda.is_available()
-    if cuda:
+    if available_bytes is not None:
+        available = available_bytes
+    elif cuda:
         free, _ = torch.cuda.mem_get_info()
         available = free + (resident_bytes(model) if next(model.parameters()).is_cuda else 0)
     else:
@@ -164,6 +184,11 @@ def check_memory(
     new_cfg, messages = preflight(cfg, shape, available, seq_len=seq_len, cuda=cuda)
     for message in messages:
         log(message)
+    changed = {
+        f"finetune.{key}": [getattr(cfg.finetune, key), getattr(new_cfg.finetune, key)]
+        for key in PREFLIGHT_KEYS
+        if getattr(cfg.finetune, key) != getattr(new_cfg.finetune, key)
+    }
     ft = new_cfg.finetune
     length = min(seq_len or new_cfg.prepare.max_length, new_cfg.prepare.max_length)
     args = MemoryArgs.from_config(new_cfg, device="cuda" if cuda else "cpu", max_length=length,
@@ -172,11 +197,4 @@ def check_memory(
     if not cuda:
         log(f"memory: the whole run is estimated to peak at {format_bytes(estimate.total_bytes)} "
             f"resident (training itself {format_bytes(estimate.train.total_bytes)}).")
-    return MemoryCheck(new_cfg, estimate, rss)
-
-
-def check_before_training(
-    cfg: Config, model: Any, *, seq_len: int | None = None, log: Callable[[str], None] = print,
-) -> Config:
-    """:func:`check_memory`'s config (what older callers need)."""
-    return check_memory(cfg, model, seq_len=seq_len, log=log).cfg
+    return MemoryCheck(new_cfg, estimate, rss, changed, messages if changed else [])

@@ -11,7 +11,8 @@ import argparse
 import json
 from typing import Any
 
-METHOD_CHOICES = ("full", "lora", "qlora", "adapter", "dora")
+# config.METHODS (the CLI imports only the standard library at module level; a test keeps them equal)
+METHOD_CHOICES = ("full", "lora", "qlora", "adapter", "dora", "lora_plus")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -193,12 +193,13 @@ def _render_lengths(console: Any, report: Any) -> None:
 def _check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tunesmith import runfiles
     from tunesmith.pipelines.prepare import inspect_data
 
     rejects_path = None
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        rejects_path = Path(args.out) / "rejects.jsonl"
+        rejects_path = Path(args.out) / runfiles.REJECTS
     report = inspect_data(
         args.dataset, task=_task(args), column_map=_column_map(args),
         dedup="near" if args.near else "exact", threshold=args.threshold, model=args.model,
@@ -245,7 +246,7 @@ def _ratios(text: str) -> tuple[float, float, float]:
         parts = ()
     if len(parts) != 3:
         raise UsageError(f"--ratios expects three numbers like 0.8,0.1,0.1, got '{text}'.")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def _split(args: argparse.Namespace) -> int:

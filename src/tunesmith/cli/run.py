@@ -93,7 +93,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue RUN_DIR from its checkpoints/last (same result as not stopping)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # Data-parallel training, see tunesmith.train.distributed.
+    # Data-parallel training, see tunesmith.cli.distributed.
     _add_nproc(train)
     train.set_defaults(handler=_train)
 
@@ -147,6 +147,7 @@ def _render_result(
     from rich.console import Console
     from rich.table import Table
 
+    from tunesmith import runfiles
     from tunesmith.evaluate.metric_plan import ordered, plan_of, verdict
     from tunesmith.evaluate.metrics import improved
 
@@ -193,9 +194,10 @@ def _render_result(
             f"{train.get('peak_memory_mb')} MB, {train.get('trainable_params'):,} trainable "
             f"params ({train.get('trainable_percent')}%)"
         )
-    written = [name for name in ("report.html", "metrics.json", "history.jsonl", "adapter/",
-                                 "plots/", "errors.jsonl", "samples.jsonl")
-               if (out / name.rstrip("/")).exists()]
+    written = [name + ("/" if (out / name).is_dir() else "")
+               for name in (runfiles.REPORT_HTML, runfiles.METRICS, runfiles.HISTORY,
+                            runfiles.ADAPTER_DIR, runfiles.PLOTS_DIR, runfiles.ERRORS, runfiles.SAMPLES)
+               if (out / name).exists()]
     console.print(f"outputs: {out}/ ({', '.join(written)})")
     if tracking_uri:
         console.print(f"MLflow: `mlflow ui --backend-store-uri {tracking_uri}`"
@@ -204,6 +206,8 @@ def _render_result(
 
 def _run(args: argparse.Namespace) -> int:
     _quiet()
+    from tunesmith import runfiles
+    from tunesmith.cli.distributed import launch_train
     from tunesmith.config import load_config
     from tunesmith.errors import UsageError
     from tunesmith.pipelines.run import resume_run, run
@@ -212,12 +216,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.config or args.overrides or args.out or args.continue_from:
             raise UsageError("--resume continues a run with its own config.yaml in its own "
                              "folder: leave out --config, --set, --out and --continue-from.")
-        result = resume_run(args.resume, nproc=args.nproc, progress=not args.no_progress, log=_err)
-        cfg = load_config(result.run_dir / "config.yaml")
+        result = resume_run(args.resume, nproc=args.nproc, progress=not args.no_progress, log=_err,
+                            launcher=launch_train)
+        cfg = load_config(result.run_dir / runfiles.CONFIG)
     else:
         cfg = load_config(args.config, args.overrides)
         result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err,
-                     nproc=args.nproc, continue_from=args.continue_from)
+                     nproc=args.nproc, launcher=launch_train, continue_from=args.continue_from)
     _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg),
                    result.outcome)
     if result.continual:
@@ -309,12 +314,12 @@ def _train(args: argparse.Namespace) -> int:
     # Checked once here, before --nproc starts processes that would each fail on them.
     cfg, data, out = train_inputs(args.config, args.overrides, data=args.data, out=args.out,
                                   resume=args.resume, nproc=args.nproc)
-    # --nproc N re-runs this command in N processes under
-    # torchrun; each of them comes back here without --nproc.
+    # --nproc N re-runs this command in N processes under torchrun (cli/distributed.py); each
+    # of them comes back here without --nproc.
     if args.nproc != 1:
-        from tunesmith.train.distributed import launch, train_argv
+        from tunesmith.cli.distributed import launch_train, train_argv
 
-        return launch(train_argv(args), args.nproc)
+        return launch_train(train_argv(args), args.nproc)
     result = train(cfg, data, out, resume=bool(args.resume), progress=not args.no_progress, log=_err)
     fit = result.fit
     best = f"best val {fit.best_metric} {fit.best_value:.4f} at step {fit.best_step}" if fit.best_value is not None else "no validation"

@@ -130,6 +130,15 @@ def _not_json(path: Path, text: str, pos: int, why: str) -> DataError:
     )
 
 
+_SPACE = re.compile(r"\s*")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    """The position of the first non-space character at or after ``pos``."""
+    match = _SPACE.match(text, pos)
+    return match.end() if match else pos  # \s* always matches; None only to the type checker
+
+
 def _iter_json(path: Path) -> Iterator[Row]:
     """Elements of a JSON array one at a time: the text is held, never the whole parsed tree."""
     with open(path, "rb") as fh:
@@ -143,8 +152,7 @@ def _iter_json(path: Path) -> Iterator[Row]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}).", hint="Save the file as UTF-8.") from None
     decoder = json.JSONDecoder()
-    space = re.compile(r"\s*")
-    pos = space.match(text, text.index("[") + 1).end()
+    pos = _skip_space(text, text.index("[") + 1)
     index = 0
     while True:
         if pos >= len(text):
@@ -156,7 +164,7 @@ def _iter_json(path: Path) -> Iterator[Row]:
         if index:
             if text[pos] != ",":
                 raise _not_json(path, text, pos, "expected , between elements")
-            pos = space.match(text, pos + 1).end()
+            pos = _skip_space(text, pos + 1)
         try:
             item, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
@@ -169,7 +177,7 @@ def _iter_json(path: Path) -> Iterator[Row]:
             yield Row(index, shown, data=item)
         else:
             yield Row(index, shown, error="not a JSON object", detail=f"got {type(item).__name__}")
-        pos = space.match(text, end).end()
+        pos = _skip_space(text, end)
 
 
 class _Lines:

@@ -16,8 +16,9 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from tunesmith import runfiles
 from tunesmith.errors import DataError
 from tunesmith.evaluate.forgetting import (
     compare,
@@ -36,7 +37,7 @@ from tunesmith.evaluate.prompting import (
     reply_rows,
 )
 from tunesmith.evaluate.text_metrics import closed_set_scores, generation_scores, perplexity
-from tunesmith.records import Record
+from tunesmith.records import Record, Task
 from tunesmith.train.causal import CLASSIFICATION_AS_INSTRUCTION, nll_per_row, prompt_ids
 
 
@@ -156,8 +157,9 @@ def score_model(
         gold = [scores[i][labels.index(ref)] for i, ref in enumerate(references)]
         predicted = [most_likely(labels, s) for s in scores]
         metrics = classification_metrics(references, predicted, labels)
-        if plan is not None and plan.positive_label in labels:
-            metrics["pr_auc"] = _label_pr_auc(scores, labels, references, plan.positive_label)
+        positive = plan.positive_label if plan is not None else None
+        if positive is not None and positive in labels:
+            metrics["pr_auc"] = _label_pr_auc(scores, labels, references, positive)
         outputs = predicted[:n_gen]
     else:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -218,8 +220,8 @@ def evaluate_run(
 
     task = run_meta["task"]
     labels = list(run_meta.get("labels") or []) if task == CLASSIFICATION_AS_INSTRUCTION else []
-    record_task = "classification" if labels else task
-    train_records = read_records(data_dir / "train.jsonl", task=record_task)
+    record_task = cast(Task, "classification" if labels else task)
+    train_records = read_records(data_dir / runfiles.split_file("train"), task=record_task)
     test_records = read_records(test_file, task=record_task)
     ev = cfg.evaluation
     plan = plan_for_records(task, train_records, ev.metrics)
@@ -256,7 +258,7 @@ def evaluate_run(
     best_kind = max(baselines, key=lambda kind: baselines[kind].metrics[primary])
 
     log("finetuned: the same prompts on the finetuned model")
-    model = load_adapter(model, run_dir / "adapter")
+    model = load_adapter(model, run_dir / runfiles.ADAPTER_DIR)
     finetuned = score_model(model, tokenizer, test_records, **common)
 
     baseline = select(plan, {**baselines[best_kind].metrics, "kind": best_kind})
@@ -300,5 +302,5 @@ def evaluate_run(
             "finetuned": finetuned.outputs[i],
             **{kind: s.outputs[i] for kind, s in baselines.items()},
         })
-    write_samples(run_dir / "samples.jsonl", samples)
+    write_samples(run_dir / runfiles.SAMPLES, samples)
     return metrics, samples

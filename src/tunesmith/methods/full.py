@@ -14,6 +14,7 @@ per parameter in fp32), which is why the guide reaches for LoRA first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -58,7 +59,8 @@ def find_layout(model: nn.Module) -> Layout:
                 best = (size, _strip_wrappers(name), module)
     if best is None:
         raise ConfigError(f"{type(model).__name__} has no stack of transformer blocks to freeze or decay.")
-    embedding = model.get_input_embeddings()
+    hf_model: Any = model  # a transformers model: get_input_embeddings is its method
+    embedding = hf_model.get_input_embeddings()
     emb_name = next(_strip_wrappers(n) for n, m in model.named_modules() if m is embedding)
     # BERT keeps word, position and type embeddings (and a norm) under one "embeddings" module.
     parent = emb_name.rsplit(".", 1)[0] if "." in emb_name else ""

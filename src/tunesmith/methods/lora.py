@@ -28,7 +28,8 @@ def lora_config(model: nn.Module, cfg: FinetuneConfig, *, task: str):
 
     return LoraConfig(
         r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
+        # peft annotates lora_alpha as int; a float works the same (scaling = alpha / r).
+        lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]
         lora_dropout=cfg.lora_dropout,
         target_modules=resolve_targets(model, cfg.lora_target_modules),
         use_dora=cfg.method == "dora",

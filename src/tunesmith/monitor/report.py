@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from tunesmith import runfiles
 from tunesmith.errors import DataError
 from tunesmith.monitor import drift
+from tunesmith.records import ClassificationRecord
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def reference_from_run(run_dir: str | Path | None, *, data: str | Path | None = 
     from tunesmith.data.io import read_records
 
     root = Path(run_dir) if run_dir else None
-    path = Path(data) if data else (root / "data" / "train.jsonl" if root else None)
+    path = Path(data) if data else (root / runfiles.DATA_DIR / runfiles.split_file("train") if root else None)
     if path is None or not path.is_file():
         raise DataError(
             f"no training data to compare with: {path or 'no --run or --data given'} does not exist.",
@@ -105,7 +107,7 @@ def reference_from_run(run_dir: str | Path | None, *, data: str | Path | None = 
     task = records[0].task if records else "classification"
     labels: dict[str, float] = {}
     if task == "classification":
-        metrics = root / "metrics.json" if root else None
+        metrics = root / runfiles.METRICS if root else None
         matrix = (json.loads(metrics.read_text(encoding="utf-8")).get("confusion_matrix")
                   if metrics and metrics.is_file() else None)
         if matrix:
@@ -115,7 +117,8 @@ def reference_from_run(run_dir: str | Path | None, *, data: str | Path | None = 
         else:
             labels = {}
             for r in records:
-                labels[r.label] = labels.get(r.label, 0.0) + 1
+                if isinstance(r, ClassificationRecord):
+                    labels[r.label] = labels.get(r.label, 0.0) + 1
     return Reference(task, [_prompt_of(r) for r in records],
                      [r.target_text() for r in records], labels, str(path))
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
 
 
@@ -65,12 +66,12 @@ def diagnose(run_dir: str | Path) -> Any:
     from tunesmith.config import load_config
 
     run = Path(run_dir)
-    history = read_history(run / "history.jsonl" if run.is_dir() else run)
+    history = read_history(run / runfiles.HISTORY if run.is_dir() else run)
     folder = run if run.is_dir() else run.parent
-    config_path = folder / "config.yaml"
+    config_path = folder / runfiles.CONFIG
     cfg = load_config(config_path) if config_path.is_file() else None
     # The metric plan of an evaluated run: its headline is what the curves are read against.
-    metrics_path = folder / "metrics.json"
+    metrics_path = folder / runfiles.METRICS
     plan = metrics = None
     if metrics_path.is_file():
         from tunesmith.evaluate.metric_plan import headline_metric, plan_of, verdict
@@ -278,7 +279,7 @@ def _prompting(loaded: Any, prepared: Any, held_out: list, k: int, seed: int,
     labels = list(prepared.labels) if prepared.task == "classification" else []
     family = CLASSIFICATION_AS_INSTRUCTION if labels else prepared.task
     metric = "accuracy" if labels else PRIMARY_METRIC[family]
-    common = {"labels": labels, "settings": GenerationSettings(seed=seed), "max_length": 512,
+    common: dict[str, Any] = {"labels": labels, "settings": GenerationSettings(seed=seed), "max_length": 512,
               "generation_limit": len(held_out)}
     log(f"zero-shot prompting of {loaded.name} on {len(held_out)} validation examples")
     scores = {"zero_shot": score_model(loaded.model, loaded.tokenizer, held_out, **common).metrics[metric]}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.config import load_config
 from tunesmith.errors import UsageError
 
@@ -56,7 +57,7 @@ def list_runs(runs_dir: str | Path = "runs") -> list[RunSummary]:
         folder = run_json.parent
         try:
             meta = json.loads(run_json.read_text(encoding="utf-8"))
-            metrics_path = folder / "metrics.json"
+            metrics_path = folder / runfiles.METRICS
             metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
         except (OSError, json.JSONDecodeError):
             continue  # a run being written right now

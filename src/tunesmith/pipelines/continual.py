@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.config import Config
 from tunesmith.errors import ConfigError, UsageError
 from tunesmith.pipelines.evaluate import read_run, score_task
-from tunesmith.pipelines.train import REPLAY, read_split
+from tunesmith.pipelines.train import read_split
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def earlier_run(from_run: str | Path, cfg: Config, log: Callable[[str], None] = 
 
     root, meta, a_cfg = read_run(from_run)
     earlier = EarlierRun(root, meta, a_cfg)
-    if not (earlier.adapter / "tunesmith_adapter.json").is_file() or not (root / "metrics.json").is_file():
+    if not (earlier.adapter / runfiles.ADAPTER_META).is_file() or not (root / runfiles.METRICS).is_file():
         raise UsageError(f"--continue-from {root}: that run has no trained adapter/ or no metrics.json "
                          "(it did not finish).",
                          hint=f"Finish it first with `tunesmith run --resume {root}`.")
@@ -122,9 +123,9 @@ def write_replay(earlier: EarlierRun, cfg: Config, data_dir: Path, causal_model:
     if causal_model:
         a_task = str(earlier.meta.get("task"))
         sample = [as_chat(r, a_task, earlier.meta.get("labels") or ()) for r in sample]
-    path = data_dir / REPLAY
+    path = data_dir / runfiles.REPLAY
     write_jsonl(sample, path)
-    manifest_path = data_dir / "manifest.json"
+    manifest_path = data_dir / runfiles.MANIFEST
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         digest = hashlib.sha256(str(manifest.get("data_sha256", "")).encode() + path.read_bytes())
@@ -170,7 +171,7 @@ def forgetting_of(earlier: EarlierRun, out: Path, log: Callable[[str], None] = p
                                 a_cfg.evaluation.metrics).headline
     delta = {k: after[k] - v for k, v in before.items()
              if isinstance(v, (int, float)) and isinstance(after.get(k), (int, float))}
-    manifest_path = out / "data" / "manifest.json"
+    manifest_path = out / runfiles.DATA_DIR / runfiles.MANIFEST
     replay = (json.loads(manifest_path.read_text(encoding="utf-8")).get("replay")
               if manifest_path.is_file() else None)
     return {

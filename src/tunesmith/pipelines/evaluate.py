@@ -15,12 +15,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from tunesmith import runfiles
 from tunesmith.config import Config, load_config
 from tunesmith.errors import UsageError
 from tunesmith.evaluate import generation
 from tunesmith.pipelines.train import read_split, write_json
+from tunesmith.records import ClassificationRecord
 from tunesmith.train import causal
 
 # The probe is fitted on at most this many train examples (sampled with the seed): embedding
@@ -57,13 +59,15 @@ def _evaluate_classification(
     positive = labels.index(plan.positive_label) if plan.positive_label in labels else None
     if len(train_records) > PROBE_MAX_TRAIN:
         train_records = random.Random(cfg.prepare.seed).sample(train_records, PROBE_MAX_TRAIN)
-    test_records = read_records(test_file, task="classification")
+    # Read with task="classification": every record is a ClassificationRecord.
+    test_records = cast(list[ClassificationRecord], read_records(test_file, task="classification"))
     # A QLoRA adapter was trained on the NF4 base: score it on that base.
     qlora = run_meta.get("method") == "qlora"
     loaded = load_model(run_meta["model"], task="classification", labels=labels, load_in_4bit=qlora,
                         compute_dtype=cfg.finetune.qlora_compute_dtype if qlora else "float32")
     max_length = cfg.prepare.max_length
-    train_enc = encode_classification(train_records, loaded.tokenizer, labels, max_length)
+    train_enc = encode_classification(cast(list[ClassificationRecord], train_records),
+                                      loaded.tokenizer, labels, max_length)
     test_enc = encode_classification(test_records, loaded.tokenizer, labels, max_length)
     pad = loaded.tokenizer.pad_token_id
 
@@ -71,7 +75,7 @@ def _evaluate_classification(
         f"({len(train_enc)} train, {len(test_enc)} test examples)")
     baseline, _ = probe_baseline(loaded.model, train_enc, test_enc, pad, seed=cfg.prepare.seed,
                                  positive=positive)
-    model = load_adapter(loaded.model, run_dir / "adapter")
+    model = load_adapter(loaded.model, run_dir / runfiles.ADAPTER_DIR)
     scores = score(model, test_enc, pad)
     if positive is not None:
         truth = [e["label"] == positive for e in test_enc.examples]
@@ -79,10 +83,10 @@ def _evaluate_classification(
     finetuned = select(plan, scores.metrics)
     baseline = select(plan, baseline)
     errors = worst_errors(test_records, scores, labels, cfg.evaluation.num_samples)
-    with (run_dir / "errors.jsonl").open("w", encoding="utf-8") as fh:
+    with (run_dir / runfiles.ERRORS).open("w", encoding="utf-8") as fh:
         for error in errors:
             fh.write(json.dumps(error, ensure_ascii=False) + "\n")
-    plot_confusion_matrix(scores.confusion, labels, run_dir / "plots" / "confusion_matrix.png")
+    plot_confusion_matrix(scores.confusion, labels, run_dir / runfiles.PLOTS_DIR / runfiles.CONFUSION_PLOT)
     metrics = {
         "plan": plan.to_dict(),
         "baseline": baseline,
@@ -106,13 +110,13 @@ EVALUATORS.update(dict.fromkeys(
 def read_run(run_dir: str | Path) -> tuple[Path, dict[str, Any], Config]:
     """A run folder's run.json and config.yaml; UsageError when it is not a run folder."""
     root = Path(run_dir)
-    if not (root / "run.json").is_file() or not (root / "config.yaml").is_file():
+    if not (root / runfiles.RUN_META).is_file() or not (root / runfiles.CONFIG).is_file():
         raise UsageError(
             f"{root} is not a tunesmith run folder (run.json or config.yaml is missing).",
             hint="Pass a folder written by `tunesmith train` or `tunesmith run`, e.g. runs/<name>.",
         )
-    run_meta = json.loads((root / "run.json").read_text(encoding="utf-8"))
-    return root, run_meta, load_config(root / "config.yaml")
+    run_meta = json.loads((root / runfiles.RUN_META).read_text(encoding="utf-8"))
+    return root, run_meta, load_config(root / runfiles.CONFIG)
 
 
 def evaluate(
@@ -127,11 +131,11 @@ def evaluate(
     Raises UsageError (not a run folder, unsupported task), DataError (missing test split).
     """
     root, run_meta, cfg = read_run(run_dir)
-    if not (root / "adapter").is_dir():
+    if not (root / runfiles.ADAPTER_DIR).is_dir():
         raise UsageError(f"{root} has no adapter/: the run did not finish training.",
                          hint=f"Finish it with `tunesmith train --resume {root}`.")
-    data = Path(data_dir or run_meta.get("data_dir") or root / "data")
-    test = Path(test_file) if test_file else data / "test.jsonl"
+    data = Path(data_dir or run_meta.get("data_dir") or root / runfiles.DATA_DIR)
+    test = Path(test_file) if test_file else data / runfiles.split_file("test")
     if not test.is_file():
         read_split(test.parent, test.stem)  # raises the DataError that says what to do
     task = run_meta["task"]
@@ -140,7 +144,7 @@ def evaluate(
                          f"(available: {', '.join(EVALUATORS)}).")
     results, errors = EVALUATORS[task](root, run_meta, cfg, data, test, log)
 
-    metrics_path = root / "metrics.json"
+    metrics_path = root / runfiles.METRICS
     previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     metrics = {"task": task, **results, "train": previous.get("train", {})}
     write_json(metrics_path, metrics)

@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith import runfiles
 from tunesmith.config import Config, load_config
 from tunesmith.errors import DataError, UsageError
 from tunesmith.track.dvc_project import Scaffold, scaffold
@@ -133,14 +134,14 @@ def preprocess(config_path: str | Path, raw_dir: str | Path, out_dir: str | Path
         column_map=prepare.column_map,
     )
     records = []
-    with (out / "rejects.jsonl").open("w", encoding="utf-8", newline="\n") as rejects:
+    with (out / runfiles.REJECTS).open("w", encoding="utf-8", newline="\n") as rejects:
         for item in stream:
             if isinstance(item, Reject):
                 rejects.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
             else:
                 records.append(item)
     if not records:
-        raise no_records_error(stream.summary, out / "rejects.jsonl")
+        raise no_records_error(stream.summary, out / runfiles.REJECTS)
     unique, dedup = deduplicate(records, prepare.dedup, prepare.near_duplicate_threshold)
     write_jsonl(unique, out / "records.jsonl")
     summary = {
@@ -200,13 +201,13 @@ def evaluate(config_path: str | Path, run_dir: str | Path, data_dir: str | Path,
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="tunesmith-eval-") as tmp:
         scratch = Path(tmp) / run.name
-        shutil.copytree(run, scratch, ignore=shutil.ignore_patterns("checkpoints"))
+        shutil.copytree(run, scratch, ignore=shutil.ignore_patterns(runfiles.CHECKPOINTS_DIR))
         evaluate_run(scratch, data_dir=data_dir)  # also writes report.html/md
-        shutil.copyfile(scratch / "metrics.json", metrics_path)
+        shutil.copyfile(scratch / runfiles.METRICS, metrics_path)
         written.append(Path(metrics_path))
-        for png in sorted((scratch / "plots").glob("*.png")):
+        for png in sorted((scratch / runfiles.PLOTS_DIR).glob("*.png")):
             written.append(Path(shutil.copy2(png, plots / png.name)))
-        for name in ("errors.jsonl", "samples.jsonl", "report.html", "report.md"):
+        for name in (runfiles.ERRORS, runfiles.SAMPLES, runfiles.REPORT_HTML, runfiles.REPORT_MD):
             if (scratch / name).is_file():
                 written.append(Path(shutil.copy2(scratch / name, reports / name)))
     return written

@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import METHODS, Config
+from tunesmith import runfiles
+from tunesmith.config import METHODS, Config, check_method_rules
 from tunesmith.errors import ConfigError, TunesmithError, UsageError
 
 # Guide: full finetuning wants 1e-5 to 5e-5; a LoRA-sized rate would wreck the pretrained weights.
@@ -38,7 +39,8 @@ def predict(runs: Sequence[str | Path], texts: Sequence[str], adapters: Sequence
         raise UsageError("no text to predict.", hint="Pass one or more texts after the options.")
     names = [r.split("=", 1)[0] if isinstance(r, str) and "=" in r else None for r in runs]
     paths = [r.split("=", 1)[1] if isinstance(r, str) and "=" in r else r for r in runs]
-    server = AdapterServer.from_paths(paths, names if all(names) else None)
+    given = [n for n in names if n is not None]
+    server = AdapterServer.from_paths(paths, given if len(given) == len(names) else None)
     chosen = list(adapters) if adapters else list(server.adapters)
     unknown = [a for a in chosen if a not in server.adapters]
     if unknown:
@@ -104,7 +106,7 @@ def _prepare_once(cfg: Config, data_dir: Path, log: Callable[[str], None]) -> tu
     """
     from tunesmith.pipelines.prepare import prepare_data
 
-    manifest = data_dir / "manifest.json"
+    manifest = data_dir / runfiles.MANIFEST
     if manifest.is_file():
         info = json.loads(manifest.read_text(encoding="utf-8"))
         if info.get("config") == cfg.prepare.model_dump(mode="json"):
@@ -122,7 +124,7 @@ def _finished_run(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
     """
     from tunesmith.config import load_config
 
-    metrics_path, config_path = run_dir / "metrics.json", run_dir / "config.yaml"
+    metrics_path, config_path = run_dir / runfiles.METRICS, run_dir / runfiles.CONFIG
     if not (metrics_path.is_file() and config_path.is_file()):
         return None
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
@@ -178,7 +180,7 @@ def compare_methods(
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = cfg.tracking.run_name or f"compare-{Path(cfg.prepare.dataset).stem}-{Path(cfg.finetune.model).name}-{stamp}"
     out = Path(out_dir) if out_dir is not None else Path("runs") / name
-    task, n_train, n_test = _prepare_once(cfg, out / "data", log)
+    task, n_train, n_test = _prepare_once(cfg, out / runfiles.DATA_DIR, log)
     log(f"{task}: {n_train} train, {n_test} test; methods: {', '.join(methods)}")
 
     results: list[MethodResult] = []
@@ -191,8 +193,9 @@ def compare_methods(
         method_cfg = cfg.model_copy(update={"finetune": finetune, "tracking": tracking})
         log(f"--- {method} (learning rate {lr:g}) ---")
         run_dir = out / method
-        args = (method_cfg, out / "data", run_dir, progress)
+        args = (method_cfg, out / runfiles.DATA_DIR, run_dir, progress)
         try:
+            check_method_rules(finetune)  # before any model loads: model_copy skips validation
             metrics = _finished_run(run_dir, method_cfg)
             if metrics is not None:
                 log(f"reusing the finished {method} run in {run_dir} (same settings)")
@@ -232,7 +235,7 @@ def compare_methods(
     markdown = comparison_markdown(results, metric, settings)
     (out / "comparison.md").write_text(markdown, encoding="utf-8")
     write_json(out / "comparison.json", {**results_json(results, metric), "failed": failed})
-    plot_comparison(results, metric, out / "plots" / "comparison.png")
+    plot_comparison(results, metric, out / runfiles.PLOTS_DIR / "comparison.png")
     if cfg.tracking.enabled:
         _log_comparison(cfg, name, out, results, metric)
     return CompareResult(out, metric, results, markdown, failed)
@@ -254,7 +257,7 @@ def _log_comparison(cfg: Config, name: str, out: Path, results: Sequence[Any], m
                            f"{r.method}_seconds_per_epoch": r.seconds_per_epoch,
                            f"{r.method}_test_{metric}": r.metric})
         mlflow.log_metrics(values)
-        for path in (out / "comparison.md", out / "comparison.json", out / "plots" / "comparison.png"):
+        for path in (out / "comparison.md", out / "comparison.json", out / runfiles.PLOTS_DIR / "comparison.png"):
             mlflow.log_artifact(str(path))
         tracker.set_tags({"kind": "compare-methods"})
     finally:

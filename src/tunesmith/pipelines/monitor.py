@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith import runfiles
 from tunesmith.errors import DataError
 from tunesmith.monitor.report import MonitorReport, monitor, reference_from_run, write_html
 
@@ -30,7 +31,7 @@ class MonitorResult:
 
 
 def _run_meta(run: str | Path | None) -> dict:
-    path = Path(run) / "run.json" if run else None
+    path = Path(run) / runfiles.RUN_META if run else None
     return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
 
 

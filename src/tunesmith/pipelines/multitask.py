@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.config import Config
 from tunesmith.errors import ConfigError, UsageError
 from tunesmith.pipelines.evaluate import score_task
@@ -94,7 +95,7 @@ def multitask_run(
 
     model = _check(tasks)
     out = Path(out_dir)
-    if (out / "run.json").exists():
+    if (out / runfiles.RUN_META).exists():
         raise UsageError(f"{out} already holds a run.", hint="Choose another --out or remove the folder.")
     prepared, kinds = {}, {}
     for name, cfg in tasks.items():
@@ -106,15 +107,15 @@ def multitask_run(
     log(f"task-balanced sampling ({sampling}" + (f", T={temperature:g}" if sampling == "temperature" else "")
         + "): " + ", ".join(f"{n} {counts[n]} of {sizes[n]}" for n in tasks))
     labels = {name: p.labels if kinds[name] == CLASSIFICATION_AS_INSTRUCTION else [] for name, p in prepared.items()}
-    data = out / "data"
+    data = out / runfiles.DATA_DIR
     data.mkdir(parents=True, exist_ok=True)
     first = next(iter(tasks.values()))
     write_jsonl(mixture({n: (p.train, labels[n]) for n, p in prepared.items()}, counts,
-                        seed=first.prepare.seed), data / "train.jsonl")
-    write_jsonl([as_chat(r, n, labels[n]) for n, p in prepared.items() for r in p.val], data / "val.jsonl")
+                        seed=first.prepare.seed), data / runfiles.split_file("train"))
+    write_jsonl([as_chat(r, n, labels[n]) for n, p in prepared.items() for r in p.val], data / runfiles.split_file("val"))
     sampling_info = {"strategy": sampling, **({"temperature": temperature} if sampling == "temperature" else {}),
                      "available": sizes, "drawn": counts}
-    write_json(data / "manifest.json", {"tasks": {n: p.data_sha256 for n, p in prepared.items()},
+    write_json(data / runfiles.MANIFEST, {"tasks": {n: p.data_sha256 for n, p in prepared.items()},
                                         "sampling": sampling_info})
 
     # One adapter for every task: the first config's training settings, prompts as long as
@@ -134,7 +135,7 @@ def multitask_run(
                           "headline": next(iter(tuned)), "baseline": {**base, "kind": "zero_shot"},
                           "finetuned": tuned,
                           "delta": {k: v - base[k] for k, v in tuned.items() if isinstance(base.get(k), (int, float))}}
-    metrics_path = out / "metrics.json"
+    metrics_path = out / runfiles.METRICS
     metrics = {**json.loads(metrics_path.read_text(encoding="utf-8")), "task": "multitask",
                "sampling": sampling_info, "tasks": per_task}
     write_json(metrics_path, metrics)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith import __version__
+from tunesmith import __version__, runfiles
 from tunesmith.assets import dataset_file, is_builtin_dataset, iter_builtin_records
 from tunesmith.config import PrepareConfig
 from tunesmith.data.dedup import deduplicate
@@ -27,9 +27,6 @@ from tunesmith.data.split import SPLITS, split_records
 from tunesmith.data.validate import ReadSummary, RecordStream, Reject, open_records
 from tunesmith.errors import DataError
 from tunesmith.records import Record
-
-MANIFEST = "manifest.json"
-REJECTS = "rejects.jsonl"
 
 
 @dataclass
@@ -204,7 +201,7 @@ def prepare_data(
         cfg.dataset, task=None if cfg.task == "auto" else cfg.task, column_map=cfg.column_map,
         time_field=time_field, group_field=group_field,
     )
-    rejects_path = out / REJECTS
+    rejects_path = out / runfiles.REJECTS
     records = _read_validated(stream, rejects_path)
     summary = stream.summary
     if strict and summary.rejected:
@@ -224,14 +221,14 @@ def prepare_data(
     files: dict[str, Any] = {}
     reread: dict[str, list[Record]] = {}
     for name, part in split.parts().items():
-        path = out / f"{name}.jsonl"
+        path = out / runfiles.split_file(name)
         write_jsonl(part, path)
-        reread[name] = read_records(path, task=task)  # type: ignore[arg-type]
+        reread[name] = read_records(path, task=task)
         files[path.name] = {"records": len(part), "sha256": sha256_file(path)}
-    files[REJECTS] = {"records": summary.rejected, "sha256": sha256_file(rejects_path)}
+    files[runfiles.REJECTS] = {"records": summary.rejected, "sha256": sha256_file(rejects_path)}
     overlap = overlap_check(reread, near=cfg.dedup == "near", threshold=cfg.near_duplicate_threshold)
     data_sha = hashlib.sha256(
-        "".join(f"{n}:{files[f'{n}.jsonl']['sha256']}\n" for n in SPLITS).encode()
+        "".join(f"{n}:{files[runfiles.split_file(n)]['sha256']}\n" for n in SPLITS).encode()
     ).hexdigest()
 
     labels = sorted({r.target_text() for r in used}) if task == "classification" else []
@@ -259,7 +256,7 @@ def prepare_data(
         "overlap_check": overlap,
         "data_sha256": data_sha,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / runfiles.MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if not overlap["passed"] and cfg.dedup != "none":
         raise DataError(
             f"the split files in {out} share inputs ({overlap}); this should not happen after "

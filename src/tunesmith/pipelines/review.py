@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
 
 DEFAULT_PORT = 8765
@@ -70,7 +71,7 @@ def open_review(
             f"({', '.join(review_plan.answers)}): {len(pairs)} blind pairs ({new} new"
             f"{f', {generated} answers generated' if generated else ''}); seed {seed}")
     # The playground answers with the evaluation's generation length, as samples.jsonl was made.
-    max_new_tokens = load_config(run.path / "config.yaml").evaluation.max_new_tokens
+    max_new_tokens = load_config(run.path / runfiles.CONFIG).evaluation.max_new_tokens
     playground = Playground([run, *others], max_new_tokens=max_new_tokens)
     return ReviewSession(run, store, pair_ids, playground, seed=seed)
 
@@ -108,7 +109,7 @@ class ReviewOutcome:
 
 
 def _flat_metrics(results: dict[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {"review_votes": results["votes"], "review_pairs": results["pairs"],
+    out: dict[str, Any] = {"review_votes": results["votes"], "review_pairs": results["pairs"],
                              "review_label_corrections": results.get("label_corrections", 0)}
     for h in results["head_to_head"]:
         for key in ("wins", "losses", "ties", "both_bad", "win_rate", "wilson_low", "wilson_high",
@@ -129,8 +130,8 @@ def _flat_metrics(results: dict[str, Any]) -> dict[str, float]:
 def _log_mlflow(run_dir: Path, results: dict[str, Any], files: dict[str, Path]) -> bool:
     from tunesmith.config import load_config
 
-    meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    cfg = load_config(run_dir / "config.yaml")
+    meta = json.loads((run_dir / runfiles.RUN_META).read_text(encoding="utf-8"))
+    cfg = load_config(run_dir / runfiles.CONFIG)
     if not cfg.tracking.enabled or not meta.get("mlflow_run_id"):
         return False
     import mlflow
@@ -142,8 +143,8 @@ def _log_mlflow(run_dir: Path, results: dict[str, Any], files: dict[str, Path]) 
     try:
         mlflow.log_metrics(_flat_metrics(results))
         for path in files.values():
-            mlflow.log_artifact(str(path), artifact_path="review")
-        for name in ("report.html", "report.md"):
+            mlflow.log_artifact(str(path), artifact_path=runfiles.REVIEW_DIR)
+        for name in (runfiles.REPORT_HTML, runfiles.REPORT_MD):
             if (run_dir / name).is_file():
                 mlflow.log_artifact(str(run_dir / name))
     finally:
@@ -157,20 +158,20 @@ def review_results(run_ref: str | Path, *, runs_dir: str | Path = "runs",
     from tunesmith.report import write_reports
     from tunesmith.review.export import write_corrections_file, write_preferences
     from tunesmith.review.pairs import open_run
-    from tunesmith.review.session import REVIEW_DIR, store_for
+    from tunesmith.review.session import store_for
     from tunesmith.review.stats import summarize
 
     run = open_run(run_ref, runs_dir)
-    if not (run.path / REVIEW_DIR).is_dir():
-        raise UsageError(f"{run.path} has not been reviewed yet (no {REVIEW_DIR}/ folder).",
+    if not (run.path / runfiles.REVIEW_DIR).is_dir():
+        raise UsageError(f"{run.path} has not been reviewed yet (no {runfiles.REVIEW_DIR}/ folder).",
                          hint=f"Open the review app first: `tunesmith review {run_ref}`.")
     store = store_for(run)
     pairs, votes, marks = store.pairs(), store.votes(), store.marks()
     results = summarize(pairs, votes, run.name, seed=store.get_meta("seed") or 0,
                         metric=run.headline)
-    folder = run.path / REVIEW_DIR
-    files = {"results": folder / "results.json", "preferences": folder / "preferences.jsonl",
-             "corrections": folder / "corrections.jsonl"}
+    folder = run.path / runfiles.REVIEW_DIR
+    files = {"results": folder / runfiles.REVIEW_RESULTS, "preferences": folder / runfiles.PREFERENCES,
+             "corrections": folder / runfiles.CORRECTIONS}
     n_pref = write_preferences(pairs, votes, files["preferences"])
     n_corr = write_corrections_file(marks, files["corrections"])
     saved = {**results.to_dict(), "label_corrections": n_corr}

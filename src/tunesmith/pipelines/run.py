@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith import assets
+from tunesmith import assets, runfiles
 from tunesmith.config import (
     Config,
     apply_overrides,
@@ -31,9 +31,9 @@ from tunesmith.config import (
 from tunesmith.errors import TunesmithError, UsageError
 from tunesmith.evaluate.metric_plan import Comparison, compare
 from tunesmith.pipelines.evaluate import EvaluateResult, evaluate
-from tunesmith.pipelines.prepare import REJECTS
 from tunesmith.pipelines.train import TrainResult, default_run_name, train
 from tunesmith.serve.servability import check_servability
+from tunesmith.train.distributed import Launcher
 
 # The demo's departures from the defaults, each with its reason (printed by `tunesmith demo`).
 DEMO_SETTINGS: dict[str, Any] = {
@@ -152,7 +152,7 @@ def _task_guess(cfg: Config) -> str | None:
 def _clean_up_failed_prepare(out: Path) -> None:
     """Remove what a failed data step wrote, except a non-empty rejects.jsonl: the error
     message points to it (each rejected row with its line and reason)."""
-    rejects = out / "data" / REJECTS
+    rejects = out / runfiles.DATA_DIR / runfiles.REJECTS
     if not (rejects.is_file() and rejects.stat().st_size):
         shutil.rmtree(out, ignore_errors=True)
         return
@@ -169,6 +169,7 @@ def run(
     callbacks: Sequence[Any] = (),
     nproc: int = 1,
     continue_from: str | Path | None = None,
+    launcher: Launcher | None = None,
 ) -> RunResult:
     """Prepare ``cfg.prepare.dataset``, finetune, evaluate against the baseline.
 
@@ -176,16 +177,17 @@ def run(
     ``tracking.run_name`` or ``<task>-<model>-<method>-<timestamp>``. Raises UsageError when
     ``out_dir`` already holds a run, DataError/AssetError/ConfigError for bad input.
     ``callbacks`` (:class:`tunesmith.train.loop.Callback`) see every history record as it comes.
-    ``nproc`` > 1 trains in that many processes (data parallel, like `tunesmith train --nproc`);
-    preparing and evaluating stay in this one. A stopped run continues with :func:`resume_run`.
+    ``nproc`` > 1 trains in that many processes (data parallel, like `tunesmith train --nproc`)
+    started by ``launcher`` (``tunesmith.cli.distributed.launch_train``, what `tunesmith run
+    --nproc` passes); preparing and evaluating stay in this one. A stopped run continues with
+    :func:`resume_run`.
 
     ``continue_from`` (continual learning, see :mod:`tunesmith.pipelines.continual`) is an
     earlier run whose adapter training starts from, replaying ``prepare.replay_fraction`` of
     its training data; task A's test scores before and after go into metrics.json's
     ``continual`` section, the report and MLflow (two more scorings of A's test split).
     """
-    if nproc < 1:
-        raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
+    _check_processes(nproc, launcher)
     from tunesmith.pipelines import continual
     from tunesmith.pipelines.prepare import prepare_data
 
@@ -196,7 +198,7 @@ def run(
 
     name = cfg.tracking.run_name or default_run_name(cfg, _task_guess(cfg))
     out = Path(out_dir) if out_dir is not None else Path("runs") / name
-    if (out / "run.json").exists():
+    if (out / runfiles.RUN_META).exists():
         raise UsageError(
             f"{out} already holds a run.",
             hint="Choose another --out, set tracking.run_name, or remove the folder.",
@@ -205,10 +207,10 @@ def run(
         # The MLflow run is named after the folder the user chose.
         named = safe_run_name(out.resolve().name)
         cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": named})})
-    log(f"preparing {cfg.prepare.dataset} into {out / 'data'}")
+    log(f"preparing {cfg.prepare.dataset} into {out / runfiles.DATA_DIR}")
     created = not out.exists()
     try:
-        prepared = prepare_data(cfg.prepare, out / "data")
+        prepared = prepare_data(cfg.prepare, out / runfiles.DATA_DIR)
     except Exception:
         if created:
             _clean_up_failed_prepare(out)
@@ -217,7 +219,7 @@ def run(
     read = prepared.manifest.get("counts", {})
     rejected = read.get("rejected", 0)
     log(f"{prepared.task}: read {read.get('read', '?')} records, {rejected} rejected"
-        + (f" (reasons and lines in {out / 'data' / 'rejects.jsonl'})" if rejected else "")
+        + (f" (reasons and lines in {out / runfiles.DATA_DIR / runfiles.REJECTS})" if rejected else "")
         + f", {read.get('duplicates_removed', 0)} duplicates removed; "
         f"{counts['train']} train, {counts['val']} val, {counts['test']} test")
     from tunesmith.evaluate.metric_plan import plan_for_records
@@ -233,7 +235,8 @@ def run(
                                and not causal_model else prepared.task, prepared.labels)
         counts["replay"] = continual.write_replay(earlier, cfg, out / "data", causal_model, log)
     training = _train_step(cfg, out, resume=False, nproc=nproc, progress=progress, log=log,
-                           callbacks=callbacks, init_adapter=earlier.adapter if earlier else None)
+                           callbacks=callbacks, launcher=launcher,
+                           init_adapter=earlier.adapter if earlier else None)
     log(check_servability(out).summary())  # where the trained adapter can be served, and how
     evaluation = evaluate(out, log=log)
     return _finish(out, cfg, training, evaluation, counts, earlier, log)
@@ -251,14 +254,14 @@ def _finish(out: Path, cfg: Config, training: TrainResult | None, evaluation: Ev
     from tunesmith.advise.run_memory import record_run_peak
     from tunesmith.report import write_reports
 
-    metrics = record_run_peak(out / "metrics.json")
+    metrics = record_run_peak(out / runfiles.METRICS)
     outcome = None
-    if metrics.get("task") == "classification" and (out / "history.jsonl").is_file():
+    if metrics.get("task") == "classification" and (out / runfiles.HISTORY).is_file():
         headline = (metrics.get("plan") or {}).get("headline") or "accuracy"
-        outcome = outcome_of(metrics, headline, read_history(out / "history.jsonl"), cfg)
+        outcome = outcome_of(metrics, headline, read_history(out / runfiles.HISTORY), cfg)
         if outcome is not None:
             metrics = {**metrics, "outcome": outcome.to_dict()}
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+            (out / runfiles.METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     continued = None
     if earlier is not None:
         from tunesmith.pipelines.continual import forgetting_of
@@ -266,7 +269,7 @@ def _finish(out: Path, cfg: Config, training: TrainResult | None, evaluation: Ev
 
         continued = forgetting_of(earlier, out, log)
         metrics = {**metrics, "continual": continued}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        (out / runfiles.METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         for line in continual_lines(continued):
             log(line)
         add_to_mlflow(out, cfg, {"continual": {k: continued[k] for k in ("before", "after", "delta")}})
@@ -277,7 +280,7 @@ def _finish(out: Path, cfg: Config, training: TrainResult | None, evaluation: Ev
 
 def add_to_mlflow(out: Path, cfg: Config, numbers: dict[str, Any]) -> None:
     """Add ``numbers`` to the run's MLflow run (when tracking is on and the run has one)."""
-    meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    meta = json.loads((out / runfiles.RUN_META).read_text(encoding="utf-8"))
     if not (cfg.tracking.enabled and meta.get("mlflow_run_id")):
         return
     from tunesmith.track.experiment import MlflowTracker
@@ -290,29 +293,41 @@ def add_to_mlflow(out: Path, cfg: Config, numbers: dict[str, Any]) -> None:
         tracker.finish()
 
 
+def _check_processes(nproc: int, launcher: Launcher | None) -> None:
+    if nproc < 1:
+        raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
+    if nproc > 1 and launcher is None:
+        raise UsageError(
+            f"training in {nproc} processes needs a launcher to start them.",
+            hint="Pass launcher=tunesmith.cli.distributed.launch_train (what `tunesmith run "
+            "--nproc` uses), or nproc=1.",
+        )
+
+
 def _train_step(
     cfg: Config, out: Path, *, resume: bool, nproc: int, progress: bool,
-    log: Callable[[str], None], callbacks: Sequence[Any], init_adapter: Path | None = None,
+    log: Callable[[str], None], callbacks: Sequence[Any], launcher: Launcher | None,
+    init_adapter: Path | None = None,
 ) -> TrainResult | None:
-    """Train on ``out/data`` into ``out``: here, or in ``nproc`` processes under torchrun."""
+    """Train on ``out/data`` into ``out``: here, or in ``nproc`` processes started by
+    ``launcher``."""
     if nproc == 1:
-        return train(cfg, out / "data", out, resume=resume, progress=progress, log=log,
+        return train(cfg, out / runfiles.DATA_DIR, out, resume=resume, progress=progress, log=log,
                      callbacks=callbacks, init_adapter=init_adapter)
-    from tunesmith.train.distributed import launch
-
+    assert launcher is not None  # _check_processes
     if callbacks:
         raise UsageError("callbacks cannot follow training in other processes: use nproc=1.")
     # The processes read the run's config (with its run name) like `tunesmith train` does.
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / runfiles.CONFIG)
     args = ["--resume", str(out)] if resume else [
-        "--config", str(out / "config.yaml"), "--data", str(out / "data"), "--out", str(out)]
+        "--config", str(out / runfiles.CONFIG), "--data", str(out / runfiles.DATA_DIR), "--out", str(out)]
     log(f"training in {nproc} processes (process 0 reports here; the others log to "
-        f"{out / 'ranks'}/<k>/console.log)")
-    code = launch([*args, *([] if progress else ["--no-progress"])], nproc)
+        f"{out / runfiles.RANKS_DIR}/<k>/{runfiles.CONSOLE_LOG})")
+    code = launcher([*args, *([] if progress else ["--no-progress"])], nproc)
     if code != 0:
         raise TunesmithError(
             f"training in {nproc} processes failed (exit code {code}); process 0's error is "
-            f"above, the others' in {out / 'ranks'}/<k>/console.log.",
+            f"above, the others' in {out / runfiles.RANKS_DIR}/<k>/{runfiles.CONSOLE_LOG}.",
             hint=f"Fix the cause, then continue with `tunesmith run --resume {out} --nproc {nproc}`.",
         )
     return None
@@ -325,43 +340,46 @@ def resume_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
+    launcher: Launcher | None = None,
 ) -> RunResult:
     """Finish a `tunesmith run` that was stopped: training from its last checkpoint (or from
     the start when it had none yet), then evaluation, report and MLflow, as :func:`run` would.
 
     A run whose training had finished is only evaluated. Raises UsageError when ``run_dir`` is
     not a run folder whose data step finished (the run must then be started again).
+    ``nproc`` and ``launcher`` as for :func:`run`.
     """
+    _check_processes(nproc, launcher)
     out = Path(run_dir)
-    data = out / "data"
-    if not (out / "config.yaml").is_file() or not (data / "train.jsonl").is_file():
+    data = out / runfiles.DATA_DIR
+    if not (out / runfiles.CONFIG).is_file() or not (data / runfiles.split_file("train")).is_file():
         raise UsageError(
             f"{out} is not a run folder that `tunesmith run` got to train (config.yaml or "
             "data/train.jsonl is missing).",
             hint="Start the run again with `tunesmith run`; `--resume` takes a folder such as "
             "runs/<run-name> written by it.",
         )
-    cfg = load_config(out / "config.yaml")
-    run_meta = json.loads((out / "run.json").read_text(encoding="utf-8")) if (out / "run.json").is_file() else {}
+    cfg = load_config(out / runfiles.CONFIG)
+    run_meta = json.loads((out / runfiles.RUN_META).read_text(encoding="utf-8")) if (out / runfiles.RUN_META).is_file() else {}
     earlier = None
     if run_meta.get("continued_from"):  # a continued run resumes as one
         from tunesmith.pipelines.continual import earlier_run
 
         earlier, _ = earlier_run(Path(run_meta["continued_from"]).parent, cfg, log)
-    metrics = out / "metrics.json"
+    metrics = out / runfiles.METRICS
     trained = metrics.is_file() and "train" in json.loads(metrics.read_text(encoding="utf-8"))
     training = None
-    if trained and (out / "adapter").is_dir():
+    if trained and (out / runfiles.ADAPTER_DIR).is_dir():
         log(f"{out}: training had finished; evaluating")
     else:
-        checkpoint = any((out / "checkpoints" / d / "state.json").is_file() for d in ("last", "last.old"))
+        checkpoint = any((out / runfiles.CHECKPOINTS_DIR / d / "state.json").is_file() for d in ("last", "last.old"))
         log(f"{out}: resuming training from its last checkpoint" if checkpoint else
             f"{out}: no checkpoint was written yet; training from the start")
         training = _train_step(cfg, out, resume=checkpoint, nproc=nproc, progress=progress,
-                               log=log, callbacks=callbacks,
+                               log=log, callbacks=callbacks, launcher=launcher,
                                init_adapter=earlier.adapter if earlier else None)
     evaluation = evaluate(out, log=log)
-    manifest = data / "manifest.json"
+    manifest = data / runfiles.MANIFEST
     counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {}) if manifest.is_file() else {}
     split_counts = {k: counts[k] for k in ("train", "val", "test") if k in counts}
     return _finish(out, cfg, training, evaluation, split_counts, earlier, log)

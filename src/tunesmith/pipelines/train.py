@@ -22,17 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from tunesmith import runfiles
 from tunesmith.config import Config, save_config
 from tunesmith.errors import DataError, UsageError
-from tunesmith.records import Record
+from tunesmith.records import ClassificationRecord, Record
 from tunesmith.train import causal
-
-SPLITS = ("train", "val", "test")
-# Records of an earlier task replayed in this run's training set (continual learning), beside
-# train.jsonl; written by `tunesmith run --continue-from` with prepare.replay_fraction.
-REPLAY = "replay.jsonl"
 
 
 @dataclass
@@ -56,7 +52,8 @@ class TaskSpec:
     ``plan`` encodes the splits for the loaded model."""
 
     labels: Callable[[Sequence[Record]], list[str] | None]
-    plan: Callable[[Any, Sequence[Record], Sequence[Record], Config], TaskPlan]
+    # Returns a TaskPlan or an object with its fields (train.causal.CausalPlan).
+    plan: Callable[[Any, Sequence[Record], Sequence[Record], Config], Any]
 
 
 def _classification_labels(records: Sequence[Record]) -> list[str]:
@@ -98,13 +95,16 @@ def truncation_note(data: Any, split: str, max_length: int) -> str | None:
 
 
 def _classification_plan(
-    loaded: Any, train_records: Sequence[Record], val_records: Sequence[Record], cfg: Config
+    loaded: Any, records: Sequence[Record], val: Sequence[Record], cfg: Config
 ) -> TaskPlan:
     from tunesmith.data.stats import advised_length_for, label_counts
     from tunesmith.evaluate.classification import embed, fit_probe, init_head_from_probe, score
     from tunesmith.train.encoding import encode_classification
     from tunesmith.train.objectives import ClassificationObjective
 
+    # The classification family: read with task="classification", so every record is one.
+    train_records = cast(Sequence[ClassificationRecord], records)
+    val_records = cast(Sequence[ClassificationRecord], val)
     labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
     notes = []
     if loaded.pooling is not None:
@@ -185,7 +185,7 @@ def read_split(data_dir: str | Path, split: str, task: str | None = None) -> lis
     """Records of ``<data_dir>/<split>.jsonl`` (the files ``tunesmith data split`` writes)."""
     from tunesmith.data.io import read_records
 
-    path = Path(data_dir) / f"{split}.jsonl"
+    path = Path(data_dir) / runfiles.split_file(split)
     if not path.is_file():
         raise DataError(
             f"no {split} split in {data_dir}: {path.name} is missing.",
@@ -199,21 +199,21 @@ def read_replay(data_dir: str | Path) -> list[Record]:
     """The replayed records of ``data_dir/replay.jsonl`` ([] when there is none)."""
     from tunesmith.data.io import read_records
 
-    path = Path(data_dir) / REPLAY
+    path = Path(data_dir) / runfiles.REPLAY
     return read_records(path) if path.is_file() else []
 
 
 def data_sha256(data_dir: str | Path) -> str:
     """The prepared data's identity: the manifest's hash when `prepare` wrote one, else one
     hash over the split files present."""
-    manifest = Path(data_dir) / "manifest.json"
+    manifest = Path(data_dir) / runfiles.MANIFEST
     if manifest.is_file():
         recorded = json.loads(manifest.read_text(encoding="utf-8")).get("data_sha256")
         if recorded:
             return str(recorded)
     digest = hashlib.sha256()
-    for split in SPLITS:
-        path = Path(data_dir) / f"{split}.jsonl"
+    for split in runfiles.SPLITS:
+        path = Path(data_dir) / runfiles.split_file(split)
         if path.is_file():
             digest.update(split.encode())
             digest.update(path.read_bytes())
@@ -295,6 +295,7 @@ def train(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] = print,
+    memory_budget_bytes: float | None = None,
     init_adapter: str | Path | None = None,
 ) -> TrainResult:
     """Finetune ``cfg.finetune.model`` on ``data_dir``'s train/val splits into ``out_dir``.
@@ -304,6 +305,8 @@ def train(
     weights instead of a fresh adapter (continual learning, see
     :func:`tunesmith.methods.continue_method`); records in ``data_dir/replay.jsonl`` join the
     training split (replay of the earlier task).
+    ``memory_budget_bytes`` is the memory the preflight sizes the micro-batch for (None: what
+    is free here). The config saved as config.yaml is the one that trains, after the preflight.
     Raises DataError (missing or bad split files), AssetError (unknown model), ConfigError.
     """
     from tunesmith.methods import apply_method, save_adapter, trainable_summary
@@ -315,7 +318,7 @@ def train(
     out = Path(out_dir)
     task_hint = None if cfg.prepare.task == "auto" else cfg.prepare.task
     train_records = read_split(data_dir, "train", task_hint)
-    val_records = read_split(data_dir, "val", task_hint) if (Path(data_dir) / "val.jsonl").is_file() else []
+    val_records = read_split(data_dir, "val", task_hint) if (Path(data_dir) / runfiles.split_file("val")).is_file() else []
     # Classification records on a causal LM train as instructions.
     task = causal.training_task(train_records[0].task, cfg.finetune.model)
     spec = task_spec(task)
@@ -323,13 +326,12 @@ def train(
     replay = read_replay(data_dir)
     if replay:
         log(f"replaying {len(replay)} records of the earlier task beside {len(train_records)} "
-            f"of this one ({Path(data_dir) / REPLAY})")
+            f"of this one ({Path(data_dir) / runfiles.REPLAY})")
         train_records = [*train_records, *replay]
     out.mkdir(parents=True, exist_ok=True)
-    run_json_path = out / "run.json"
+    run_json_path = out / runfiles.RUN_META
     previous = json.loads(run_json_path.read_text()) if resume and run_json_path.is_file() else {}
     run_name = previous.get("run_name") or cfg.tracking.run_name or out.name
-    save_config(cfg, out / "config.yaml")
 
     log(f"loading {cfg.finetune.model} for {task}"
         + (f" ({len(labels)} labels: {', '.join(labels)})" if labels else ""))
@@ -350,13 +352,19 @@ def train(
     cfg, chosen = resolve_defaults(cfg, getattr(plan, "max_length", None))
     for note in chosen:
         log(note)
-    save_config(cfg, out / "config.yaml")  # what was used, so evaluate and --resume reuse it
     # If the memory estimate does not fit, a smaller micro-batch with more
     # accumulation (same effective batch); before apply_method, which reads gradient_checkpointing.
     from tunesmith.advise.preflight import check_memory
 
-    memory_check = check_memory(cfg, loaded.model, seq_len=max(plan.train_data.lengths, default=None), log=log)
+    memory_check = check_memory(cfg, loaded.model, seq_len=max(plan.train_data.lengths, default=None),
+                                available_bytes=memory_budget_bytes, log=log)
     cfg = memory_check.cfg
+    # Saved only now, with the preflight's changes: evaluate, MLflow's params and --resume all
+    # read this one file, so they see the batch and accumulation that actually trained.
+    save_config(cfg, out / runfiles.CONFIG)
+    changed = memory_check.summary()
+    if changed:
+        log(f"config.yaml holds the preflight's changes: {changed} (why: run.json's preflight).")
     if init_adapter is not None:
         from tunesmith.methods import continue_method
 
@@ -379,12 +387,18 @@ def train(
         "data_dir": str(Path(data_dir).resolve()),
         **({"continued_from": str(Path(init_adapter).resolve())} if init_adapter is not None else {}),
     }
+    # What the preflight changed and why; a resume that changes nothing keeps the first record.
+    preflight = ({"changed": memory_check.changed, "why": memory_check.messages}
+                 if memory_check.changed else previous.get("preflight"))
+    if preflight:
+        run_meta["preflight"] = preflight
     tracker = None
     if cfg.tracking.enabled:
         tracker = MlflowTracker(cfg, run_name)
         tracker.start(previous.get("mlflow_run_id") if resume else None)
         tracker.set_tags({"git_commit": run_meta["git_commit"] or "",
-                          "data_sha256": run_meta["data_sha256"], "task": task})
+                          "data_sha256": run_meta["data_sha256"], "task": task,
+                          **({"preflight": changed} if changed else {})})
         run_meta["mlflow_run_id"] = tracker.run_id
     write_json(run_json_path, run_meta)
 
@@ -404,13 +418,13 @@ def train(
             progress=progress,
             evaluate_first=getattr(plan, "evaluate_first", False),
         )
-        saved = save_adapter(model, out / "adapter", {"base_model": cfg.finetune.model, "task": task,
+        saved = save_adapter(model, out / runfiles.ADAPTER_DIR, {"base_model": cfg.finetune.model, "task": task,
                                                       **({"labels": labels} if labels else {})})
         log(f"saved the trained weights ({cfg.finetune.method}) to {saved.path}: "
             f"{saved.size_bytes / 1e6:.2f} MB on disk")
-        plot_loss(result.history, out / "plots" / "loss.png")
-        plot_lr(result.history, out / "plots" / "lr.png")
-        train_stats = {
+        plot_loss(result.history, out / runfiles.PLOTS_DIR / runfiles.LOSS_PLOT)
+        plot_lr(result.history, out / runfiles.PLOTS_DIR / runfiles.LR_PLOT)
+        train_stats: dict[str, Any] = {
             "samples_per_second": round(result.samples_per_second, 2),
             "tokens_per_second": round(result.tokens_per_second, 1),
             "peak_memory_mb": round(result.peak_memory_mb, 1),
@@ -433,7 +447,7 @@ def train(
                 "enabled": packing.enabled, "gain": round(packing.gain, 3), "rows": packing.rows,
                 "tokens_unpacked": packing.tokens_unpacked, "tokens_packed": packing.tokens_packed,
             }
-        write_json(out / "metrics.json", {"task": task, "train": train_stats})
+        write_json(out / runfiles.METRICS, {"task": task, "train": train_stats})
         if tracker:
             tracker.log_final({"train": train_stats})
         status = "FINISHED"
@@ -466,10 +480,10 @@ def train_inputs(
         raise UsageError(f"--nproc must be 1 or more (got {nproc}).")
     if resume:
         run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
+        if not (run_dir / runfiles.CONFIG).is_file():
             raise UsageError(f"{run_dir} is not a run folder (config.yaml is missing).")
-        cfg = load_config(config or run_dir / "config.yaml", overrides)
-        meta_path = run_dir / "run.json"
+        cfg = load_config(config or run_dir / runfiles.CONFIG, overrides)
+        meta_path = run_dir / runfiles.RUN_META
         recorded = json.loads(meta_path.read_text()).get("data_dir") if meta_path.is_file() else None
         data = data or recorded
         if out and Path(out) != run_dir:
@@ -483,7 +497,7 @@ def train_inputs(
         out_dir = Path(out)
     if not data:
         raise UsageError("where is the data? pass --data DIR.")
-    if not (Path(data) / "train.jsonl").is_file():
+    if not (Path(data) / runfiles.split_file("train")).is_file():
         read_split(data, "train")  # raises the DataError that says what to do
     return cfg, str(data), out_dir
 

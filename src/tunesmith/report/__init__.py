@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith import runfiles
+
 
 @dataclass(frozen=True)
 class ReportPaths:
@@ -25,7 +27,7 @@ def write_reports(run_dir: str | Path) -> ReportPaths:
 
     root = Path(run_dir)
     content = gather(root)
-    paths = ReportPaths(root / "report.html", root / "report.md")
+    paths = ReportPaths(root / runfiles.REPORT_HTML, root / runfiles.REPORT_MD)
     paths.html.write_text(add_sections_html(render_html(content), root), encoding="utf-8")
     paths.md.write_text(add_sections_md(render_markdown(content), root), encoding="utf-8")
     return paths

@@ -13,11 +13,13 @@ from typing import Any
 
 import yaml
 
+from tunesmith import runfiles
+
 # Pictures in the order they are shown, with their captions.
 FIGURES = (
-    ("loss.png", "Training and validation loss"),
-    ("lr.png", "Learning rate"),
-    ("confusion_matrix.png", "Confusion matrix (test split)"),
+    (runfiles.LOSS_PLOT, "Training and validation loss"),
+    (runfiles.LR_PLOT, "Learning rate"),
+    (runfiles.CONFUSION_PLOT, "Confusion matrix (test split)"),
 )
 # Metrics shown first in the baseline-vs-finetuned table, when present.
 PREFERRED_METRICS = ("accuracy", "precision", "recall", "f1", "loss", "perplexity", "bleu",
@@ -140,9 +142,9 @@ def forgetting_line(forgetting: dict[str, Any]) -> str:
 
 
 def _data_summary(run_dir: Path, run_meta: dict[str, Any]) -> dict[str, Any]:
-    manifest = _read_json(run_dir / "data" / "manifest.json")
+    manifest = _read_json(run_dir / runfiles.DATA_DIR / runfiles.MANIFEST)
     if not manifest and run_meta.get("data_dir"):
-        manifest = _read_json(Path(run_meta["data_dir"]) / "manifest.json")
+        manifest = _read_json(Path(run_meta["data_dir"]) / runfiles.MANIFEST)
     if not manifest:
         return {}
     return {
@@ -183,10 +185,10 @@ def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any],
 def gather(run_dir: str | Path) -> ReportContent:
     """Read everything a report shows from a run folder."""
     root = Path(run_dir)
-    run_meta = _read_json(root / "run.json")
-    metrics = _read_json(root / "metrics.json")
-    history = _read_jsonl(root / "history.jsonl")
-    config_path = root / "config.yaml"
+    run_meta = _read_json(root / runfiles.RUN_META)
+    metrics = _read_json(root / runfiles.METRICS)
+    history = _read_jsonl(root / runfiles.HISTORY)
+    config_path = root / runfiles.CONFIG
     config_yaml = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
     config = yaml.safe_load(config_yaml) or {} if config_yaml else {}
 
@@ -216,9 +218,9 @@ def gather(run_dir: str | Path) -> ReportContent:
         training["best_val_loss"] = best[-1].get("val_loss")
         training["best_step"] = best[-1].get("step")
 
-    figures = [(root / "plots" / name, caption) for name, caption in FIGURES
-               if (root / "plots" / name).is_file()]
-    errors_path, samples_path = root / "errors.jsonl", root / "samples.jsonl"
+    figures = [(root / runfiles.PLOTS_DIR / name, caption) for name, caption in FIGURES
+               if (root / runfiles.PLOTS_DIR / name).is_file()]
+    errors_path, samples_path = root / runfiles.ERRORS, root / runfiles.SAMPLES
     if task == "classification":
         examples_title, examples = "Worst errors (most confident mistakes)", _read_jsonl(errors_path, MAX_ROWS)
     else:

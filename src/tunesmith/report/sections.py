@@ -17,7 +17,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-REVIEW_RESULTS = Path("review") / "results.json"
+from tunesmith import runfiles
+
+REVIEW_RESULTS = Path(runfiles.REVIEW_DIR) / runfiles.REVIEW_RESULTS
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -89,7 +91,7 @@ def _continual_rows(continual: dict[str, Any]) -> tuple[str, list[str], list[lis
 def _sections(run_dir: Path) -> list[tuple[str, list[str], list[list[str]], list[str]]]:
     """Every section this run has files for: continual learning, human review."""
     found = []
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / runfiles.METRICS
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
     if metrics.get("continual"):
         found.append(_continual_rows(metrics["continual"]))

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
+from tunesmith import runfiles
 from tunesmith.errors import TunesmithError
 from tunesmith.review.export import corrections_from_marks, preference_rows
 from tunesmith.review.session import ReviewSession
@@ -151,11 +152,11 @@ def create_app(session: ReviewSession) -> FastAPI:
 
     @app.get("/export/preferences.jsonl")
     def export_preferences() -> PlainTextResponse:
-        return jsonl(preference_rows(session.store.pairs(), session.store.votes()), "preferences.jsonl")
+        return jsonl(preference_rows(session.store.pairs(), session.store.votes()), runfiles.PREFERENCES)
 
     @app.get("/export/corrections.jsonl")
     def export_corrections() -> PlainTextResponse:
         rows = [c.to_dict() for c in corrections_from_marks(session.store.marks())]
-        return jsonl(rows, "corrections.jsonl")
+        return jsonl(rows, runfiles.CORRECTIONS)
 
     return app

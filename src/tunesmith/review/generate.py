@@ -18,10 +18,11 @@ import gc
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
-from tunesmith.records import Record
+from tunesmith.records import Record, Task
 from tunesmith.review.pairs import Plan, RunInfo
 
 
@@ -43,11 +44,11 @@ def answers(model: Any, tokenizer: Any, records: Sequence[Record], *, shots: Seq
 def _adapter_meta(run: RunInfo) -> dict[str, Any]:
     from tunesmith.methods import read_adapter_meta
 
-    if not (run.path / "adapter").is_dir():
+    if not (run.path / runfiles.ADAPTER_DIR).is_dir():
         raise UsageError(f"{run.path} has no adapter/: the run did not finish training, so its "
                          "missing answers cannot be generated.",
                          hint=f"Finish it with `tunesmith train --resume {run.path}`.")
-    return read_adapter_meta(run.path / "adapter")
+    return read_adapter_meta(run.path / runfiles.ADAPTER_DIR)
 
 
 def _baseline_shots(run: RunInfo, cfg: Any, column: str) -> list[dict[str, str]]:
@@ -58,12 +59,13 @@ def _baseline_shots(run: RunInfo, cfg: Any, column: str) -> list[dict[str, str]]
 
     kind = column
     if column == "baseline":  # the evaluation's better baseline, as metrics.json names it
-        metrics_path = run.path / "metrics.json"
+        metrics_path = run.path / runfiles.METRICS
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
         kind = (metrics.get("baseline") or {}).get("kind", "zero_shot")
     if kind != "few_shot":
         return []
-    train = read_records(run.test_file().parent / "train.jsonl", task="classification" if run.labels else run.task)
+    task = cast(Task, "classification" if run.labels else run.task)
+    train = read_records(run.test_file().parent / runfiles.split_file("train"), task=task)
     return few_shot_turns(train, cfg.evaluation.few_shot_k, seed=cfg.prepare.seed, labels=run.labels)
 
 
@@ -84,7 +86,7 @@ def fill_missing(plan: Plan, log: Callable[[str], None] = print) -> int:
     from tunesmith.serve.base import load_base
     from tunesmith.serve.predict import AdapterServer
 
-    cfg = load_config(plan.run.path / "config.yaml")
+    cfg = load_config(plan.run.path / runfiles.CONFIG)
     settings = GenerationSettings.from_config(cfg.evaluation, batch_size=cfg.finetune.batch_size,
                                               seed=cfg.prepare.seed)
     total = 0

@@ -20,10 +20,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
-from tunesmith.records import Record
+from tunesmith.records import Record, Task
 from tunesmith.review.store import Pair
 
 # Opponents read from the reviewed run's own samples.jsonl (its prompting baselines).
@@ -49,7 +50,7 @@ class RunInfo:
     def headline(self) -> str:
         """The metric plan's headline in metrics.json (token F1 for runs evaluated before
         plans existed): the automatic metric the review checks against people."""
-        path = self.path / "metrics.json"
+        path = self.path / runfiles.METRICS
         metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         return (metrics.get("plan") or {}).get("headline") or "token_f1"
 
@@ -59,26 +60,26 @@ class RunInfo:
         return self.task != "classification"
 
     def samples(self) -> list[dict[str, Any]]:
-        path = self.path / "samples.jsonl"
+        path = self.path / runfiles.SAMPLES
         if not path.is_file():
             return []
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def errors(self) -> list[dict[str, Any]]:
-        path = self.path / "errors.jsonl"
+        path = self.path / runfiles.ERRORS
         if not path.is_file():
             return []
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def test_file(self) -> Path:
-        return Path(self.meta.get("data_dir") or self.path / "data") / "test.jsonl"
+        return Path(self.meta.get("data_dir") or self.path / runfiles.DATA_DIR) / runfiles.split_file("test")
 
 
 def open_run(ref: str | Path, runs_dir: str | Path = "runs") -> RunInfo:
     """A run folder given as a path or as a name under ``runs_dir``; UsageError otherwise."""
     for candidate in (Path(ref), Path(runs_dir) / str(ref)):
-        if (candidate / "run.json").is_file():
-            meta = json.loads((candidate / "run.json").read_text(encoding="utf-8"))
+        if (candidate / runfiles.RUN_META).is_file():
+            meta = json.loads((candidate / runfiles.RUN_META).read_text(encoding="utf-8"))
             return RunInfo(candidate, candidate.resolve().name, meta)
     known = sorted(p.parent.name for p in Path(runs_dir).glob("*/run.json"))
     raise UsageError(
@@ -112,7 +113,7 @@ def _test_records(run: RunInfo, limit: int) -> list[Record]:
     if not path.is_file():
         return []
     task = "classification" if run.labels else run.task
-    return read_records(path, task=task)[:limit]
+    return read_records(path, task=cast(Task, task))[:limit]
 
 
 def plan(run: RunInfo, against: Sequence[str], *, limit: int | None = None,

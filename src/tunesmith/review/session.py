@@ -14,17 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
 from tunesmith.review.generate import Playground
 from tunesmith.review.pairs import RunInfo
 from tunesmith.review.stats import ReviewResults, summarize
-from tunesmith.review.store import STORE_NAME, Mark, Pair, ReviewStore, UnknownItem, Vote
-
-REVIEW_DIR = "review"
+from tunesmith.review.store import Mark, Pair, ReviewStore, UnknownItem, Vote
 
 
 def store_for(run: RunInfo) -> ReviewStore:
-    return ReviewStore(run.path / REVIEW_DIR / STORE_NAME)
+    return ReviewStore(run.path / runfiles.REVIEW_DIR / runfiles.REVIEW_DB)
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ class ReviewSession:
 
     def _error(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self._errors):
-            raise UnknownItem(f"no error record {index} in {self.run.path / 'errors.jsonl'} "
+            raise UnknownItem(f"no error record {index} in {self.run.path / runfiles.ERRORS} "
                               f"({len(self._errors)} records).", hint="Reload the error browser.")
         return self._errors[index]
 
@@ -121,4 +120,4 @@ class ReviewSession:
         self.store.unmark(index, reviewer)
 
     def export_dir(self) -> Path:
-        return self.run.path / REVIEW_DIR
+        return self.run.path / runfiles.REVIEW_DIR

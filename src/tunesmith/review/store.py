@@ -23,7 +23,6 @@ from typing import Any
 
 from tunesmith.errors import UsageError
 
-STORE_NAME = "review.sqlite"
 # What the reviewer pressed: the left answer, the right one, a tie, or both bad (keys 1-4).
 CHOICES = ("left", "right", "tie", "both_bad")
 
@@ -74,6 +73,11 @@ class Pair:
     def shown(self) -> tuple[str, str]:
         """The (left, right) answers as the page shows them."""
         return (self.output_a, self.output_b) if self.left_is_a else (self.output_b, self.output_a)
+
+
+def _pair(row: Any) -> Pair:
+    """A Pair from a row of the pairs table (its columns in the dataclass's order)."""
+    return Pair(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]))
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class ReviewStore:
         """Stored pairs in queue order (only ``ids`` when given)."""
         with self._connect() as db:
             rows = db.execute("SELECT * FROM pairs ORDER BY position, id").fetchall()
-        out = [Pair(*row[:8], left_is_a=bool(row[8])) for row in rows]
+        out = [_pair(row) for row in rows]
         if ids is not None:
             wanted = set(ids)
             out = [p for p in out if p.id in wanted]
@@ -161,7 +165,7 @@ class ReviewStore:
         if row is None:
             raise UnknownItem(f"no item '{pair_id}' in this review ({self.path}).",
                              hint="Vote on an item the review page showed; reload the page.")
-        return Pair(*row[:8], left_is_a=bool(row[8]))
+        return _pair(row)
 
     # -- votes -------------------------------------------------------------------------------
 
@@ -180,7 +184,7 @@ class ReviewStore:
         return vote
 
     def votes(self, reviewer: str | None = None) -> list[Vote]:
-        query, args = "SELECT * FROM votes", ()
+        query, args = "SELECT * FROM votes", tuple[str, ...]()
         if reviewer is not None:
             query, args = query + " WHERE reviewer = ?", (reviewer,)
         with self._connect() as db:

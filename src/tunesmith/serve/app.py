@@ -29,7 +29,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +99,7 @@ class _Edge:
         request_id = f"{_ID_PREFIX.get(path, 'req')}-{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
 
-        async def send_with_id(message: dict) -> None:
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
@@ -283,7 +283,7 @@ def create_app(
                 counts[i] = len(row.generated)
             exchange.record.completion_tokens = sum(counts)
             return {"prompt_tokens": exchange.record.prompt_tokens, "completion_tokens": sum(counts),
-                    "total_tokens": exchange.record.prompt_tokens + sum(counts)}
+                    "total_tokens": (exchange.record.prompt_tokens or 0) + sum(counts)}
 
         def log_output() -> None:
             exchange.record.output = texts[0] if len(texts) == 1 else json.dumps(texts, ensure_ascii=False)
@@ -318,15 +318,17 @@ def create_app(
         async def stream() -> AsyncIterator[dict]:
             started = set()
             done = 0
-            status, error = 499, "the client left before the end of the stream"
+            status = 499
+            error: str | None = "the client left before the end of the stream"
             try:
                 while done < len(rows):
                     waiting = asyncio.ensure_future(events.get())
                     await asyncio.wait({waiting, future}, return_when=asyncio.FIRST_COMPLETED)
                     if not waiting.done():
                         waiting.cancel()
-                        if future.exception() is not None:
-                            raise future.exception()
+                        failure = future.exception()
+                        if failure is not None:
+                            raise failure
                         if events.empty():
                             break  # every row ended (rows of a client that left end silently)
                         continue

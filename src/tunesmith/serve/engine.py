@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tunesmith import runfiles
 from tunesmith.errors import TunesmithError, UsageError
 from tunesmith.serve.decode import Row, decode_batch, mixable_modules, per_row_adapters
 from tunesmith.serve.predict import AdapterServer, adapter_dir
@@ -89,7 +90,7 @@ def adapter_sha256(folder: Path) -> str:
 
 
 def _run_meta(run_folder: Path) -> dict[str, Any]:
-    path = run_folder / "run.json"
+    path = run_folder / runfiles.RUN_META
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
@@ -155,7 +156,7 @@ class Engine:
         sources: list[tuple[str, Path, Path, dict[str, Any]]] = []  # name, adapter dir, root, run.json
         for run in runs:
             folder = adapter_dir(run)
-            root = folder.parent if folder.name == "adapter" else folder
+            root = folder.parent if folder.name == runfiles.ADAPTER_DIR else folder
             sources.append((root.resolve().name, folder, root, _run_meta(root)))
         aliases: dict[str, str] = {}
         for spec in registry:
@@ -173,7 +174,9 @@ class Engine:
             log(f"loading {name} from {folder}")
             server.add(name, folder)
             meta = read_adapter_meta(folder)
-            kind = "classify" if meta["task"] == "classification" else ("label" if meta.get("labels") else "generate")
+            kind: Literal["classify", "label", "generate"] = (
+                "classify" if meta["task"] == "classification"
+                else "label" if meta.get("labels") else "generate")
             models[name] = ServedModel(
                 name=name, adapter=name, kind=kind, method=meta["method"],
                 mixable=meta.get("format") == "peft" and meta["method"] != "dora",
@@ -415,14 +418,14 @@ def _registry_source(spec: str, tracking_uri: str | None) -> tuple[str, Path, st
                          hint="`tunesmith registry list` shows names and aliases.") from None
     root = f"models:/{name}/{version.version}"
     run_dir = (version.tags or {}).get("run_dir")
-    if run_dir and (Path(run_dir) / "adapter").is_dir():
-        folder, run_meta = Path(run_dir) / "adapter", _run_meta(Path(run_dir))
+    if run_dir and (Path(run_dir) / runfiles.ADAPTER_DIR).is_dir():
+        folder, run_meta = Path(run_dir) / runfiles.ADAPTER_DIR, _run_meta(Path(run_dir))
     else:
         import mlflow
 
         local = Path(tempfile.mkdtemp(prefix="tunesmith-serve-"))
         model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=root, dst_path=str(local)))
-        folder = adapter_dir(next(model_dir.rglob("tunesmith_adapter.json")).parent)
+        folder = adapter_dir(next(model_dir.rglob(runfiles.ADAPTER_META)).parent)
         run_meta = {}
     run_meta = {**run_meta, "mlflow_run_id": run_meta.get("mlflow_run_id") or version.run_id}
     return f"{name}-v{version.version}", folder, root, run_meta
@@ -485,8 +488,8 @@ class MicroBatcher:
                         job.future.set_exception(exc)
         while True:  # closed: fail whatever is still queued
             try:
-                job = self._queue.get_nowait()
+                queued = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if job is not None:
-                job.future.set_exception(RuntimeError("the engine is closed"))
+            if queued is not None:
+                queued.future.set_exception(RuntimeError("the engine is closed"))

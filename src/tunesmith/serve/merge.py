@@ -80,7 +80,7 @@ def merge_adapter_dir(adapter: str | Path, out_dir: str | Path) -> MergeResult:
     del unmerged, reference
 
     loaded = load_base(meta, dequantize=True, directory=adapter)
-    merged = merge_adapter(load_adapter(loaded.model, adapter)).eval()
+    merged: Any = merge_adapter(load_adapter(loaded.model, adapter)).eval()
     diff = float((_probe_outputs(merged, loaded.tokenizer) - expected).abs().max())
 
     out.mkdir(parents=True, exist_ok=True)

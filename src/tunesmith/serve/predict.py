@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
 
 _BATCH = 16
@@ -38,7 +39,7 @@ def adapter_dir(path: str | Path) -> Path:
     from tunesmith.methods import ADAPTER_META
 
     path = Path(path)
-    for candidate in (path / "adapter", path):
+    for candidate in (path / runfiles.ADAPTER_DIR, path):
         if (candidate / ADAPTER_META).is_file():
             return candidate
     raise UsageError(
@@ -74,7 +75,7 @@ class AdapterServer:
         server = cls()
         for i, path in enumerate(paths):
             folder = adapter_dir(path)
-            run = folder.parent if folder.name == "adapter" else folder
+            run = folder.parent if folder.name == runfiles.ADAPTER_DIR else folder
             server.add(names[i] if names else run.resolve().name, folder)
         return server
 

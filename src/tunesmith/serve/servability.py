@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith import runfiles
 from tunesmith.serve.predict import adapter_dir
 
 # vLLM's --max-lora-rank choices (vllm/config/lora.py).
@@ -57,7 +58,7 @@ def check_servability(run: str | Path) -> Servability:
     from tunesmith.methods import read_adapter_meta
 
     folder = adapter_dir(run)
-    root = folder.parent if folder.name == "adapter" else folder
+    root = folder.parent if folder.name == runfiles.ADAPTER_DIR else folder
     meta = read_adapter_meta(folder)
     method, fmt, task = meta.get("method", "?"), meta.get("format"), meta.get("task", "?")
     name = root.resolve().name

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
 
 
@@ -65,7 +66,7 @@ def _as_text(value: Any) -> str:
 
 def folder_snapshot(run_dir: Path) -> RunSnapshot:
     """Params and numeric metrics of a run folder."""
-    config_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.json"
+    config_path, metrics_path = run_dir / runfiles.CONFIG, run_dir / runfiles.METRICS
     if not config_path.is_file() and not metrics_path.is_file():
         raise UsageError(f"{run_dir} holds neither config.yaml nor metrics.json: not a run folder.")
     params: dict[str, str] = {}

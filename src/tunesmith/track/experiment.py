@@ -12,14 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.config import Config
 from tunesmith.errors import ConfigError
 from tunesmith.train.loop import Callback
 
 # Run-folder entries logged as artifacts, at the artifact root so that a downloaded run is a
 # run folder again (the registry relies on that). checkpoints/ and data/ stay local: large.
-ARTIFACTS = ("run.json", "config.yaml", "metrics.json", "history.jsonl", "errors.jsonl",
-             "samples.jsonl", "adapter", "plots", "report.html", "report.md")
+ARTIFACTS = (runfiles.RUN_META, runfiles.CONFIG, runfiles.METRICS, runfiles.HISTORY, runfiles.ERRORS,
+             runfiles.SAMPLES, runfiles.ADAPTER_DIR, runfiles.PLOTS_DIR, runfiles.REPORT_HTML,
+             runfiles.REPORT_MD)
 
 # metrics.json sections whose numbers are logged as final metrics (confusion_matrix, a table,
 # goes as a plot artifact instead).

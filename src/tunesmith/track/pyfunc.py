@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc.model import PythonModel
 
 
 def serving_meta(config: dict) -> dict:
@@ -24,7 +24,7 @@ def serving_meta(config: dict) -> dict:
     return {"max_new_tokens": config.get("evaluation", {}).get("max_new_tokens", 64)}
 
 
-class TunesmithModel(mlflow.pyfunc.PythonModel):
+class TunesmithModel(PythonModel):
     """Loads ``artifacts["adapter"]`` onto its base and ``artifacts["meta"]`` (serving_meta)."""
 
     def load_context(self, context: Any) -> None:

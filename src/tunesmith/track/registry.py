@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from tunesmith import runfiles
 from tunesmith.errors import UsageError
 
 ALIASES = ("staging", "production")
@@ -44,15 +45,15 @@ def _client(tracking_uri: str):
 
 
 def _read_run_folder(run_dir: Path) -> tuple[dict, dict]:
-    missing = [n for n in ("run.json", "config.yaml", "adapter") if not (run_dir / n).exists()]
+    missing = [n for n in (runfiles.RUN_META, runfiles.CONFIG, runfiles.ADAPTER_DIR) if not (run_dir / n).exists()]
     if missing:
         raise UsageError(
             f"{run_dir} is not a finished tunesmith run: missing {', '.join(missing)}.",
             hint="Pass a run folder written by `tunesmith run`/`train` (it holds run.json, "
             "config.yaml and adapter/), or an MLflow run id that logged them.",
         )
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    run = json.loads((run_dir / runfiles.RUN_META).read_text(encoding="utf-8"))
+    config = yaml.safe_load((run_dir / runfiles.CONFIG).read_text(encoding="utf-8")) or {}
     return run, config
 
 
@@ -74,7 +75,7 @@ def _download_run(client, run_id: str, dst: Path) -> Path:
 def _final_metrics(run_dir: Path, logged: dict[str, float]) -> dict[str, float]:
     """The finetuned scores from the run folder's metrics.json, else from its MLflow run
     (``finetuned_*``): a DVC project evaluates beside the model folder, not into it."""
-    path = run_dir / "metrics.json"
+    path = run_dir / runfiles.METRICS
     finetuned = json.loads(path.read_text(encoding="utf-8")).get("finetuned", {}) if path.is_file() else {}
     if not finetuned:
         finetuned = {k.removeprefix("finetuned_"): v for k, v in logged.items()
@@ -120,7 +121,7 @@ def register(run: str | Path, name: str, *, tracking_uri: str) -> ModelVersionIn
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=TunesmithModel(),
-                artifacts={"adapter": str(run_dir / "adapter"), "meta": str(meta_path)},
+                artifacts={"adapter": str(run_dir / runfiles.ADAPTER_DIR), "meta": str(meta_path)},
                 # Explicit requirements: MLflow's inference would import and run the model.
                 pip_requirements=["tunesmith"],
             )

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunesmith import runfiles
 from tunesmith.config import FinetuneConfig
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.train.encoding import EncodedDataset, batch_order, collate
@@ -237,7 +238,7 @@ def fit(
     state = _State()
     best_weights: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
-    history_path = out / "history.jsonl" if out is not None else None
+    history_path = out / runfiles.HISTORY if out is not None else None
     if resume:
         if out is None:
             raise ConfigError("resuming needs the run folder that holds checkpoints/last/")
@@ -512,7 +513,7 @@ def _save_checkpoint(
     from safetensors.torch import save_file
 
     state.history_len = history_len
-    root = out / "checkpoints"
+    root = out / runfiles.CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".last-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -527,7 +528,8 @@ def _save_checkpoint(
     # Only tensors, numbers, strings, lists and dicts, so that resuming can load it with
     # torch.load(weights_only=True): no pickled Python objects (numpy's state is an array).
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state: Any = np.random.get_state()  # the legacy tuple form (legacy=True)
+    name, keys, pos, has_gauss, cached = numpy_state
     rng: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
@@ -575,7 +577,7 @@ def _load_checkpoint(
     import torch
     from safetensors.torch import load_file
 
-    root = out / "checkpoints"
+    root = out / runfiles.CHECKPOINTS_DIR
     last = root / "last" if (root / "last" / "state.json").is_file() else root / "last.old"
     if not (last / "state.json").is_file():
         raise ConfigError(

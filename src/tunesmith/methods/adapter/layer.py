@@ -43,9 +43,10 @@ class AdapterSite(nn.Module):
 
     def add(self, name: str, reduction_factor: int, activation: str) -> Bottleneck:
         weight = next(self.base.parameters())
-        adapter = Bottleneck(self.dim, reduction_factor, activation)
-        self.adapters[name] = adapter.to(device=weight.device, dtype=weight.dtype)
-        return self.adapters[name]
+        adapter = Bottleneck(self.dim, reduction_factor, activation).to(
+            device=weight.device, dtype=weight.dtype)
+        self.adapters[name] = adapter
+        return adapter
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         out = self.base(hidden)

@@ -9,6 +9,8 @@ output before the residual connection (and, in BERT, before its LayerNorm), as i
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -29,7 +31,8 @@ CLASSIFIER_HEADS = ("classifier", "score")
 
 def _out_features(module: nn.Module) -> int:
     # nn.Linear has out_features; GPT-2's Conv1D calls it nf.
-    return getattr(module, "out_features", None) or module.nf
+    layer: Any = module
+    return getattr(layer, "out_features", None) or layer.nf
 
 
 def _site_names(model: nn.Module, adapter_type: str) -> list[str]:
