@@ -62,7 +62,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback
 
 from tunesmith.config import FinetuneConfig
 from tunesmith.methods import apply_method
-from tunesmith.train.causal import CausalLMObjective, pack, plan_packing
+from tunesmith.train.objectives import CausalLMObjective
+from tunesmith.train.packing import pack, plan_packing
 from tunesmith.train.encoding import EncodedDataset
 from tunesmith.train.loop import fit
 

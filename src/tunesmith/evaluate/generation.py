@@ -37,7 +37,8 @@ from tunesmith.evaluate.prompting import (
 )
 from tunesmith.evaluate.text_metrics import closed_set_scores, generation_scores, perplexity
 from tunesmith.records import Record
-from tunesmith.train.causal import CLASSIFICATION_AS_INSTRUCTION, nll_per_row, prompt_ids
+from tunesmith.train.objectives import nll_per_row
+from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION, prompt_ids
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,7 @@ def _prompting(loaded: Any, prepared: Any, held_out: list, k: int, seed: int,
     from tunesmith.evaluate.generation import PRIMARY_METRIC, GenerationSettings, score_model
     from tunesmith.evaluate.metrics import majority_rate
     from tunesmith.evaluate.prompting import few_shot_turns
-    from tunesmith.train.causal import CLASSIFICATION_AS_INSTRUCTION
+    from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION
 
     labels = list(prepared.labels) if prepared.task == "classification" else []
     family = CLASSIFICATION_AS_INSTRUCTION if labels else prepared.task

@@ -21,7 +21,7 @@ from tunesmith.config import Config, load_config
 from tunesmith.errors import UsageError
 from tunesmith.evaluate import generation
 from tunesmith.pipelines.train import read_split, write_json
-from tunesmith.train import causal
+from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION, GENERATIVE_TASKS
 
 # The probe is fitted on at most this many train examples (sampled with the seed): embedding
 # them is the probe's cost, and on rotten-tomatoes 10k examples gave 0.741 against 0.731 for 2k.
@@ -99,7 +99,7 @@ EVALUATORS: dict[str, Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]]
 }
 # Prompting baselines, generation scores, forgetting check.
 EVALUATORS.update(dict.fromkeys(
-    (*causal.GENERATIVE_TASKS, causal.CLASSIFICATION_AS_INSTRUCTION), generation.evaluate_run
+    (*GENERATIVE_TASKS, CLASSIFICATION_AS_INSTRUCTION), generation.evaluate_run
 ))
 
 

@@ -28,6 +28,7 @@ from tunesmith.config import Config, save_config
 from tunesmith.errors import DataError, UsageError
 from tunesmith.records import Record
 from tunesmith.train import causal
+from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION, GENERATIVE_TASKS
 
 SPLITS = ("train", "val", "test")
 
@@ -151,7 +152,7 @@ TASKS: dict[str, TaskSpec] = {
 }
 # Causal-LM families, incl. classification records on a causal LM.
 TASKS.update(dict.fromkeys(
-    (*causal.GENERATIVE_TASKS, causal.CLASSIFICATION_AS_INSTRUCTION),
+    (*GENERATIVE_TASKS, CLASSIFICATION_AS_INSTRUCTION),
     TaskSpec(labels=causal.instruction_labels, plan=causal.causal_plan),
 ))
 

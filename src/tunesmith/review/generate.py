@@ -30,7 +30,7 @@ def answers(model: Any, tokenizer: Any, records: Sequence[Record], *, shots: Seq
     """``model``'s answers to ``records`` with the evaluation's prompts and settings."""
     from tunesmith.evaluate.generation import generate
     from tunesmith.evaluate.prompting import label_nlls, most_likely, prompt_messages
-    from tunesmith.train.causal import prompt_ids
+    from tunesmith.train.prompts import prompt_ids
 
     prompts = [prompt_messages(r, shots, labels) for r in records]
     if labels:
@@ -154,7 +154,7 @@ class Playground:
         from tunesmith.evaluate.generation import GenerationSettings, generate
         from tunesmith.evaluate.prompting import label_nlls, label_probabilities, most_likely
         from tunesmith.serve.predict import ranked_probabilities
-        from tunesmith.train.causal import classification_prompt, prompt_ids
+        from tunesmith.train.prompts import classification_prompt, prompt_ids
 
         run = self.runs[0]
         if self._base is None:

@@ -112,10 +112,10 @@ def collate(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, 
 
     if "position_ids" in examples[0]:
         # Packed causal-LM rows restart positions per example and
-        # need no attention mask; tunesmith.train.causal pads them.
-        from tunesmith.train.causal import collate as collate_causal
+        # need no attention mask; tunesmith.train.packing pads them.
+        from tunesmith.train.packing import collate_with_positions
 
-        return collate_causal(examples, pad_token_id)
+        return collate_with_positions(examples, pad_token_id)
     width = max(len(e["input_ids"]) for e in examples)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(examples), width), dtype=torch.long)
