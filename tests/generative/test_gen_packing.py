@@ -129,3 +129,26 @@ def test_packing_gain_by_hand():
     assert (mixed.tokens_unpacked, mixed.tokens_packed) == (80, 40)
     assert mixed.gain == 2.0 and mixed.enabled
     assert plan_packing([5, 5, 5, 20], 4, 20, setting=False).enabled is False
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_the_causal_plan_pads_its_rows_with_the_collate_they_need(smol_tokenizer, packing):
+    """Packed rows keep their restarting positions in the batch (no attention mask reaches the
+    model); unpacked rows are padded with an attention mask, as the loop always did."""
+    from types import SimpleNamespace
+
+    from tunesmith.config import Config
+    from tunesmith.train.causal import causal_plan
+
+    cfg = Config.model_validate({"prepare": {"max_length": 256},
+                                 "finetune": {"packing": packing, "batch_size": 2}})
+    plan = causal_plan(SimpleNamespace(tokenizer=smol_tokenizer), RECORDS, RECORDS[:1], cfg)
+    assert plan.packing.enabled is packing
+    batch = plan.collate(plan.train_data.examples, smol_tokenizer.pad_token_id)
+    if packing:
+        assert "position_ids" in batch
+        restarts = int((batch["position_ids"][:, 1:] == 0).sum())
+        assert restarts >= len(RECORDS) - len(plan.train_data.examples)  # one per packed example
+    else:
+        assert "position_ids" not in batch
+        assert batch["attention_mask"].sum() == sum(plan.train_data.lengths)

@@ -215,7 +215,7 @@ def lr_find(
     result = range_test(
         model, plan.train_data, objective=plan.objective, cfg=ft,
         pad_token_id=loaded.tokenizer.pad_token_id, start_lr=start_lr, end_lr=end_lr,
-        steps=steps, out_dir=out, log=log,
+        steps=steps, out_dir=out, log=log, collate=plan.collate,
     )
     (out / "lr_find.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result

@@ -22,9 +22,10 @@ from typing import Any
 
 from tunesmith.errors import DataError
 from tunesmith.records import ClassificationRecord, Record
-from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.encoding import IGNORE_INDEX, EncodedDataset, collate
 from tunesmith.train.objectives import CausalLMObjective, response_loss
-from tunesmith.train.packing import PackingPlan, pack, plan_packing
+from tunesmith.train.packing import collate_with_positions, pack, plan_packing
+from tunesmith.train.plan import TaskPlan
 from tunesmith.train.prompts import (
     CLASSIFICATION_AS_INSTRUCTION,
     record_messages,
@@ -118,22 +119,8 @@ def instruction_labels(records: Sequence[Record]) -> list[str] | None:
     return labels
 
 
-@dataclass
-class CausalPlan:
-    """What the training loop needs (the fields of ``pipelines.train.TaskPlan``)."""
-
-    train_data: Any  # tunesmith.train.encoding.EncodedDataset of (packed) rows
-    objective: CausalLMObjective
-    evaluate: Any  # model -> {"loss", "perplexity"} on the validation responses, or None
-    best_metric: str
-    notes: list[str]
-    packing: PackingPlan
-
-
-def causal_plan(loaded: Any, train_records: Sequence[Record], val_records: Sequence[Record], cfg: Any) -> CausalPlan:
+def causal_plan(loaded: Any, train_records: Sequence[Record], val_records: Sequence[Record], cfg: Any) -> TaskPlan:
     """Encode the splits for a causal LM, pack the training rows when it pays, say so."""
-    from tunesmith.train.encoding import EncodedDataset
-
     labels = instruction_labels(train_records) or ()
     tokenizer = loaded.tokenizer
     max_length = cfg.prepare.max_length
@@ -165,4 +152,6 @@ def causal_plan(loaded: Any, train_records: Sequence[Record], val_records: Seque
     best = cfg.finetune.best_metric if cfg.finetune.best_metric != "auto" else "loss"
     pad = tokenizer.pad_token_id
     evaluate = (lambda model: response_loss(model, val.examples, pad, batch_size)) if val.examples else None
-    return CausalPlan(data, CausalLMObjective(), evaluate, best, notes, packing)
+    # Packed rows restart their positions per example; unpacked rows pad with an attention mask.
+    padding = collate_with_positions if packing.enabled else collate
+    return TaskPlan(data, CausalLMObjective(), padding, evaluate, best, notes, packing=packing)
