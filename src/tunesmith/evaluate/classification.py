@@ -186,7 +186,7 @@ def evaluate_run(
     ``delta``, ``confusion_matrix``) and the most confident errors. Cost: one forward pass over
     (at most :data:`PROBE_MAX_TRAIN` of) the train split and two over the test split.
     """
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
     from tunesmith.evaluate.metric_plan import plan_for_records, select
     from tunesmith.methods import load_adapter
     from tunesmith.models import load_model

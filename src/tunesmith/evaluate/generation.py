@@ -213,7 +213,7 @@ def evaluate_run(
     finetuned) plus one forward pass per test example and model for perplexity; METEOR adds
     about 6 s once to open WordNet.
     """
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
     from tunesmith.methods import load_adapter
     from tunesmith.models import load_model
 

@@ -83,7 +83,7 @@ class TrainResult:
 
 def read_split(data_dir: str | Path, split: str, task: str | None = None) -> list[Record]:
     """Records of ``<data_dir>/<split>.jsonl`` (the files ``tunesmith data split`` writes)."""
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
 
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.is_file():

@@ -53,7 +53,7 @@ def _adapter_meta(run: RunInfo) -> dict[str, Any]:
 def _baseline_shots(run: RunInfo, cfg: Any, column: str) -> list[dict[str, str]]:
     import json
 
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
     from tunesmith.evaluate.prompting import few_shot_turns
 
     kind = column
