@@ -62,8 +62,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback
 
 from tunesmith.config import FinetuneConfig
 from tunesmith.methods import apply_method
-from tunesmith.train.causal import CausalLMObjective, pack, plan_packing
-from tunesmith.train.encoding import EncodedDataset
+from tunesmith.train.objectives import CausalLMObjective
+from tunesmith.train.encoding import EncodedDataset, collate
+from tunesmith.train.packing import collate_with_positions, pack, plan_packing
 from tunesmith.train.loop import fit
 
 DRY = os.environ.get("DRY_RUN") == "1"
@@ -156,7 +157,8 @@ def tunesmith(quantized, data):
     plan = plan_packing(lengths, BATCH, MAX_LEN, cfg.packing, grouped=cfg.group_by_length)
     rows = pack(data, MAX_LEN) if plan.enabled else data
     result = fit(model, EncodedDataset(rows, [len(r["input_ids"]) for r in rows]),
-                 objective=CausalLMObjective(), cfg=cfg, pad_token_id=PAD, progress=False)
+                 objective=CausalLMObjective(), cfg=cfg, pad_token_id=PAD, progress=False,
+                 collate=collate_with_positions if plan.enabled else collate)
     return result.tokens_per_second, result.train_seconds
 
 

@@ -5,13 +5,15 @@ dependencies (spacy, llama-cpp ...) are not installed and need not be. Any model
 built in is passed on to ``from_pretrained`` (a local folder or a hub id); datasets that are not
 built in are read from files by ``tunesmith.data``.
 
-Built-in datasets are returned as records of the guide's formats.
+Built-in datasets are read as raw rows in the guide's field names, with the hash of the file
+they were read from (:func:`builtin_rows`); ``tunesmith.data.source`` validates them.
 """
 
 from __future__ import annotations
 
 import bz2
 import csv
+import hashlib
 import importlib.util
 import io
 import json
@@ -23,14 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunesmith.errors import AssetError
-from tunesmith.records import (
-    ChatRecord,
-    ClassificationRecord,
-    Message,
-    QARecord,
-    Record,
-    Task,
-)
+from tunesmith.records import Record, Task, record_from_dict
 
 
 @dataclass(frozen=True)
@@ -159,23 +154,25 @@ def unknown_dataset_error(name: str) -> AssetError:
     )
 
 
-def _rotten_tomatoes() -> Iterator[Record]:
-    raw = bz2.decompress(dataset_file("rotten-tomatoes").read_bytes()).decode("utf-8")
-    reader = csv.DictReader(io.StringIO(raw))
+# A parser turns a package file's bytes into rows: (line, row in the guide's field names). The
+# extra fields (movie, id, group) come first, as a record's to_dict() writes them.
+RawRow = tuple[int, dict[str, Any]]
+
+
+def _rotten_tomatoes(raw: bytes) -> Iterator[RawRow]:
+    reader = csv.DictReader(io.StringIO(bz2.decompress(raw).decode("utf-8")))
     for row_number, row in enumerate(reader, start=2):  # row 1 is the header
         if row["category"] not in ("fresh", "rotten"):
             continue  # "plot" rows are film synopses, not reviews
         text = " ".join(row["text"].split())
         if text:
-            yield ClassificationRecord(
-                text=text, label=row["category"], meta={"movie": row["movie_name"]}, line=row_number
-            )
+            yield row_number, {"movie": row["movie_name"], "text": text, "label": row["category"]}
 
 
-def _chitchat() -> Iterator[Record]:
-    data = json.loads(dataset_file("chitchat").read_text(encoding="utf-8"))
+def _chitchat(raw: bytes) -> Iterator[RawRow]:
+    data = json.loads(raw.decode("utf-8"))
     for index, (conv_id, conv) in enumerate(data.items(), start=1):
-        turns: list[Message] = []
+        turns: list[dict[str, str]] = []
         first_sender = None
         for group in conv.get("messages", []):
             if not group:
@@ -186,14 +183,14 @@ def _chitchat() -> Iterator[Record]:
             text = " ".join(" ".join(m.get("text", "").split()) for m in group).strip()
             if not text:
                 continue
-            if turns and turns[-1].role == role:  # same speaker again: one turn
-                turns[-1] = Message(role, f"{turns[-1].content} {text}")
+            if turns and turns[-1]["role"] == role:  # same speaker again: one turn
+                turns[-1] = {"role": role, "content": f"{turns[-1]['content']} {text}"}
             else:
-                turns.append(Message(role, text))
-        while turns and turns[-1].role != "assistant":
+                turns.append({"role": role, "content": text})
+        while turns and turns[-1]["role"] != "assistant":
             turns.pop()
         if len(turns) >= 2:
-            yield ChatRecord(messages=tuple(turns), meta={"id": conv_id}, line=index)
+            yield index, {"id": conv_id, "messages": turns}
 
 
 def _stringify_answer(answer: Any) -> str | None:
@@ -203,13 +200,13 @@ def _stringify_answer(answer: Any) -> str | None:
     return None
 
 
-def _fanoutqa() -> Iterator[Record]:
+def _fanoutqa(raw: bytes) -> Iterator[RawRow]:
     """Single-hop sub-questions with scalar answers (the guide's QA format, no context)."""
-    data = json.loads(dataset_file("fanoutqa").read_text(encoding="utf-8"))
+    data = json.loads(raw.decode("utf-8"))
     seen: set[str] = set()
     index = 0
 
-    def walk(node: dict[str, Any], root_id: str) -> Iterator[Record]:
+    def walk(node: dict[str, Any], root_id: str) -> Iterator[RawRow]:
         nonlocal index
         for sub in node.get("decomposition", []) or []:
             if not sub.get("decomposition"):
@@ -218,10 +215,8 @@ def _fanoutqa() -> Iterator[Record]:
                 index += 1
                 if answer and question and sub.get("id") not in seen:
                     seen.add(sub.get("id"))
-                    yield QARecord(
-                        question=question, answer=answer,
-                        meta={"id": sub.get("id"), "group": root_id}, line=index,
-                    )
+                    yield index, {"id": sub.get("id"), "group": root_id,
+                                  "question": question, "answer": answer}
             yield from walk(sub, root_id)
 
     for item in data:
@@ -232,21 +227,31 @@ def hamlet_text() -> str:
     return dataset_file("hamlet").read_text(encoding="utf-8")
 
 
-_LOADERS = {"rotten-tomatoes": _rotten_tomatoes, "chitchat": _chitchat, "fanoutqa": _fanoutqa}
+_PARSERS = {"rotten-tomatoes": _rotten_tomatoes, "chitchat": _chitchat, "fanoutqa": _fanoutqa}
 
 
-def iter_builtin_records(name: str) -> Iterator[Record]:
-    """Records of a built-in dataset, in the package's order. ``hamlet`` has no records."""
-    if name not in _LOADERS:
+def builtin_rows(name: str) -> tuple[Iterator[RawRow], str]:
+    """The rows of a built-in dataset, in the package's order, and the sha256 of the package
+    file they come from: one read of the file serves both. ``hamlet`` has no rows.
+
+    Rows are dicts in the guide's field names, not yet validated (``tunesmith.data.source``
+    validates them like any file's rows). Costs: reading and parsing the package file (a few
+    MB; about a second for rotten-tomatoes). Raises AssetError for an unknown name.
+    """
+    if name not in _PARSERS:
         if name == "hamlet":
             raise AssetError("'hamlet' is plain text (for perplexity checks), not a set of records.")
         raise unknown_dataset_error(name)
-    return _LOADERS[name]()
+    raw = dataset_file(name).read_bytes()
+    return _PARSERS[name](raw), hashlib.sha256(raw).hexdigest()
 
 
 def load_builtin_records(name: str, *, limit: int | None = None, seed: int = 42) -> list[Record]:
-    """All records of a built-in dataset, or ``limit`` of them sampled with ``seed``."""
-    records = list(iter_builtin_records(name))
+    """All records of a built-in dataset, or ``limit`` of them sampled with ``seed`` (for
+    benchmarks and tests; the data pipeline reads :func:`builtin_rows` and validates them)."""
+    rows, _ = builtin_rows(name)
+    task = BUILTIN_DATASETS[name].task
+    records = [record_from_dict(task, row, line=line) for line, row in rows]  # type: ignore[arg-type]
     if limit is not None and limit < len(records):
         rng = random.Random(seed)
         keep = sorted(rng.sample(range(len(records)), limit))

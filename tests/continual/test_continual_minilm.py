@@ -61,7 +61,7 @@ def test_continued_training_starts_from_the_earlier_adapter(task_a, tmp_path):
 
 
 def test_replay_puts_the_fraction_of_a_in_the_training_set(task_a, tmp_path):
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
     from tunesmith.pipelines.continual import earlier_run, write_replay
     from tunesmith.pipelines.prepare import prepare_data
     from tunesmith.pipelines.train import train

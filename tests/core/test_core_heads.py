@@ -13,13 +13,7 @@ from core_tiny import LABELS, finetune_cfg, tiny_bert, tokenizer, toy_data, toy_
 
 from tunesmith import assets
 from tunesmith.config import Config, FinetuneConfig, load_config
-from tunesmith.evaluate.classification import (
-    embed,
-    fit_probe,
-    init_head_from_probe,
-    predict,
-    probe_from_features,
-)
+from tunesmith.evaluate.classification import checkpoint_metric, predict
 from tunesmith.methods import (
     apply_method,
     load_adapter,
@@ -30,11 +24,13 @@ from tunesmith.methods import (
 from tunesmith.models import load_model
 from tunesmith.models.heads import apply_pooling, read_pooling
 from tunesmith.pipelines.run import outcome_of
-from tunesmith.pipelines.train import resolve_defaults, truncation_note
+from tunesmith.pipelines.train import resolve_defaults
 from tunesmith.serve.merge import merge_adapter_dir
+from tunesmith.train.classification import truncation_note
 from tunesmith.train.encoding import encode_classification
 from tunesmith.train.loop import fit
 from tunesmith.train.objectives import ClassificationObjective
+from tunesmith.train.probe import embed, fit_probe, init_head_from_probe, probe_from_features
 
 
 def _sentence_transformers_folder(folder: Path, **flags: bool) -> Path:
@@ -124,8 +120,6 @@ def test_the_head_has_its_own_learning_rate_group():
 
 
 def test_checkpoint_metric_is_the_plans_headline_macro_f1_only_for_imbalanced_labels():
-    from tunesmith.pipelines.train import checkpoint_metric
-
     assert checkpoint_metric("auto", ["a"] * 50 + ["b"] * 45) == "accuracy"
     assert checkpoint_metric("auto", ["a"] * 50 + ["b"] * 20 + ["c"] * 30) == "f1"
     assert checkpoint_metric("loss", ["a"] * 50 + ["b"]) == "loss"

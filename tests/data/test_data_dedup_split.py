@@ -250,3 +250,31 @@ def test_prepare_reports_an_overlap_in_the_split_files_it_wrote(in_tmp):
     check = prepared.manifest["overlap_check"]
     assert check["passed"] is False
     assert check["train-val"] + check["train-test"] + check["val-test"] > 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["fanoutqa", "chitchat"])
+def test_a_builtin_is_read_once_hashed_from_those_bytes_and_validated_as_rows(name, monkeypatch):
+    """The package file is read a single time: the manifest's hash is of its bytes, and its rows
+    pass the same validation as a file's, giving the records the package holds."""
+    import hashlib
+    from pathlib import Path
+
+    from tunesmith import assets
+    from tunesmith.data.source import open_source
+    from tunesmith.data.validate import Reject
+
+    expected = hashlib.sha256(assets.dataset_file(name).read_bytes()).hexdigest()
+    reads = []
+    read_bytes, read_text = Path.read_bytes, Path.read_text
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or read_bytes(self))
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or read_text(self, *a, **k))
+    stream, sha256 = open_source(name)
+    items = list(stream)
+    monkeypatch.undo()
+    assert reads == [assets.dataset_file(name)]
+    assert sha256 == expected
+    assert not [i for i in items if isinstance(i, Reject)]
+    assert stream.summary.format == "built-in" and stream.summary.source == name
+    packaged = assets.load_builtin_records(name)
+    assert [(r.line, r.to_dict()) for r in items] == [(r.line, r.to_dict()) for r in packaged]

@@ -16,8 +16,7 @@ from data_files import (
 )
 
 from tunesmith.data.detect import parse_column_map
-from tunesmith.data.io import read_records
-from tunesmith.data.validate import Reject, open_records
+from tunesmith.data.validate import Reject, open_records, read_records
 from tunesmith.errors import DataError, UsageError
 from tunesmith.records import ChatRecord, ClassificationRecord, InstructionRecord, QARecord
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.train import objectives
-from tunesmith.train.causal import IGNORE_INDEX, causal_lm_loss, row_nll
-from tunesmith.train.objectives import chunked_cross_entropy
+from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.objectives import causal_lm_loss, chunked_cross_entropy, row_nll
 
 
 def _head_case(positions: int = 50, hidden: int = 16, vocab: int = 300):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from tunesmith.evaluate.generation import GenerationSettings, score_model
 from tunesmith.evaluate.prompting import reply_rows
 from tunesmith.records import ChatRecord, Message
-from tunesmith.train.causal import IGNORE_INDEX, prompt_ids, response_ids
+from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.prompts import prompt_ids, response_ids
 
 HISTORY = " ".join(f"old detail number {i}." for i in range(60))
 

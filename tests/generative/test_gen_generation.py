@@ -18,7 +18,9 @@ from tunesmith.evaluate.forgetting import (
 )
 from tunesmith.evaluate.generation import GenerationSettings, generate, write_samples
 from tunesmith.evaluate.prompting import label_nlls, most_likely
-from tunesmith.train.causal import encode_messages, prompt_ids, response_loss
+from tunesmith.train.causal import encode_messages
+from tunesmith.train.objectives import response_loss
+from tunesmith.train.prompts import prompt_ids
 
 PROMPTS = [
     [{"role": "user", "content": "Hi"}],

@@ -6,16 +6,10 @@ import pytest
 import torch
 
 from tunesmith.records import QARecord
-from tunesmith.train.causal import (
-    IGNORE_INDEX,
-    causal_lm_loss,
-    collate,
-    encode_records,
-    pack,
-    padded_tokens,
-    plan_packing,
-    row_nll,
-)
+from tunesmith.train.causal import encode_records
+from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.objectives import causal_lm_loss, row_nll
+from tunesmith.train.packing import collate_with_positions, pack, padded_tokens, plan_packing
 
 RECORDS = [
     QARecord(question="What is the capital of France?", answer="Paris"),
@@ -49,22 +43,22 @@ def test_packed_batch_gives_the_same_loss_as_examples_one_by_one(smol_tokenizer,
     examples = _examples(smol_tokenizer)
     pad = smol_tokenizer.pad_token_id
     with torch.no_grad():
-        alone = [causal_lm_loss(tiny_llama, collate([e], pad)) for e in examples]
+        alone = [causal_lm_loss(tiny_llama, collate_with_positions([e], pad)) for e in examples]
         rows = pack(examples, max_length=3 * max(len(e["input_ids"]) for e in examples))
-        packed_sum, packed_n = causal_lm_loss(tiny_llama, collate(rows, pad))
+        packed_sum, packed_n = causal_lm_loss(tiny_llama, collate_with_positions(rows, pad))
     assert len(rows) >= 2  # several rows of different lengths: padding is exercised too
     assert packed_n == sum(n for _, n in alone)
     assert float(packed_sum) == pytest.approx(sum(float(s) for s, _ in alone), rel=1e-5)
     # Without restarting positions (one sequence per row) attention crosses examples: the loss differs.
     flat = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
     with torch.no_grad():
-        crossed, _ = causal_lm_loss(tiny_llama, collate(flat, pad))
+        crossed, _ = causal_lm_loss(tiny_llama, collate_with_positions(flat, pad))
     assert abs(float(crossed) - float(packed_sum)) > 1e-3
 
 
 def test_objective_equals_the_models_own_loss_on_response_tokens(smol_tokenizer, tiny_llama):
     examples = _examples(smol_tokenizer)
-    batch = collate(examples, smol_tokenizer.pad_token_id)
+    batch = collate_with_positions(examples, smol_tokenizer.pad_token_id)
     with torch.no_grad():
         loss_sum, n = causal_lm_loss(tiny_llama, batch)
         reference = tiny_llama(input_ids=batch["input_ids"], labels=batch["labels"]).loss
@@ -88,7 +82,7 @@ def test_objective_backpropagates_only_through_labelled_positions(smol_tokenizer
     """The final hidden state at position t feeds only the prediction of token t + 1 (the
     layers after it act per position): its gradient is non-zero exactly where label t + 1 is
     learned, and zero at prompt, template and padding positions."""
-    batch = collate(_examples(smol_tokenizer)[:2], smol_tokenizer.pad_token_id)
+    batch = collate_with_positions(_examples(smol_tokenizer)[:2], smol_tokenizer.pad_token_id)
     captured = {}
 
     def keep_output(module, inputs, output):
@@ -135,3 +129,26 @@ def test_packing_gain_by_hand():
     assert (mixed.tokens_unpacked, mixed.tokens_packed) == (80, 40)
     assert mixed.gain == 2.0 and mixed.enabled
     assert plan_packing([5, 5, 5, 20], 4, 20, setting=False).enabled is False
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_the_causal_plan_pads_its_rows_with_the_collate_they_need(smol_tokenizer, packing):
+    """Packed rows keep their restarting positions in the batch (no attention mask reaches the
+    model); unpacked rows are padded with an attention mask, as the loop always did."""
+    from types import SimpleNamespace
+
+    from tunesmith.config import Config
+    from tunesmith.train.causal import causal_plan
+
+    cfg = Config.model_validate({"prepare": {"max_length": 256},
+                                 "finetune": {"packing": packing, "batch_size": 2}})
+    plan = causal_plan(SimpleNamespace(tokenizer=smol_tokenizer), RECORDS, RECORDS[:1], cfg)
+    assert plan.packing.enabled is packing
+    batch = plan.collate(plan.train_data.examples, smol_tokenizer.pad_token_id)
+    if packing:
+        assert "position_ids" in batch
+        restarts = int((batch["position_ids"][:, 1:] == 0).sum())
+        assert restarts >= len(RECORDS) - len(plan.train_data.examples)  # one per packed example
+    else:
+        assert "position_ids" not in batch
+        assert batch["attention_mask"].sum() == sum(plan.train_data.lengths)

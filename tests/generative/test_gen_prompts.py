@@ -15,15 +15,9 @@ from tunesmith.records import (
     Message,
     QARecord,
 )
-from tunesmith.train.causal import (
-    IGNORE_INDEX,
-    encode_messages,
-    encode_records,
-    prompt_ids,
-    record_messages,
-    render_segments,
-    response_ids,
-)
+from tunesmith.train.causal import encode_messages, encode_records
+from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.prompts import prompt_ids, record_messages, render_segments, response_ids
 
 CHAT = [
     {"role": "user", "content": "Hi there"},

@@ -9,8 +9,8 @@ from methods_tiny import save_tiny_base
 
 from tunesmith.config import load_config
 from tunesmith.errors import ConfigError
-from tunesmith.methods.compare import MethodResult, comparison_markdown, relative_to_full
 from tunesmith.pipelines.methods import compare_methods, method_learning_rate, parse_methods
+from tunesmith.report.method_comparison import MethodResult, comparison_markdown, relative_to_full
 
 
 # End to end through prepare, train, evaluate and MLflow: slower than a unit test (about 30 s CPU).

@@ -19,7 +19,7 @@ at batch 16 on 2 CPU cores).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,14 +93,19 @@ def range_test(
     steps: int = 100,
     out_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    collate: Callable[[Sequence[dict[str, Any]], int], dict[str, Any]] | None = None,
 ) -> LrFindResult:
     """Run the range test on ``model`` (trained in place) over ``train_data`` (an
     :class:`~tunesmith.train.encoding.EncodedDataset`). Writes ``lr_find.png`` into
-    ``out_dir`` when given. Raises DataError when too few steps ran to suggest anything."""
+    ``out_dir`` when given. ``collate`` pads a batch (the task plan's; default
+    :func:`tunesmith.train.encoding.collate`). Raises DataError when too few steps ran to
+    suggest anything."""
     import torch
 
     from tunesmith.methods import optimizer_param_groups
-    from tunesmith.train.encoding import batch_order, collate
+    from tunesmith.train import encoding
+
+    collate = collate or encoding.collate
 
     if not 0 < start_lr < end_lr:
         raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr:g}, {end_lr:g}")
@@ -119,7 +124,7 @@ def range_test(
     avg, best, diverged = 0.0, math.inf, None
     for step in range(steps):
         if not batches:
-            batches = batch_order(train_data.lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+            batches = encoding.batch_order(train_data.lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch,
                                   group_by_length=cfg.group_by_length)
             epoch += 1
         lr = start_lr * growth**step

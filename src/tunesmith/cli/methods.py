@@ -104,8 +104,8 @@ def _compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from tunesmith.config import load_config
-    from tunesmith.methods.compare import relative_to_full
     from tunesmith.pipelines.methods import compare_methods, parse_methods
+    from tunesmith.report.method_comparison import relative_to_full
 
     cfg = load_config(args.config, args.overrides)
     result = compare_methods(

@@ -7,8 +7,8 @@ could not be parsed. Nothing is dropped: a row that cannot be read becomes a Row
 which validation turns into a reject. A JSON array's text is read whole (the format has no
 lines) and its elements parsed one at a time.
 
-``read_records(path)`` reads a file that is expected to be clean (a split file written by
-``tunesmith data split``) into records, and raises :class:`DataError` if any row is bad.
+This module knows formats, not records: validation (:mod:`tunesmith.data.validate`) turns rows
+into records, and reads clean split files back (``read_records``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import DataError
-from tunesmith.records import Record, Task
+from tunesmith.records import Record
 
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
 _SUFFIXES = {
@@ -299,31 +299,3 @@ def write_jsonl(records: Iterable[Record], path: str | Path) -> int:
             fh.write(record_line(record))
             count += 1
     return count
-
-
-def read_records(
-    path: str | Path, task: Task | None = None, *, column_map: dict[str, str] | None = None
-) -> list[Record]:
-    """All records of a clean file (e.g. a split file). Any bad row raises :class:`DataError`.
-
-    An empty file gives ``[]`` (a split whose ratio is 0 is written empty).
-    """
-    from tunesmith.data.validate import Reject, open_records
-
-    if Path(path).is_file() and Path(path).stat().st_size == 0:
-        return []
-    stream = open_records(path, task=task, column_map=column_map)
-    records: list[Record] = []
-    bad = []
-    for item in stream:
-        if isinstance(item, Reject):
-            bad.append(item)
-        else:
-            records.append(item)
-    if bad:
-        shown = "; ".join(f"line {r.line}: {r.reason}" + (f" ({r.detail})" if r.detail else "") for r in bad[:5])
-        raise DataError(
-            f"{path}: {len(bad)} bad record(s): {shown}",
-            hint=f"See them all with `tunesmith data check {path}`.",
-        )
-    return records

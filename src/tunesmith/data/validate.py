@@ -4,7 +4,8 @@
 it for :class:`~tunesmith.records.Record` and :class:`Reject` objects in file order, while its
 :class:`ReadSummary` counts what was read, accepted and rejected (by reason) and the warnings.
 ``accepted + rejected == read`` always holds: a bad row never stops the read and is never
-dropped silently.
+dropped silently. ``read_records(path)`` is the strict reader of a file expected to be clean (a
+split file written by ``tunesmith data split``): any bad row raises :class:`DataError`.
 
 The checks: the row parsed (JSON/CSV/UTF-8); required fields present and non-empty strings;
 labels of one type (all strings, all integers or all booleans); chat turns with roles in
@@ -27,6 +28,7 @@ from typing import Any
 
 from tunesmith.data.detect import apply_column_map, describe_fields, detect_task
 from tunesmith.data.io import Row, check_file, file_format, iter_rows
+from tunesmith.errors import DataError
 from tunesmith.records import (
     REQUIRED_FIELDS,
     ROLES,
@@ -325,7 +327,7 @@ class RecordStream:
 
 
 def open_records(
-    source: str | Path | Iterable[Record],
+    source: str | Path | Iterable[Row],
     *,
     task: Task | None = None,
     column_map: dict[str, str] | None = None,
@@ -333,20 +335,44 @@ def open_records(
     group_field: str | None = None,
     fmt: str | None = None,
 ) -> RecordStream:
-    """A validating stream over a file, or over records already built (a built-in dataset)."""
+    """A validating stream over a file, or over raw rows already read (a built-in dataset,
+    see :mod:`tunesmith.data.source`; ``fmt`` then names them in the summary)."""
     if isinstance(source, str | Path):
         check_file(source)  # a folder or a missing file is named as such, before its suffix
         fmt = fmt or file_format(source)
         rows: Iterable[Row] = iter_rows(source, fmt)
         name = str(source)
     else:
-        fmt = "records"
-        rows = (
-            Row(r.line or i, json.dumps(r.to_dict(), ensure_ascii=False, default=str), data=r.to_dict())
-            for i, r in enumerate(source, start=1)
-        )
-        name = "records"
+        fmt = fmt or "rows"
+        rows = source
+        name = "rows"
     return RecordStream(
         rows, source=name, fmt=fmt, task=task, column_map=column_map,
         time_field=time_field, group_field=group_field,
     )
+
+
+def read_records(
+    path: str | Path, task: Task | None = None, *, column_map: dict[str, str] | None = None
+) -> list[Record]:
+    """All records of a clean file (e.g. a split file). Any bad row raises :class:`DataError`.
+
+    An empty file gives ``[]`` (a split whose ratio is 0 is written empty).
+    """
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        return []
+    stream = open_records(path, task=task, column_map=column_map)
+    records: list[Record] = []
+    bad = []
+    for item in stream:
+        if isinstance(item, Reject):
+            bad.append(item)
+        else:
+            records.append(item)
+    if bad:
+        shown = "; ".join(f"line {r.line}: {r.reason}" + (f" ({r.detail})" if r.detail else "") for r in bad[:5])
+        raise DataError(
+            f"{path}: {len(bad)} bad record(s): {shown}",
+            hint=f"See them all with `tunesmith data check {path}`.",
+        )
+    return records

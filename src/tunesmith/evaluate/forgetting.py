@@ -21,7 +21,7 @@ from typing import Any
 from tunesmith import assets
 from tunesmith.errors import DataError
 from tunesmith.evaluate.text_metrics import perplexity
-from tunesmith.train.causal import nll_per_row
+from tunesmith.train.objectives import nll_per_row
 
 REMEDIES = (
     "Use LoRA instead of full finetuning",

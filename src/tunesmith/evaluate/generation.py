@@ -38,7 +38,8 @@ from tunesmith.evaluate.prompting import (
 )
 from tunesmith.evaluate.text_metrics import closed_set_scores, generation_scores, perplexity
 from tunesmith.records import Record, Task
-from tunesmith.train.causal import CLASSIFICATION_AS_INSTRUCTION, nll_per_row, prompt_ids
+from tunesmith.train.objectives import nll_per_row
+from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION, prompt_ids
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def evaluate_run(
     finetuned) plus one forward pass per test example and model for perplexity; METEOR adds
     about 6 s once to open WordNet.
     """
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
     from tunesmith.methods import load_adapter
     from tunesmith.models import load_model
 

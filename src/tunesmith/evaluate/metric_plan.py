@@ -307,7 +307,7 @@ def plan_for_records(
 ) -> MetricPlan:
     """The plan from a training split: the labels of classification records, else the final
     replies (the references a generative model is scored against)."""
-    from tunesmith.train.causal import record_messages
+    from tunesmith.train.prompts import record_messages
 
     labels = [r.label for r in records if isinstance(r, ClassificationRecord)]
     if labels:

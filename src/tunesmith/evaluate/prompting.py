@@ -19,13 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunesmith.records import Record
-from tunesmith.train.causal import (
-    IGNORE_INDEX,
-    nll_per_row,
-    prompt_ids,
-    record_messages,
-    response_ids,
-)
+from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.objectives import nll_per_row
+from tunesmith.train.prompts import prompt_ids, record_messages, response_ids
 
 
 def few_shot_turns(

@@ -93,7 +93,7 @@ def _prompt_of(record: Any) -> str:
 
 def reference_from_run(run_dir: str | Path | None, *, data: str | Path | None = None) -> Reference:
     """The training prompts, targets and expected labels of a run (or of the split file ``data``)."""
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
 
     root = Path(run_dir) if run_dir else None
     path = Path(data) if data else (root / runfiles.DATA_DIR / runfiles.split_file("train") if root else None)

@@ -216,7 +216,7 @@ def lr_find(
     result = range_test(
         model, plan.train_data, objective=plan.objective, cfg=ft,
         pad_token_id=loaded.tokenizer.pad_token_id, start_lr=start_lr, end_lr=end_lr,
-        steps=steps, out_dir=out, log=log,
+        steps=steps, out_dir=out, log=log, collate=plan.collate,
     )
     (out / "lr_find.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
@@ -274,7 +274,7 @@ def _prompting(loaded: Any, prepared: Any, held_out: list, k: int, seed: int,
     from tunesmith.evaluate.generation import PRIMARY_METRIC, GenerationSettings, score_model
     from tunesmith.evaluate.metrics import majority_rate
     from tunesmith.evaluate.prompting import few_shot_turns
-    from tunesmith.train.causal import CLASSIFICATION_AS_INSTRUCTION
+    from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION
 
     labels = list(prepared.labels) if prepared.task == "classification" else []
     family = CLASSIFICATION_AS_INSTRUCTION if labels else prepared.task

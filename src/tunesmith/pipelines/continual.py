@@ -161,11 +161,13 @@ def forgetting_of(earlier: EarlierRun, out: Path, log: Callable[[str], None] = p
 
     meta, a_cfg = earlier.meta, earlier.cfg
     task = str(meta["task"])
-    common = {"labels": meta.get("labels"), "method": str(meta.get("method", "lora"))}
+    labels, method = meta.get("labels"), str(meta.get("method", "lora"))
     log(f"task A ({earlier.run_dir}, {task}): scoring its test split with its own adapter and "
         "with this run's")
-    before = score_task(meta["model"], earlier.adapter, task, earlier.data_dir, a_cfg, **common)
-    after = score_task(meta["model"], out / "adapter", task, earlier.data_dir, a_cfg, **common)
+    before = score_task(meta["model"], earlier.adapter, task, earlier.data_dir, a_cfg,
+                        labels=labels, method=method)
+    after = score_task(meta["model"], out / runfiles.ADAPTER_DIR, task, earlier.data_dir, a_cfg,
+                       labels=labels, method=method)
     record_task = "classification" if meta.get("labels") else task
     headline = plan_for_records(task, read_split(earlier.data_dir, "train", record_task),
                                 a_cfg.evaluation.metrics).headline

@@ -3,15 +3,16 @@
 ``evaluate(run_dir, test_file=None)`` (the DVC ``evaluate`` stage) reads the run folder that
 ``train`` wrote, scores the unchanged pretrained model (the baseline) and the finetuned one on
 the test split, and completes metrics.json (``baseline``, ``finetuned``, ``delta``), writes
-errors.jsonl and plots/confusion_matrix.png, and logs all of it to the run's MLflow run.
+errors.jsonl (classification) or samples.jsonl (generative) and plots/confusion_matrix.png,
+and logs all of it to the run's MLflow run.
 
-Task families plug in through :data:`EVALUATORS`; classification is here.
+Task families plug in through :data:`EVALUATORS`: each family's ``evaluate_run``
+(:mod:`tunesmith.evaluate.classification`, :mod:`tunesmith.evaluate.generation`).
 """
 
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,10 @@ from typing import Any, cast
 from tunesmith import runfiles
 from tunesmith.config import Config, load_config
 from tunesmith.errors import UsageError
-from tunesmith.evaluate import generation
+from tunesmith.evaluate import classification, generation
 from tunesmith.pipelines.train import read_split, write_json
 from tunesmith.records import ClassificationRecord
-from tunesmith.train import causal
-
-# The probe is fitted on at most this many train examples (sampled with the seed): embedding
-# them is the probe's cost, and on rotten-tomatoes 10k examples gave 0.741 against 0.731 for 2k.
-PROBE_MAX_TRAIN = 10_000
+from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION, GENERATIVE_TASKS
 
 
 @dataclass
@@ -37,73 +34,13 @@ class EvaluateResult:
     errors: list[dict[str, Any]]  # worst errors (classification) or samples (generative)
 
 
-def _evaluate_classification(
-    run_dir: Path, run_meta: dict[str, Any], cfg: Config, data_dir: Path, test_file: Path,
-    log: Callable[[str], None],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Probe baseline and finetuned scores; writes errors.jsonl and the confusion matrix."""
-    from tunesmith.data.io import read_records
-    from tunesmith.evaluate.classification import probe_baseline, score, worst_errors
-    from tunesmith.evaluate.metric_plan import plan_for_records, select
-    from tunesmith.evaluate.metrics import average_precision
-    from tunesmith.methods import load_adapter
-    from tunesmith.models import load_model
-    from tunesmith.report.plots import plot_confusion_matrix
-    from tunesmith.train.encoding import encode_classification
-
-    labels = run_meta["labels"]
-    train_records = read_split(data_dir, "train", "classification")
-    plan = plan_for_records("classification", train_records, cfg.evaluation.metrics)
-    for line in plan.lines():
-        log(line)
-    positive = labels.index(plan.positive_label) if plan.positive_label in labels else None
-    if len(train_records) > PROBE_MAX_TRAIN:
-        train_records = random.Random(cfg.prepare.seed).sample(train_records, PROBE_MAX_TRAIN)
-    # Read with task="classification": every record is a ClassificationRecord.
-    test_records = cast(list[ClassificationRecord], read_records(test_file, task="classification"))
-    # A QLoRA adapter was trained on the NF4 base: score it on that base.
-    qlora = run_meta.get("method") == "qlora"
-    loaded = load_model(run_meta["model"], task="classification", labels=labels, load_in_4bit=qlora,
-                        compute_dtype=cfg.finetune.qlora_compute_dtype if qlora else "float32")
-    max_length = cfg.prepare.max_length
-    train_enc = encode_classification(cast(list[ClassificationRecord], train_records),
-                                      loaded.tokenizer, labels, max_length)
-    test_enc = encode_classification(test_records, loaded.tokenizer, labels, max_length)
-    pad = loaded.tokenizer.pad_token_id
-
-    log(f"baseline: logistic-regression probe on the frozen {run_meta['model']} embeddings "
-        f"({len(train_enc)} train, {len(test_enc)} test examples)")
-    baseline, _ = probe_baseline(loaded.model, train_enc, test_enc, pad, seed=cfg.prepare.seed,
-                                 positive=positive)
-    model = load_adapter(loaded.model, run_dir / runfiles.ADAPTER_DIR)
-    scores = score(model, test_enc, pad)
-    if positive is not None:
-        truth = [e["label"] == positive for e in test_enc.examples]
-        scores.metrics["pr_auc"] = average_precision(truth, scores.probabilities[:, positive].tolist())
-    finetuned = select(plan, scores.metrics)
-    baseline = select(plan, baseline)
-    errors = worst_errors(test_records, scores, labels, cfg.evaluation.num_samples)
-    with (run_dir / runfiles.ERRORS).open("w", encoding="utf-8") as fh:
-        for error in errors:
-            fh.write(json.dumps(error, ensure_ascii=False) + "\n")
-    plot_confusion_matrix(scores.confusion, labels, run_dir / runfiles.PLOTS_DIR / runfiles.CONFUSION_PLOT)
-    metrics = {
-        "plan": plan.to_dict(),
-        "baseline": baseline,
-        "finetuned": finetuned,
-        "delta": {k: v - baseline[k] for k, v in finetuned.items() if k in baseline},
-        "confusion_matrix": {"labels": labels, "matrix": scores.confusion},
-    }
-    return metrics, errors
-
-
 # The dispatch point for task families: generative tasks add "instruction", "qa" and "chat".
 EVALUATORS: dict[str, Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]]] = {
-    "classification": _evaluate_classification,
+    "classification": classification.evaluate_run,
 }
 # Prompting baselines, generation scores, forgetting check.
 EVALUATORS.update(dict.fromkeys(
-    (*causal.GENERATIVE_TASKS, causal.CLASSIFICATION_AS_INSTRUCTION), generation.evaluate_run
+    (*GENERATIVE_TASKS, CLASSIFICATION_AS_INSTRUCTION), generation.evaluate_run
 ))
 
 
@@ -142,7 +79,15 @@ def evaluate(
     if task not in EVALUATORS:
         raise UsageError(f"evaluation of '{task}' runs is not available in this build "
                          f"(available: {', '.join(EVALUATORS)}).")
+    if not (data / "train.jsonl").is_file():
+        read_split(data, "train")  # the baselines learn from it; raises the DataError that says what to do
     results, errors = EVALUATORS[task](root, run_meta, cfg, data, test, log)
+    if "confusion_matrix" in results:
+        from tunesmith.report.plots import plot_confusion_matrix
+
+        confusion = results["confusion_matrix"]
+        plot_confusion_matrix(confusion["matrix"], confusion["labels"],
+                              root / "plots" / "confusion_matrix.png")
 
     metrics_path = root / runfiles.METRICS
     previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -196,7 +141,7 @@ def score_task(
     from tunesmith.models import load_model
 
     data = Path(data_dir)
-    record_task = "classification" if task in ("classification", causal.CLASSIFICATION_AS_INSTRUCTION) else task
+    record_task = "classification" if task in ("classification", CLASSIFICATION_AS_INSTRUCTION) else task
     train_records = read_split(data, "train", record_task)
     test_records = read_split(data, "test", record_task)
     plan = plan_for_records(task, train_records, cfg.evaluation.metrics)
@@ -211,7 +156,9 @@ def score_task(
         from tunesmith.evaluate.classification import score
         from tunesmith.train.encoding import encode_classification
 
-        encoded = encode_classification(test_records, loaded.tokenizer, labels or [], cfg.prepare.max_length)
+        # Read as "classification": every record is a ClassificationRecord.
+        encoded = encode_classification(cast(list[ClassificationRecord], test_records),
+                                        loaded.tokenizer, labels or [], cfg.prepare.max_length)
         return select(plan, score(model, encoded, loaded.tokenizer.pad_token_id).metrics)
     settings = generation.GenerationSettings.from_config(cfg.evaluation, batch_size=cfg.finetune.batch_size,
                                                          seed=cfg.prepare.seed)

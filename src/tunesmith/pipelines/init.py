@@ -89,9 +89,10 @@ def ingest(config_path: str | Path, out_dir: str | Path) -> Path:
             hint="Point prepare.dataset at a JSONL/JSON/CSV/Parquet file or a built-in name.",
         )
     target = out / f"{dataset}.jsonl"
+    rows, _ = assets.builtin_rows(dataset)
     with target.open("w", encoding="utf-8") as fh:
-        for record in assets.iter_builtin_records(dataset):
-            fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        for _, row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return target
 
 
@@ -122,8 +123,9 @@ def preprocess(config_path: str | Path, raw_dir: str | Path, out_dir: str | Path
     """
     from tunesmith.data.dedup import deduplicate
     from tunesmith.data.io import write_jsonl
+    from tunesmith.data.source import open_source
     from tunesmith.data.validate import Reject
-    from tunesmith.pipelines.prepare import no_records_error, open_source
+    from tunesmith.pipelines.prepare import no_records_error
 
     prepare = load_config(config_path).prepare
     source = raw_file(raw_dir)

@@ -168,13 +168,13 @@ def compare_methods(
     Writes ``<out>/<method>/`` run folders and the table files; raises UsageError when ``out``
     already holds a comparison.
     """
-    from tunesmith.methods.compare import (
+    from tunesmith.pipelines.train import write_json
+    from tunesmith.report.method_comparison import (
         MethodResult,
         comparison_markdown,
         plot_comparison,
         results_json,
     )
-    from tunesmith.pipelines.train import write_json
 
     overrides = dict(learning_rates or {})
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -90,8 +90,9 @@ def multitask_run(
     """
     from tunesmith.data.io import write_jsonl
     from tunesmith.pipelines.prepare import prepare_data
-    from tunesmith.train.causal import CLASSIFICATION_AS_INSTRUCTION, training_task
+    from tunesmith.train.causal import training_task
     from tunesmith.train.mixing import as_chat, mixture, task_counts
+    from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION
 
     model = _check(tasks)
     out = Path(out_dir)
@@ -127,10 +128,11 @@ def multitask_run(
     per_task: dict[str, Any] = {}
     for name, cfg in tasks.items():
         log(f"task {name}: scoring its test split with the base model (zero-shot) and the adapter")
-        args = {"labels": labels[name] or None, "method": shared.finetune.method}
+        task_labels, method = labels[name] or None, shared.finetune.method
         task_data = out / "tasks" / name / "data"
-        base = score_task(model, None, kinds[name], task_data, cfg, **args)
-        tuned = score_task(model, out / "adapter", kinds[name], task_data, cfg, **args)
+        base = score_task(model, None, kinds[name], task_data, cfg, labels=task_labels, method=method)
+        tuned = score_task(model, out / runfiles.ADAPTER_DIR, kinds[name], task_data, cfg,
+                           labels=task_labels, method=method)
         per_task[name] = {"task": kinds[name], "dataset": cfg.prepare.dataset,
                           "headline": next(iter(tuned)), "baseline": {**base, "kind": "zero_shot"},
                           "finetuned": tuned,

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import __version__, runfiles
-from tunesmith.assets import dataset_file, is_builtin_dataset, iter_builtin_records
 from tunesmith.config import PrepareConfig
 from tunesmith.data.dedup import deduplicate
 from tunesmith.data.detect import DETECT_HINT
-from tunesmith.data.io import read_records, record_line, sha256_file, write_jsonl
+from tunesmith.data.io import record_line, sha256_file, write_jsonl
 from tunesmith.data.leakage import overlap_check
+from tunesmith.data.source import open_source
 from tunesmith.data.split import SPLITS, split_records
-from tunesmith.data.validate import ReadSummary, RecordStream, Reject, open_records
+from tunesmith.data.validate import ReadSummary, RecordStream, Reject, read_records
 from tunesmith.errors import DataError
 from tunesmith.records import Record
 
@@ -40,40 +40,6 @@ class PreparedData:
     # Identifies exactly the prepared data: sha256 over the three split files' hashes.
     data_sha256: str
     out_dir: Path
-
-
-def open_source(
-    dataset: str,
-    *,
-    task: str | None = None,
-    column_map: dict[str, str] | None = None,
-    time_field: str | None = None,
-    group_field: str | None = None,
-) -> tuple[RecordStream, str]:
-    """A validating stream over a file or a built-in dataset, and the source's sha256.
-
-    A path that exists wins over a built-in of the same name.
-    """
-    path = Path(dataset)
-    if not path.exists() and is_builtin_dataset(dataset):
-        stream = open_records(
-            iter_builtin_records(dataset), task=task, column_map=column_map,  # type: ignore[arg-type]
-            time_field=time_field, group_field=group_field,
-        )
-        stream.summary.source = dataset
-        stream.summary.format = "built-in"
-        return stream, sha256_file(dataset_file(dataset))
-    if not path.exists():
-        raise DataError(
-            f"no such data file or built-in dataset: '{dataset}'.",
-            hint="Give a path to a JSONL, JSON, CSV/TSV or Parquet file, or a built-in name "
-            "(rotten-tomatoes, chitchat, fanoutqa).",
-        )
-    stream = open_records(
-        path, task=task, column_map=column_map,  # type: ignore[arg-type]
-        time_field=time_field, group_field=group_field,
-    )
-    return stream, sha256_file(path)
 
 
 def _where(summary: ReadSummary, guide_field: str) -> str:

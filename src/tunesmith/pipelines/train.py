@@ -6,9 +6,11 @@ writes into ``out_dir``: config.yaml, run.json, history.jsonl, checkpoints/last/
 plots/loss.png, plots/lr.png and metrics.json's ``train`` section (the evaluate stage adds the
 rest).
 
-Each task family plugs in through :data:`TASKS`: how to encode its records, the objective, the
-validation function and the metric that picks the best checkpoint. Classification is here; the
-generative tasks register theirs from their own modules.
+Each task family plugs in through :data:`TASKS`: the labels its head needs and its training
+plan (:mod:`tunesmith.train.classification`, :mod:`tunesmith.train.causal`): the encoded
+records, the collate, the objective, the validation and the metric that picks the best
+checkpoint. A family whose validation is its evaluation's scorer gets it from
+:mod:`tunesmith.evaluate` here.
 """
 
 from __future__ import annotations
@@ -22,139 +24,38 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from tunesmith import runfiles
 from tunesmith.config import Config, save_config
 from tunesmith.errors import DataError, UsageError
-from tunesmith.records import ClassificationRecord, Record
+from tunesmith.evaluate.classification import with_validation
+from tunesmith.records import Record
 from tunesmith.train import causal
-
-
-@dataclass
-class TaskPlan:
-    """What the loop needs for one task: encoded train data, objective, validation."""
-
-    train_data: Any  # EncodedDataset
-    objective: Any  # Objective
-    evaluate: Callable[[Any], dict[str, float]] | None
-    best_metric: str  # the validation key that picks the best checkpoint ("loss" is minimised)
-    notes: list[str]  # lines for the console (truncation counts ...)
-    # The max_length the plan encoded with, when it chose one (saved into the run's config).
-    max_length: int | None = None
-    # Score the starting weights (step 0) as a candidate for the best checkpoint.
-    evaluate_first: bool = False
+from tunesmith.train.classification import classification_labels, classification_plan
+from tunesmith.train.plan import TaskPlan
+from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION, GENERATIVE_TASKS
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """A task family. ``labels`` sizes a classification head (None for generative tasks);
-    ``plan`` encodes the splits for the loaded model."""
+    ``plan`` encodes the splits for the loaded model; ``validation`` (plan, train records,
+    config, pad id) -> plan, when set, adds the evaluation side's validation to the plan."""
 
     labels: Callable[[Sequence[Record]], list[str] | None]
-    # Returns a TaskPlan or an object with its fields (train.causal.CausalPlan).
-    plan: Callable[[Any, Sequence[Record], Sequence[Record], Config], Any]
-
-
-def _classification_labels(records: Sequence[Record]) -> list[str]:
-    from tunesmith.train.encoding import label_list
-
-    labels = label_list(records)
-    if len(labels) < 2:
-        raise DataError(
-            f"the training split has a single label ({labels[0] if labels else 'none'}): a "
-            "classifier needs at least two.",
-            hint="Check the label column (prepare.column_map) or add examples of other labels.",
-        )
-    return labels
-
-
-def _max_length_ceiling(loaded: Any, cfg: Config) -> tuple[int, str]:
-    """The longest input worth encoding, and why: the model's trained length when its
-    sentence-transformers config names one, else its position limit, at most max_length."""
-    limit = cfg.prepare.max_length
-    why = f"prepare.max_length's default {limit}"
-    trained = getattr(loaded.pooling, "max_seq_length", None)
-    positions = getattr(loaded.model.config, "max_position_embeddings", None)
-    if trained and trained < limit:
-        limit, why = trained, f"the length {loaded.name} was trained at (sentence_bert_config.json)"
-    elif positions and positions < limit:
-        limit, why = positions, f"{loaded.name}'s position limit"
-    return limit, why
-
-
-def truncation_note(data: Any, split: str, max_length: int) -> str | None:
-    """How many examples of ``split`` were cut at ``max_length``, and by how much."""
-    if not data.n_truncated:
-        return None
-    share = data.n_truncated / max(len(data), 1)
-    return (f"{split}: {data.n_truncated} of {len(data)} examples ({share:.0%}) were longer than "
-            f"max_length={max_length} tokens and were truncated, losing "
-            f"{data.tokens_cut / data.n_truncated:.0f} tokens each on average "
-            f"({data.tokens_cut:,} in all).")
-
-
-def _classification_plan(
-    loaded: Any, records: Sequence[Record], val: Sequence[Record], cfg: Config
-) -> TaskPlan:
-    from tunesmith.data.stats import advised_length_for, label_counts
-    from tunesmith.evaluate.classification import embed, fit_probe, init_head_from_probe, score
-    from tunesmith.train.encoding import encode_classification
-    from tunesmith.train.objectives import ClassificationObjective
-
-    # The classification family: read with task="classification", so every record is one.
-    train_records = cast(Sequence[ClassificationRecord], records)
-    val_records = cast(Sequence[ClassificationRecord], val)
-    labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
-    notes = []
-    if loaded.pooling is not None:
-        notes.append(loaded.pooling.describe())
-    max_length = cfg.prepare.max_length
-    if "max_length" not in cfg.prepare.model_fields_set:
-        # The guide: "use 95th percentile length", within what the model was trained for.
-        ceiling, why = _max_length_ceiling(loaded, cfg)
-        untruncated = encode_classification(train_records, loaded.tokenizer, labels, 10**9)
-        max_length = advised_length_for(untruncated.lengths, ceiling)
-        notes.append(f"max_length {max_length}: the 95th percentile of the training texts' token "
-                     f"lengths, at most {ceiling} ({why}); set prepare.max_length to choose.")
-    train_data = encode_classification(train_records, loaded.tokenizer, labels, max_length)
-    val_data = encode_classification(val_records, loaded.tokenizer, labels, max_length)
-    pad = loaded.tokenizer.pad_token_id
-    notes += [n for n in (truncation_note(train_data, "train", max_length),
-                          truncation_note(val_data, "val", max_length)) if n]
-    # LP-FT (Kumar et al., ICLR 2022): start the head at the baseline probe, so finetuning
-    # starts where the frozen encoder already is instead of from a random head.
-    probe = fit_probe(loaded.model, train_data, pad, seed=cfg.finetune.seed)
-    temperature = probe.temperature(embed(loaded.model, val_data, pad),
-                                    [e["label"] for e in val_data.examples], len(labels))
-    if init_head_from_probe(loaded.model, probe, temperature):
-        notes.append("head: initialised from the logistic-regression probe on the frozen "
-                     f"embeddings (LP-FT), logits calibrated on val (temperature "
-                     f"{temperature:.2g}), so training starts at the baseline's predictions.")
-    else:
-        notes.append("head: freshly initialised (the probe's features are not this head's input).")
-    counts = label_counts(train_records)
-    best = checkpoint_metric(cfg.finetune.best_metric, [r.label for r in train_records])
-    if cfg.finetune.best_metric == "auto":
-        notes.append(f"best checkpoint and early stopping by val {best}, the metric plan's "
-                     "headline" + (" (macro F1: the labels are imbalanced)" if best == "f1" else
-                                   " (the labels are balanced)"))
-    weights = None
-    if cfg.finetune.class_weights:
-        total = sum(counts.values())
-        weights = [total / (len(labels) * counts.get(label, 1)) for label in labels]
-    evaluate = (lambda model: score(model, val_data, pad).metrics) if len(val_data) else None
-    return TaskPlan(train_data, ClassificationObjective(weights), evaluate, best, notes,
-                    max_length=max_length, evaluate_first=True)
+    plan: Callable[[Any, Sequence[Record], Sequence[Record], Config], TaskPlan]
+    validation: Callable[[TaskPlan, Sequence[Record], Config, int], TaskPlan] | None = None
 
 
 # The dispatch point for task families: generative tasks add "instruction", "qa" and "chat".
 TASKS: dict[str, TaskSpec] = {
-    "classification": TaskSpec(labels=_classification_labels, plan=_classification_plan),
+    "classification": TaskSpec(labels=classification_labels, plan=classification_plan,
+                               validation=with_validation),
 }
 # Causal-LM families, incl. classification records on a causal LM.
 TASKS.update(dict.fromkeys(
-    (*causal.GENERATIVE_TASKS, causal.CLASSIFICATION_AS_INSTRUCTION),
+    (*GENERATIVE_TASKS, CLASSIFICATION_AS_INSTRUCTION),
     TaskSpec(labels=causal.instruction_labels, plan=causal.causal_plan),
 ))
 
@@ -183,7 +84,7 @@ class TrainResult:
 
 def read_split(data_dir: str | Path, split: str, task: str | None = None) -> list[Record]:
     """Records of ``<data_dir>/<split>.jsonl`` (the files ``tunesmith data split`` writes)."""
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
 
     path = Path(data_dir) / runfiles.split_file(split)
     if not path.is_file():
@@ -197,7 +98,7 @@ def read_split(data_dir: str | Path, split: str, task: str | None = None) -> lis
 
 def read_replay(data_dir: str | Path) -> list[Record]:
     """The replayed records of ``data_dir/replay.jsonl`` ([] when there is none)."""
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
 
     path = Path(data_dir) / runfiles.REPLAY
     return read_records(path) if path.is_file() else []
@@ -347,9 +248,11 @@ def train(
         compute_dtype=cfg.finetune.qlora_compute_dtype if cfg.finetune.method == "qlora" else "float32",
     )
     plan = spec.plan(loaded, train_records, val_records, cfg)
+    if spec.validation is not None:
+        plan = spec.validation(plan, train_records, cfg, loaded.tokenizer.pad_token_id)
     for note in plan.notes:
         log(note)
-    cfg, chosen = resolve_defaults(cfg, getattr(plan, "max_length", None))
+    cfg, chosen = resolve_defaults(cfg, plan.max_length)
     for note in chosen:
         log(note)
     # If the memory estimate does not fit, a smaller micro-batch with more
@@ -416,7 +319,8 @@ def train(
             callbacks=[*callbacks, *([tracker] if tracker else [])],
             resume=resume,
             progress=progress,
-            evaluate_first=getattr(plan, "evaluate_first", False),
+            evaluate_first=plan.evaluate_first,
+            collate=plan.collate,
         )
         saved = save_adapter(model, out / runfiles.ADAPTER_DIR, {"base_model": cfg.finetune.model, "task": task,
                                                       **({"labels": labels} if labels else {})})
@@ -441,7 +345,7 @@ def train(
             "steps": result.steps,
             "adapter_mb": round(saved.size_bytes / 1e6, 3),
         }
-        packing = getattr(plan, "packing", None)
+        packing = plan.packing
         if packing is not None:  # causal LMs: what packing saved (or would have), per epoch
             train_stats["packing"] = {
                 "enabled": packing.enabled, "gain": round(packing.gain, 3), "rows": packing.rows,
@@ -500,17 +404,3 @@ def train_inputs(
     if not (Path(data) / runfiles.split_file("train")).is_file():
         read_split(data, "train")  # raises the DataError that says what to do
     return cfg, str(data), out_dir
-
-
-def checkpoint_metric(setting: str, train_labels: Sequence[str]) -> str:
-    """The validation key that picks a classifier's best checkpoint and drives early stopping.
-
-    ``setting`` is ``finetune.best_metric``; "auto" follows the metric plan's headline for these
-    training labels (macro ``f1`` when they are imbalanced, else ``accuracy``), so the checkpoint
-    kept is the one the run's verdict reads. Pure; costs nothing.
-    """
-    from tunesmith.evaluate.metric_plan import headline_metric, plan_classification
-
-    if setting != "auto":
-        return setting
-    return headline_metric(plan_classification(list(train_labels))).removeprefix("val_")

@@ -31,7 +31,7 @@ def answers(model: Any, tokenizer: Any, records: Sequence[Record], *, shots: Seq
     """``model``'s answers to ``records`` with the evaluation's prompts and settings."""
     from tunesmith.evaluate.generation import generate
     from tunesmith.evaluate.prompting import label_nlls, most_likely, prompt_messages
-    from tunesmith.train.causal import prompt_ids
+    from tunesmith.train.prompts import prompt_ids
 
     prompts = [prompt_messages(r, shots, labels) for r in records]
     if labels:
@@ -54,7 +54,7 @@ def _adapter_meta(run: RunInfo) -> dict[str, Any]:
 def _baseline_shots(run: RunInfo, cfg: Any, column: str) -> list[dict[str, str]]:
     import json
 
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
     from tunesmith.evaluate.prompting import few_shot_turns
 
     kind = column
@@ -156,7 +156,7 @@ class Playground:
         from tunesmith.evaluate.generation import GenerationSettings, generate
         from tunesmith.evaluate.prompting import label_nlls, label_probabilities, most_likely
         from tunesmith.serve.predict import ranked_probabilities
-        from tunesmith.train.causal import classification_prompt, prompt_ids
+        from tunesmith.train.prompts import classification_prompt, prompt_ids
 
         run = self.runs[0]
         if self._base is None:

@@ -107,7 +107,7 @@ class Plan:
 
 
 def _test_records(run: RunInfo, limit: int) -> list[Record]:
-    from tunesmith.data.io import read_records
+    from tunesmith.data.validate import read_records
 
     path = run.test_file()
     if not path.is_file():

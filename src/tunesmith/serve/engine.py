@@ -243,7 +243,7 @@ class Engine:
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a conversation rendered as in training, with the assistant header."""
-        from tunesmith.train.causal import prompt_ids
+        from tunesmith.train.prompts import prompt_ids
 
         return prompt_ids(self.server.tokenizer, messages)
 
@@ -348,7 +348,7 @@ class Engine:
         labels = list(model.labels)
         if model.kind == "label":
             from tunesmith.evaluate.prompting import label_nlls, label_probabilities
-            from tunesmith.train.causal import classification_prompt
+            from tunesmith.train.prompts import classification_prompt
 
             prompts = [[{"role": "user", "content": classification_prompt(t, labels)}] for t in texts]
             out = []

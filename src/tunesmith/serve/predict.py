@@ -142,7 +142,7 @@ class AdapterServer:
 
     def _label_likelihood(self, name: str, texts: list[str], labels: list[str]) -> list[Prediction]:
         from tunesmith.evaluate.prompting import label_nlls, label_probabilities, most_likely
-        from tunesmith.train.causal import classification_prompt
+        from tunesmith.train.prompts import classification_prompt
 
         # As in training and evaluation: the labels are named in the prompt and each label's
         # reply is scored; the probability is normalised over the labels.
@@ -157,7 +157,7 @@ class AdapterServer:
 
     def _generate(self, name: str, texts: list[str], max_new_tokens: int) -> list[Prediction]:
         from tunesmith.evaluate.generation import GenerationSettings, generate
-        from tunesmith.train.causal import prompt_ids
+        from tunesmith.train.prompts import prompt_ids
 
         # The same prompt rendering as training: the text is the user's turn.
         prompts = [prompt_ids(self.tokenizer, [{"role": "user", "content": t}]) for t in texts]

@@ -7,7 +7,10 @@ raised the share of real tokens per batch from about 0.56 to 0.97 (../shared/RES
 
 An encoded example is a dict: ``input_ids`` (list of ints) plus either ``label`` (an int, for
 classification) or ``labels`` (a list of ints aligned with ``input_ids``, -100 where no loss is
-taken, for causal LMs). :func:`collate` pads any such dicts into tensors.
+taken, for causal LMs). :func:`collate` pads any such dicts into tensors. Packed causal-LM rows
+carry ``position_ids`` as well and are padded by
+:func:`tunesmith.train.packing.collate_with_positions`: each task's plan names the collate its
+batches need, and the loop takes it from there.
 """
 
 from __future__ import annotations
@@ -106,16 +109,12 @@ def collate(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, 
     """Pad a list of encoded examples to the longest one; return tensors.
 
     ``input_ids`` pad with ``pad_token_id``, ``labels`` lists with -100, ``attention_mask`` is
-    1 on real tokens. Integer fields (``label``) become a ``labels`` tensor.
+    1 on real tokens. Integer fields (``label``) become a ``labels`` tensor. Any
+    ``position_ids`` are not kept (packed rows need
+    :func:`tunesmith.train.packing.collate_with_positions`).
     """
     import torch
 
-    if "position_ids" in examples[0]:
-        # Packed causal-LM rows restart positions per example and
-        # need no attention mask; tunesmith.train.causal pads them.
-        from tunesmith.train.causal import collate as collate_causal
-
-        return collate_causal(examples, pad_token_id)
     width = max(len(e["input_ids"]) for e in examples)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(examples), width), dtype=torch.long)

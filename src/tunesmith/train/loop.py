@@ -39,7 +39,8 @@ from typing import Any
 from tunesmith import runfiles
 from tunesmith.config import FinetuneConfig
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.train.encoding import EncodedDataset, batch_order, collate
+from tunesmith.train import encoding
+from tunesmith.train.encoding import EncodedDataset, batch_order
 from tunesmith.train.objectives import Objective
 
 EvalFn = Callable[[Any], dict[str, float]]
@@ -180,6 +181,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     evaluate_first: bool = False,
+    collate: Callable[[Sequence[dict[str, Any]], int], dict[str, Any]] = encoding.collate,
 ) -> FitResult:
     """Train ``model`` in place and leave the best weights in it.
 
@@ -190,6 +192,9 @@ def fit(
     there. ``evaluate_first`` scores the model before the first step (step 0) and counts it as a
     candidate for the best weights: when training only makes things worse, the starting weights
     (for classification, the head initialised from the baseline probe) are what is kept.
+    ``collate(examples, pad_token_id)`` pads a micro-batch into tensors: the task plan's
+    (packed causal-LM rows need :func:`tunesmith.train.packing.collate_with_positions`); the
+    default pads ``input_ids`` with an attention mask.
     Raises ConfigError for settings this machine cannot run.
     """
     import torch

@@ -22,11 +22,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 from tunesmith.errors import ConfigError
 from tunesmith.records import ChatRecord, Message, Record
-from tunesmith.train.causal import record_messages
+from tunesmith.train.prompts import record_messages
+
+Role = Literal["system", "user", "assistant"]  # Message.role
 
 Sampling = Literal["proportional", "equal", "temperature"]
 SAMPLINGS: tuple[str, ...] = ("proportional", "equal", "temperature")
@@ -83,7 +85,8 @@ def as_chat(record: Record, task: str, labels: Sequence[str] = ()) -> ChatRecord
     """
     if isinstance(record, ChatRecord):
         return ChatRecord(messages=record.messages, meta={**record.meta, "task": task})
-    messages = tuple(Message(m["role"], m["content"]) for m in record_messages(record, labels))
+    # record_messages writes only the roles a Message takes (system, user, assistant).
+    messages = tuple(Message(cast(Role, m["role"]), m["content"]) for m in record_messages(record, labels))
     return ChatRecord(messages=messages, meta={**record.meta, "task": task})
 
 

@@ -13,11 +13,24 @@ fp32 logits per copy and the step keeps about three copies (logits, log-probabil
 gradient); in chunks of :data:`CHUNK_ELEMENTS` the head holds about three chunks at a time. The
 result is the same sum (up to float rounding) and the same gradients; the cost is one more
 matmul with the head per chunk in the backward pass.
+
+**Causal LMs.** :func:`causal_lm_loss` returns the *sum* of the token losses over response
+tokens and their count, so the loop normalises by tokens. It runs the decoder, keeps the hidden
+states at labelled positions only and applies the LM head to those, in chunks
+(:func:`chunked_cross_entropy`): with a 49k-token vocabulary the full logits tensor (batch x
+length x vocab floats) is the largest activation, and most positions are prompt tokens that need
+none. :func:`nll_per_row` and :func:`response_loss` are the same loss without gradients, for
+validation, evaluation and the forgetting check.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, Protocol
+
+from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.packing import collate_with_positions
 
 # Logit elements per chunk (64 MB in fp32): large enough that the head's matmul stays efficient
 # (341 rows for a 49k vocabulary), small enough that the chunk's copies do not matter.
@@ -90,3 +103,100 @@ def chunked_cross_entropy(
         else:
             parts.append(_head_cross_entropy(*piece))
     return torch.stack(parts).sum() if reduction == "sum" else torch.cat(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Causal LMs
+
+
+def _unwrap(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (its adapter layers stay in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _head_is_plain(model: Any) -> bool:
+    # Models that scale or soft-cap their logits need the model's own forward.
+    config = model.config
+    return getattr(config, "final_logit_softcapping", None) is None and not hasattr(config, "logit_scale")
+
+
+def _labelled_losses(model: Any, batch: dict[str, Any], reduction: str) -> tuple[Any, Any, Any]:
+    """Cross-entropy at the positions that predict a labelled token (summed, or one per
+    position with ``reduction="none"``), those targets, and the mask."""
+    import torch.nn.functional as F
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Under DDP the forward must go through the wrapper (it prepares the gradient all-reduce),
+    # so the LM-head-at-labelled-positions shortcut is used on a single process only.
+    distributed = isinstance(model, DistributedDataParallel)
+    inner = _unwrap(model.module if distributed else model)
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    inputs = {"input_ids": batch["input_ids"], "use_cache": False}
+    # Packed rows (see collate) carry position ids; plain right-padded batches an attention mask.
+    for key in ("position_ids", "attention_mask"):
+        if key in batch:
+            inputs[key] = batch[key]
+            break
+    if _head_is_plain(inner) and not distributed:
+        hidden = inner.get_decoder()(**inputs).last_hidden_state[:, :-1]
+        # The head runs in chunks, so the full (positions x vocabulary) logits never exist.
+        losses = chunked_cross_entropy(inner.get_output_embeddings(), hidden[keep], targets[keep],
+                                       reduction=reduction)
+    else:
+        logits = model(**inputs).logits[:, :-1][keep]
+        # float(): the loss stays accurate when the forward pass runs under bf16/fp16 autocast.
+        losses = F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+    return losses, targets[keep], keep
+
+
+def causal_lm_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    """``(sum of next-token losses over labelled tokens, their count)`` for one batch."""
+    loss, targets, _ = _labelled_losses(model, batch, "sum")
+    return loss, int(targets.numel())
+
+
+def row_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Per row of the batch: summed NLL of its labelled tokens, and how many there are."""
+    losses, _, keep = _labelled_losses(model, batch, "none")
+    rows = keep.nonzero()[:, 0]
+    sums = losses.new_zeros(keep.shape[0]).index_add_(0, rows, losses)
+    return sums, keep.sum(dim=1)
+
+
+class CausalLMObjective:
+    """The loop's objective for causal LMs: :func:`causal_lm_loss`."""
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+        return causal_lm_loss(model, batch)
+
+
+def nll_per_row(
+    model: Any, rows: Sequence[dict[str, list[int]]], pad_token_id: int, batch_size: int = 8
+) -> list[tuple[float, int]]:
+    """Per row, in order: summed next-token NLL over its labelled tokens and their count.
+
+    Evaluation only (no gradients); rows of similar length are batched together.
+    """
+    import torch
+
+    model.eval()
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            sums, counts = row_nll(model, collate_with_positions([rows[i] for i in chunk], pad_token_id))
+            for i, total, n in zip(chunk, sums.tolist(), counts.tolist(), strict=True):
+                out[i] = (total, n)
+    return out
+
+
+def response_loss(
+    model: Any, rows: Sequence[dict[str, list[int]]], pad_token_id: int, batch_size: int = 8
+) -> dict[str, float]:
+    """``{"loss": mean NLL per labelled token, "perplexity": exp(loss)}`` over ``rows``."""
+    per_row = nll_per_row(model, rows, pad_token_id, batch_size)
+    total, count = sum(t for t, _ in per_row), sum(n for _, n in per_row)
+    loss = total / count if count else math.nan
+    return {"loss": loss, "perplexity": math.exp(loss) if count else math.inf}

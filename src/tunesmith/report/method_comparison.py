@@ -1,7 +1,7 @@
 """The guide's Method Comparison Table, with measured columns instead of rules of thumb.
 
-Pure functions over per-method results (``metrics.json`` of each run): the rows, the markdown
-and the plot. Training the methods is :func:`tunesmith.pipelines.methods.compare_methods`.
+A report, so it sits with the reports: pure functions over per-method results (``metrics.json``
+of each run): the rows, the markdown and the plot. Training the methods is :func:`tunesmith.pipelines.methods.compare_methods`.
 """
 
 from __future__ import annotations
