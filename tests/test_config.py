@@ -103,16 +103,18 @@ def test_safe_run_name_makes_any_folder_name_valid():
 
 
 def test_method_rules_fail_when_the_config_loads(tmp_path):
-    # freeze_layers freezes blocks of a fully finetuned model; LoRA's base is frozen already.
+    # freeze_layers keeps the lowest blocks from training (full: frozen; LoRA family: no LoRA
+    # there); bottleneck adapters go into every block and refuse it.
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["finetune.freeze_layers=2"])
+        load_config(None, ["finetune.method=adapter", "finetune.freeze_layers=2"])
     msg = str(err.value)
-    assert "1 problem(s)" in msg and "finetune.freeze_layers is 2" in msg and "'lora'" in msg
-    assert "finetune.method: full" in msg and "{" not in msg  # no dump of the section
+    assert "1 problem(s)" in msg and "finetune.freeze_layers is 2" in msg and "'adapter'" in msg
+    assert "finetune.method: lora" in msg and "{" not in msg  # no dump of the section
     assert load_config(None, ["finetune.method=full", "finetune.freeze_layers=2"]).finetune.freeze_layers == 2
+    assert load_config(None, ["finetune.freeze_layers=2"]).finetune.freeze_layers == 2  # lora
     p = tmp_path / "params.yaml"
-    p.write_text("finetune:\n  method: dora\n  freeze_layers: 1\n")
-    with pytest.raises(ConfigError, match="not 'dora'"):
+    p.write_text("finetune:\n  method: adapter\n  freeze_layers: 1\n")
+    with pytest.raises(ConfigError, match="not 'adapter'"):
         load_config(p)
 
 
@@ -132,7 +134,7 @@ def test_a_bad_method_combination_stops_train_before_data_or_model(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "tunesmith.cli.main", "train", "--data", str(tmp_path / "nodata"),
          "--out", str(out), "--set", f"finetune.model={tmp_path / 'nomodel'}",
-         "--set", "finetune.freeze_layers=1"],
+         "--set", "finetune.method=adapter", "--set", "finetune.freeze_layers=1"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert done.returncode == 2, done.stderr

@@ -118,8 +118,10 @@ class FinetuneConfig(_Section):
     lora_target_modules: Literal["attention", "all-linear"] | list[str] = "attention"
     # LoRA+: the B matrices learn this many times faster than A (LoRA+ paper suggests 16).
     lora_plus_ratio: float = Field(default=16.0, gt=0)
-    # Full finetuning, the guide's two transfer strategies: freeze embeddings and the lowest N
-    # blocks, and/or give each lower block learning_rate x decay^(distance from the top).
+    # The guide's two transfer strategies: the lowest N blocks do not train ("Freeze more
+    # layers (only train top layers)", also a remedy for forgetting): full finetuning freezes
+    # them and the embeddings, LoRA-family methods put no LoRA on them; and/or (any method)
+    # each lower block learns at learning_rate x decay^(distance from the top).
     freeze_layers: int = Field(default=0, ge=0)
     layerwise_lr_decay: float = Field(default=1.0, gt=0, le=1)
     # Bottleneck adapters: houlsby (after attention and feed-forward) or pfeiffer (after FFN).
@@ -166,11 +168,12 @@ def method_problems(ft: FinetuneConfig) -> list[str]:
     (``model_copy``). Costs a lookup of bitsandbytes on the import path, no import.
     """
     problems = []
-    if ft.freeze_layers and ft.method != "full":
+    if ft.freeze_layers and ft.method == "adapter":
         problems.append(
-            f"finetune.freeze_layers is {ft.freeze_layers}, but freezing the lowest blocks applies "
-            f"to method 'full', not '{ft.method}' (its base weights are frozen already): set "
-            "finetune.freeze_layers: 0, or finetune.method: full."
+            f"finetune.freeze_layers is {ft.freeze_layers}, but keeping the lowest blocks from "
+            "training applies to methods full, lora, dora, lora_plus and qlora, not 'adapter' "
+            "(bottleneck adapters go into every block): set finetune.freeze_layers: 0, or "
+            "finetune.method: lora."
         )
     if ft.method == "qlora" and not _installed("bitsandbytes"):
         problems.append(

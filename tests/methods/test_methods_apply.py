@@ -92,11 +92,35 @@ def test_freeze_layers_freezes_embeddings_and_lowest_blocks():
     with pytest.raises(ConfigError, match="only 2 blocks"):
         apply_method(tiny_bert(), FinetuneConfig(method="full", freeze_layers=3),
                      task="classification")
-    # Loading refuses freeze_layers with LoRA (tests/test_config.py); a config changed without
-    # validation (model_copy, as compare-methods does) is refused again here.
-    unchecked = FinetuneConfig(method="full", freeze_layers=1).model_copy(update={"method": "lora"})
+    # Loading refuses freeze_layers with bottleneck adapters (tests/test_config.py); a config
+    # changed without validation (model_copy, as compare-methods does) is refused again here.
+    unchecked = FinetuneConfig(method="full", freeze_layers=1).model_copy(update={"method": "adapter"})
     with pytest.raises(ConfigError, match="freeze_layers"):
         apply_method(tiny_bert(), unchecked, task="classification")
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "lora_plus"])
+@pytest.mark.parametrize(("task", "build", "blocks"), [
+    ("instruction", tiny_llama, "model.layers."),
+    ("classification", tiny_bert, "bert.encoder.layer."),
+], ids=["llama-lm", "bert-cls"])
+def test_freeze_layers_puts_lora_on_the_upper_blocks_only(method, task, build, blocks):
+    # The same meaning as for full finetuning: the lowest N blocks do not train.
+    model = apply_method(build(), FinetuneConfig(method=method, freeze_layers=1), task=task)
+    adapted = {n for n, p in model.named_parameters() if "lora_" in n}
+    assert adapted and all(f"{blocks}1." in n for n in adapted), sorted(adapted)
+    ids = batch()
+    model.train()
+    if task == "classification":
+        loss = model(input_ids=ids, labels=torch.arange(len(ids)) % 2).loss
+    else:
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert {n for n in with_grad if "lora_" in n} == adapted
+    assert not any(f"{blocks}0." in n for n in with_grad)
+    with pytest.raises(ConfigError, match="no block left to adapt"):
+        apply_method(build(), FinetuneConfig(method=method, freeze_layers=2), task=task)
 
 
 def test_layerwise_lr_decay_gives_lower_blocks_smaller_rates():

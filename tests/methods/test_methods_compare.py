@@ -73,9 +73,9 @@ def test_percent_of_full_and_learning_rates():
 
 def test_a_failing_method_is_reported_not_hidden(in_tmp):
     base = save_tiny_base(in_tmp / "base", "bert")
-    # freeze_layers is for full finetuning only: LoRA refuses it with a ConfigError.
+    # Freezing more blocks than the base has: LoRA refuses it with a ConfigError.
     cfg = load_config(None, ["prepare.limit=40", f"finetune.model={base}", "finetune.method=full",
-                             "finetune.freeze_layers=1", "tracking.enabled=false"])
+                             "finetune.freeze_layers=5", "tracking.enabled=false"])
     from tunesmith.errors import UsageError
 
     with pytest.raises(UsageError, match="every method failed:\n  lora: finetune.freeze_layers"):

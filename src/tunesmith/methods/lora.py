@@ -10,6 +10,10 @@
 - ``lora_plus``: plain LoRA weights, but ``B`` learns ``lora_plus_ratio`` times faster than ``A``
   (see :func:`tunesmith.methods.optimizer_param_groups`).
 
+``freeze_layers: N`` (the guide's "Freeze more layers (only train top layers)", a remedy for
+forgetting) puts no LoRA on the lowest N transformer blocks: they keep their pretrained
+behaviour exactly, and the adapter shrinks by N / L.
+
 For classification the new head trains whole (PEFT ``modules_to_save`` via task type SEQ_CLS), so
 each adapter carries its own head and adapters for different label sets can share one base.
 """
@@ -19,19 +23,46 @@ from __future__ import annotations
 from torch import nn
 
 from tunesmith.config import FinetuneConfig
+from tunesmith.errors import ConfigError
+from tunesmith.methods.full import find_layout
 from tunesmith.methods.targets import resolve_targets
 
 
+def upper_layers(model: nn.Module, freeze_layers: int) -> tuple[list[int], str] | None:
+    """``(block indices that get LoRA, the block stack's name)`` when the lowest
+    ``freeze_layers`` blocks stay frozen, or None when every block is adapted.
+
+    The same meaning as full finetuning's ``freeze_layers``: the lowest N blocks keep their
+    pretrained weights (LoRA's base weights and embeddings are frozen anyway). Raises
+    ConfigError when N leaves no block to adapt.
+    """
+    if not freeze_layers:
+        return None
+    layout = find_layout(model)
+    if freeze_layers >= layout.num_blocks:
+        raise ConfigError(
+            f"finetune.freeze_layers is {freeze_layers} but the model has {layout.num_blocks} "
+            "blocks: LoRA would have no block left to adapt.",
+            hint=f"Use 0..{layout.num_blocks - 1} (LoRA goes on the blocks above the lowest N).",
+        )
+    return list(range(freeze_layers, layout.num_blocks)), layout.blocks_prefix.rsplit(".", 1)[-1]
+
+
 def lora_config(model: nn.Module, cfg: FinetuneConfig, *, task: str):
-    """The PEFT LoraConfig for ``cfg`` on ``model`` (targets resolved for its architecture)."""
+    """The PEFT LoraConfig for ``cfg`` on ``model`` (targets resolved for its architecture;
+    with ``freeze_layers`` only the blocks above the lowest N, through PEFT's
+    ``layers_to_transform``)."""
     from peft import LoraConfig, TaskType
 
+    upper = upper_layers(model, cfg.freeze_layers)
     return LoraConfig(
         r=cfg.lora_r,
         # peft annotates lora_alpha as int; a float works the same (scaling = alpha / r).
         lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]
         lora_dropout=cfg.lora_dropout,
         target_modules=resolve_targets(model, cfg.lora_target_modules),
+        layers_to_transform=upper[0] if upper else None,
+        layers_pattern=upper[1] if upper else None,
         use_dora=cfg.method == "dora",
         task_type=TaskType.SEQ_CLS if task == "classification" else TaskType.CAUSAL_LM,
     )
