@@ -60,6 +60,17 @@ class PrepareConfig(_Section):
     # exact: normalised duplicates removed; near: also MinHash near-duplicates; none: keep all.
     dedup: Literal["none", "exact", "near"] = "exact"
     near_duplicate_threshold: float = Field(default=0.9, gt=0, le=1)
+    # Guide, catastrophic forgetting: "Mix general data with task-specific data". For a
+    # causal LM (generative tasks, classification as instructions) this share of the tokens
+    # the loss is taken on comes from general text, drawn at training time (the split files
+    # keep only the task's records); history.jsonl logs its loss apart as general_loss, beside
+    # the task's loss. 0 is off; at most 0.5 (more would train more on general text than on
+    # the task). Measured on the sentiment example in docs/generative.md.
+    mix_general: float = Field(default=0.0, ge=0, le=0.5)
+    # hamlet: 256-token passages of the bundled Hamlet, never those the forgetting check scores
+    # (so the check still reads unseen text, though of the same play); chitchat: the bundled
+    # human conversations (their replies are learned), text unlike the check's.
+    mix_general_source: Literal["hamlet", "chitchat"] = "hamlet"
     seed: int = 42
     # Continual learning (`tunesmith run --continue-from RUN`): this fraction of the earlier
     # run's training records is replayed in this run's training set (written to
@@ -78,6 +89,12 @@ class PrepareConfig(_Section):
             raise ValueError("split: time needs prepare.time_field (the field holding the time)")
         if self.split == "group" and not self.group_field:
             raise ValueError("split: group needs prepare.group_field (the field naming the group)")
+        if self.mix_general and self.mix_general_source == self.dataset:
+            raise ValueError(
+                f"prepare.mix_general_source '{self.mix_general_source}' is the task's own data set "
+                "(prepare.dataset), not general text: mixing it in would put test conversations "
+                "into training. Use mix_general_source: hamlet, or mix_general: 0"
+            )
         return self
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from tunesmith import assets
 from tunesmith.errors import DataError
 from tunesmith.evaluate.text_metrics import perplexity
+from tunesmith.train.general import CHECK_WINDOWS, WINDOW, check_starts
 from tunesmith.train.objectives import nll_per_row
 
 REMEDIES = (
@@ -48,18 +49,15 @@ def general_text(source: str) -> str:
     return text
 
 
-def text_windows(tokenizer: Any, text: str, window: int = 256, max_windows: int = 8) -> list[dict[str, list[int]]]:
-    """Up to ``max_windows`` windows of ``window`` tokens spread evenly over the text.
+def text_windows(tokenizer: Any, text: str, window: int = WINDOW, max_windows: int = CHECK_WINDOWS) -> list[dict[str, list[int]]]:
+    """Up to ``max_windows`` windows of ``window`` tokens spread evenly over the text
+    (:func:`tunesmith.train.general.check_starts`: ``prepare.mix_general`` never trains on them).
 
     Every token but each window's first is a target (plain language modelling).
     """
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    starts = list(range(0, max(len(ids) - 1, 1), window))
-    if len(starts) > max_windows:
-        step = len(starts) / max_windows
-        starts = [starts[int(i * step)] for i in range(max_windows)]
     rows = []
-    for start in starts:
+    for start in check_starts(len(ids), window, max_windows):
         chunk = list(ids[start : start + window])
         if len(chunk) >= 2:
             rows.append({"input_ids": chunk, "labels": list(chunk)})

@@ -28,7 +28,7 @@ from typing import Any
 
 from tunesmith import runfiles
 from tunesmith.config import Config, save_config
-from tunesmith.errors import DataError, UsageError
+from tunesmith.errors import ConfigError, DataError, UsageError
 from tunesmith.evaluate.classification import with_validation
 from tunesmith.records import Record
 from tunesmith.train import causal
@@ -222,6 +222,13 @@ def train(
     val_records = read_split(data_dir, "val", task_hint) if (Path(data_dir) / runfiles.split_file("val")).is_file() else []
     # Classification records on a causal LM train as instructions.
     task = causal.training_task(train_records[0].task, cfg.finetune.model)
+    if cfg.prepare.mix_general and task == "classification":
+        raise ConfigError(
+            f"prepare.mix_general ({cfg.prepare.mix_general:g}) mixes general text into a causal "
+            f"LM's training, but {cfg.finetune.model} trains a classification head here: there "
+            "is no language-modelling loss to take on general text.",
+            hint="Set prepare.mix_general: 0, or finetune a causal LM (e.g. smollm2-135m-instruct).",
+        )
     spec = task_spec(task)
     labels = spec.labels(train_records)
     replay = read_replay(data_dir)

@@ -213,6 +213,9 @@ def gather(run_dir: str | Path) -> ReportContent:
     if train_records:
         training.setdefault("steps", train_records[-1].get("step"))
         training["final_train_loss"] = train_records[-1].get("loss")
+    general = [r["general_loss"] for r in train_records if r.get("general_loss") is not None]
+    if general:  # prepare.mix_general: the mixed-in text's loss, logged apart from the task's
+        training["general_text_loss (first -> last log)"] = f"{general[0]:.4f} -> {general[-1]:.4f}"
     if eval_records:
         best = [r for r in eval_records if r.get("is_best")] or eval_records[-1:]
         training["best_val_loss"] = best[-1].get("val_loss")

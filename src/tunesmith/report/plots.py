@@ -21,16 +21,20 @@ def _pyplot() -> Any:
 
 
 def _series(history: Sequence[dict[str, Any]], kind: str, key: str) -> tuple[list, list]:
-    points = [(r["step"], r[key]) for r in history if r.get("kind") == kind and key in r]
+    points = [(r["step"], r[key]) for r in history if r.get("kind") == kind and r.get(key) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
 
 def plot_loss(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Train loss (mean over each logging window) and validation loss against optimizer steps."""
+    """Train loss (mean over each logging window) and validation loss against optimizer steps,
+    and the loss on mixed-in general text (``prepare.mix_general``) when the run logged one."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     steps, loss = _series(history, "train", "loss")
     ax.plot(steps, loss, label="train loss", color="tab:blue")
+    general_steps, general_loss = _series(history, "train", "general_loss")
+    if general_steps:
+        ax.plot(general_steps, general_loss, "--", label="general-text loss (mixed in)", color="tab:green")
     val_steps, val_loss = _series(history, "eval", "val_loss")
     if val_steps:
         ax.plot(val_steps, val_loss, "o-", label="validation loss", color="tab:orange")

@@ -133,6 +133,16 @@ def causal_plan(loaded: Any, train_records: Sequence[Record], val_records: Seque
             hint="Raise prepare.max_length.",
         )
     notes = []
+    examples = train.examples
+    mixed = bool(cfg.prepare.mix_general)
+    if mixed:
+        from tunesmith.train.general import flag, mix_general
+
+        mix = mix_general(train.examples, tokenizer, share=cfg.prepare.mix_general,
+                          source=cfg.prepare.mix_general_source, max_length=max_length,
+                          seed=cfg.prepare.seed)
+        examples = flag(train.examples, 0) + mix.examples
+        notes.append(mix.note(cfg.prepare.mix_general))
     if train.n_truncated + val.n_truncated:
         notes.append(
             f"{train.n_truncated + val.n_truncated} examples were longer than prepare.max_length="
@@ -140,18 +150,21 @@ def causal_plan(loaded: Any, train_records: Sequence[Record], val_records: Seque
         )
     if train.n_dropped + val.n_dropped:
         notes.append(f"{train.n_dropped + val.n_dropped} examples kept no response token after the cut and were dropped.")
+    lengths = [len(e["input_ids"]) for e in examples]
     packing = plan_packing(
-        train.lengths, batch_size, max_length, cfg.finetune.packing, grouped=cfg.finetune.group_by_length
+        lengths, batch_size, max_length, cfg.finetune.packing, grouped=cfg.finetune.group_by_length
     )
     notes.append(
         f"{packing.reason} ({packing.tokens_unpacked:,} -> {packing.tokens_packed:,} tokens per "
-        f"epoch; {len(train.examples)} examples in {packing.rows} rows of <= {max_length})"
+        f"epoch; {len(examples)} examples in {packing.rows} rows of <= {max_length})"
     )
-    rows = pack(train.examples, max_length) if packing.enabled else train.examples
+    rows = pack(examples, max_length) if packing.enabled else examples
     data = EncodedDataset(rows, [len(r["input_ids"]) for r in rows], train.n_truncated)
     best = cfg.finetune.best_metric if cfg.finetune.best_metric != "auto" else "loss"
     pad = tokenizer.pad_token_id
     evaluate = (lambda model: response_loss(model, val.examples, pad, batch_size)) if val.examples else None
-    # Packed rows restart their positions per example; unpacked rows pad with an attention mask.
-    padding = collate_with_positions if packing.enabled else collate
-    return TaskPlan(data, CausalLMObjective(), padding, evaluate, best, notes, packing=packing)
+    # Packed rows restart their positions per example; unpacked rows pad with an attention mask;
+    # mixed general text carries per-token flags, which only collate_with_positions keeps.
+    padding = collate_with_positions if packing.enabled or mixed else collate
+    return TaskPlan(data, CausalLMObjective(mix_general=mixed), padding, evaluate, best, notes,
+                    packing=packing)

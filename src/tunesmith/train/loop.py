@@ -11,7 +11,9 @@ What one optimizer step does, in order:
    accumulation is normalised by targets, not by micro-batch count;
 4. clip by global norm, AdamW step, scheduler step (linear warmup then linear decay).
 
-Around it: logging every ``logging_steps`` (train loss, lr, grad norm, tokens, samples),
+Around it: logging every ``logging_steps`` (train loss, lr, grad norm, tokens, samples; with an
+objective that has parts, e.g. mixed general text, ``loss`` is the task's and each part's mean
+loss is logged apart as ``<part>_loss``),
 validation every epoch or every ``eval_every`` steps, the best trainable weights kept in memory
 and restored at the end, early stopping, callbacks that may request a stop, a resumable
 checkpoint in ``checkpoints/last/`` after every evaluation, and recovery from out-of-memory
@@ -95,6 +97,8 @@ class _State:
     splits: int = 1  # each micro-batch is cut into this many after out-of-memory errors
     # Loss sum, targets, samples, tokens since the last train log (a resumed run logs the same).
     log_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    # Per part of the objective (e.g. "general"): its loss sum and targets since the last log.
+    part_sums: dict[str, list[float]] = field(default_factory=dict)
     samples: int = 0
     tokens: int = 0
     train_seconds: float = 0.0
@@ -337,8 +341,10 @@ def fit(
                 pieces.append(collate(examples, pad_token_id))
         return pieces
 
-    def train_window(window: list[list[int]]) -> tuple[float, int, int, int, float]:
-        """One optimizer step; returns (loss_sum, targets, samples, tokens, grad_norm)."""
+    parts: tuple[str, ...] = tuple(getattr(objective, "parts", ()))
+
+    def train_window(window: list[list[int]]) -> tuple[float, int, int, int, float, dict[str, list[float]]]:
+        """One optimizer step; returns (loss_sum, targets, samples, tokens, grad_norm, part sums)."""
         while True:
             try:
                 return _step(window)
@@ -369,9 +375,10 @@ def fit(
                     "accumulation steps (same effective batch)",
                 )
 
-    def _step(window: list[list[int]]) -> tuple[float, int, int, int, float]:
+    def _step(window: list[list[int]]) -> tuple[float, int, int, int, float, dict[str, list[float]]]:
         pieces = micro_batches(window)
         loss_total, targets, samples, tokens = 0.0, 0, 0, 0
+        part_sums = {name: [0.0, 0.0] for name in parts}
         for i, batch in enumerate(pieces):
             for cb in callbacks:
                 cb.on_micro_batch(state.step, batch)
@@ -379,8 +386,11 @@ def fit(
             last = i == len(pieces) - 1
             with nullcontext() if last else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    loss_sum, n_targets = objective.loss(model, batch)
+                    loss_sum, n_targets, *extra = objective.loss(model, batch)
                 accelerator.backward(loss_sum)
+            for name, (part_sum, part_targets) in (extra[0] if extra else {}).items():
+                part_sums[name][0] += float(part_sum)
+                part_sums[name][1] += part_targets
             loss_total += float(loss_sum.detach())
             targets += int(n_targets)
             samples += int(batch["input_ids"].shape[0])
@@ -398,7 +408,7 @@ def fit(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        return loss_total, targets, samples, tokens, grad_norm
+        return loss_total, targets, samples, tokens, grad_norm, part_sums
 
     sample_memory()
     model.train()
@@ -418,7 +428,7 @@ def fit(
         windows = [mine[i : i + accum] for i in range(0, len(mine), accum)]
         while state.window < len(windows):
             started = time.perf_counter()
-            loss_sum, targets, samples, tokens, grad_norm = train_window(windows[state.window])
+            loss_sum, targets, samples, tokens, grad_norm, step_parts = train_window(windows[state.window])
             state.train_seconds += time.perf_counter() - started
             state.step += 1
             state.window += 1
@@ -426,25 +436,39 @@ def fit(
             state.tokens += tokens
             new = (loss_sum, targets, samples, tokens)
             state.log_sums = [a + b for a, b in zip(state.log_sums, new, strict=True)]
+            for name, (part_sum, part_targets) in step_parts.items():
+                logged = state.part_sums.setdefault(name, [0.0, 0.0])
+                logged[0] += part_sum
+                logged[1] += part_targets
             bar.update(1)
             if state.step % cfg.logging_steps == 0 or state.step == total_steps:
+                # Every process reduces the same list: the totals, then each part's sum and count.
+                flat = list(state.log_sums)
+                for name in parts:
+                    flat += state.part_sums.get(name, [0.0, 0.0])
                 sums = accelerator.reduce(
-                    torch.tensor(state.log_sums, dtype=torch.float64, device=accelerator.device),
-                    "sum",
+                    torch.tensor(flat, dtype=torch.float64, device=accelerator.device), "sum",
                 ).tolist()
+                part_loss = sum(sums[4::2])
+                part_targets = sum(sums[5::2])
                 entry = {
                     "kind": "train",
                     "step": state.step,
                     "epoch": round(state.step / windows_per_epoch, 4),
-                    "loss": sums[0] / max(sums[1], 1.0),
+                    # The task's own loss: the parts (general text) are logged apart below.
+                    "loss": (sums[0] - part_loss) / max(sums[1] - part_targets, 1.0),
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": grad_norm,
                     "tokens": int(sums[3]),
                     "samples": int(sums[2]),
                 }
+                for k, name in enumerate(parts):
+                    part_sum, count = sums[4 + 2 * k], sums[5 + 2 * k]
+                    entry[f"{name}_loss"] = part_sum / count if count else None
                 record(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}")
                 state.log_sums = [0.0, 0.0, 0.0, 0.0]
+                state.part_sums = {}
                 if any(bool(cb.on_log(entry)) for cb in callbacks):
                     stop = True
             finished = state.step >= total_steps

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.general import GENERAL
 from tunesmith.train.packing import collate_with_positions
 
 # Logit elements per chunk (64 MB in fp32): large enough that the head's matmul stays efficient
@@ -38,8 +39,14 @@ CHUNK_ELEMENTS = 2**24
 
 
 class Objective(Protocol):
-    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-        """``(loss_sum, n_targets)`` for one micro-batch; ``loss_sum`` carries the graph."""
+    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, ...]:
+        """``(loss_sum, n_targets)`` for one micro-batch; ``loss_sum`` carries the graph.
+
+        An objective with ``parts`` (names, e.g. ``("general",)``) may return a third element,
+        ``{part: (loss_sum, n_targets)}`` for the targets of each part (included in the
+        totals): the loop logs each part's mean loss apart as ``<part>_loss`` and ``loss`` as
+        the mean over the rest.
+        """
         ...
 
 
@@ -165,10 +172,22 @@ def row_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
 
 
 class CausalLMObjective:
-    """The loop's objective for causal LMs: :func:`causal_lm_loss`."""
+    """The loop's objective for causal LMs: :func:`causal_lm_loss`.
 
-    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
-        return causal_lm_loss(model, batch)
+    With ``mix_general`` the batches carry per-token ``general`` flags: the loss is still the
+    sum over every labelled token (general text trains like the task), and the general tokens'
+    share of it comes back as the part ``"general"``, which the loop logs apart.
+    """
+
+    def __init__(self, mix_general: bool = False) -> None:
+        self.parts: tuple[str, ...] = (GENERAL,) if mix_general else ()
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, ...]:
+        if GENERAL not in batch:
+            return causal_lm_loss(model, batch)
+        losses, targets, keep = _labelled_losses(model, batch, "none")
+        general = losses.detach()[batch[GENERAL][:, 1:][keep]]
+        return losses.sum(), int(targets.numel()), {GENERAL: (float(general.sum()), int(general.numel()))}
 
 
 def nll_per_row(

@@ -21,25 +21,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.train.encoding import IGNORE_INDEX
+from tunesmith.train.general import GENERAL
 
 
 def pack(examples: Sequence[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
     """Pack examples into rows of at most ``max_length`` tokens (first fit, longest first).
 
     Each row holds ``input_ids``, ``labels`` and ``position_ids`` that restart at 0 for every
-    example. Deterministic; the loop shuffles the rows.
+    example, and the per-token ``general`` flags when the examples carry them
+    (``prepare.mix_general``). Deterministic; the loop shuffles the rows.
     """
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
+    keys = ["input_ids", "labels"] + ([GENERAL] if examples and GENERAL in examples[0] else [])
     rows: list[dict[str, list[int]]] = []
     for i in order:
         example = examples[i]
         n = len(example["input_ids"])
         row = next((r for r in rows if len(r["input_ids"]) + n <= max_length), None)
         if row is None:
-            row = {"input_ids": [], "labels": [], "position_ids": []}
+            row = {key: [] for key in [*keys, "position_ids"]}
             rows.append(row)
-        row["input_ids"] += example["input_ids"]
-        row["labels"] += example["labels"]
+        for key in keys:
+            row[key] += example[key]
         row["position_ids"] += list(range(n))
     return rows
 
@@ -103,7 +106,8 @@ def plan_packing(
 
 
 def collate_with_positions(rows: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str, Any]:
-    """Pad rows (packed or not) to the longest: ``input_ids``, ``labels``, ``position_ids``.
+    """Pad rows (packed or not) to the longest: ``input_ids``, ``labels``, ``position_ids``,
+    and ``general`` (True on general-text tokens) when the rows carry those flags.
 
     ``attention_mask`` (1 on real tokens) is there for counting real tokens; the objective does
     not give it to the model, since causal attention plus position ids that restart per example
@@ -116,6 +120,7 @@ def collate_with_positions(rows: Sequence[dict[str, list[int]]], pad_token_id: i
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    general = torch.zeros((len(rows), width), dtype=torch.bool) if GENERAL in rows[0] else None
     for i, row in enumerate(rows):
         n = len(row["input_ids"])
         input_ids[i, :n] = torch.tensor(row["input_ids"])
@@ -124,4 +129,9 @@ def collate_with_positions(rows: Sequence[dict[str, list[int]]], pad_token_id: i
         position_ids[i, :n] = torch.tensor(positions)
         position_ids[i, n:] = torch.arange(width - n)
         attention_mask[i, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": attention_mask}
+        if general is not None:
+            general[i, :n] = torch.tensor(row[GENERAL], dtype=torch.bool)
+    batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": attention_mask}
+    if general is not None:
+        batch[GENERAL] = general
+    return batch
