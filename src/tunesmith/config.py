@@ -285,6 +285,14 @@ class Config(_Section):
         return out
 
 
+def override_value(value: Any) -> str:
+    """A value as a ``--set`` override writes it: 2e-4 rather than 0.0002 for small floats."""
+    if isinstance(value, float) and 0 < abs(value) < 0.01:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def valid_keys() -> list[str]:
     """Every dotted key a config accepts, e.g. ``finetune.lora_r``."""
     keys = []

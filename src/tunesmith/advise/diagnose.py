@@ -45,7 +45,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from tunesmith.config import LORA_FAMILY, FinetuneConfig
+from tunesmith.config import LORA_FAMILY, FinetuneConfig, override_value
 from tunesmith.errors import DataError
 
 START_GAP = 1.5
@@ -127,12 +127,7 @@ class Diagnosis:
         }
 
 
-def _fmt(value: Any) -> str:
-    """2e-4 rather than 0.0002 for learning rates; plain otherwise."""
-    if isinstance(value, float) and 0 < abs(value) < 0.01:
-        mantissa, exponent = f"{value:.2e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+_fmt = override_value  # 2e-4 rather than 0.0002 for learning rates; plain otherwise
 
 
 def _finite(x: Any) -> bool:

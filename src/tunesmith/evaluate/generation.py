@@ -24,6 +24,7 @@ from tunesmith.evaluate.forgetting import (
     compare,
     general_perplexity,
     general_text,
+    remedies,
     text_windows,
     warning_message,
 )
@@ -289,9 +290,10 @@ def evaluate_run(
     if general_rows is not None and before is not None:
         report = compare(ev.forgetting_text, before, general_perplexity(model, tokenizer, general_rows),
                          ev.forgetting_threshold)
-        metrics["forgetting"] = report.to_dict()
+        fixes = remedies(report, cfg, getattr(loaded.model.config, "num_hidden_layers", None))
+        metrics["forgetting"] = {**report.to_dict(), "remedies": [f.to_dict() for f in fixes]}
         if report.warning:
-            log(warning_message(report))
+            log(warning_message(report, fixes, str(run_dir / "config.yaml")))
 
     samples = []
     for i in range(min(ev.num_samples, len(finetuned.outputs))):

@@ -69,6 +69,8 @@ class ReportContent:
     # beside it, as rows of (metric, {kind: value}, finetuned), and the forgetting check.
     prompting: list[tuple[str, dict[str, float], float | None]] = field(default_factory=list)
     forgetting: dict[str, Any] | None = None
+    # Its remedies as `--set` overrides with their reasons, when it warned.
+    forgetting_remedies: list[str] = field(default_factory=list)
     # The metric plan: why the headline leads, the verdict on it, what was left out and why.
     plan_why: str | None = None
     headline_verdict: str | None = None
@@ -129,6 +131,14 @@ def _prompting_rows(metrics: dict[str, Any]) -> list[tuple[str, dict[str, float]
     names = ordered(plan, names) if plan else names
     return [(name, {kind: b.get(name) for kind, b in baselines.items()}, finetuned.get(name))
             for name in names]
+
+
+def forgetting_remedies(forgetting: dict[str, Any]) -> list[str]:
+    """The forgetting check's remedies as ``--set`` overrides with their reasons (empty when it
+    did not warn), for both renderers."""
+    if not forgetting.get("warning"):
+        return []
+    return [f"`--set {r['override']}`: {r['reason']}" for r in forgetting.get("remedies") or []]
 
 
 def forgetting_line(forgetting: dict[str, Any]) -> str:
@@ -258,6 +268,7 @@ def gather(run_dir: str | Path) -> ReportContent:
         missing=missing,
         prompting=_prompting_rows(metrics),
         forgetting=metrics.get("forgetting"),
+        forgetting_remedies=forgetting_remedies(metrics.get("forgetting") or {}),
         **_plan_parts(metrics),
     )
 

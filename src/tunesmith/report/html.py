@@ -89,6 +89,10 @@ def render_html(content: ReportContent) -> str:
         cls = "warning" if content.forgetting.get("warning") else "info"
         parts.append(f'<p class="{cls}"><b>Forgetting check:</b> '
                      f"{escape(forgetting_line(content.forgetting))}</p>")
+        fixes = content.forgetting_remedies
+        if fixes:
+            items = "".join(f"<li>{escape(f)}</li>" for f in fixes)
+            parts.append(f"<p>Remedies, each a re-run on its own:</p><ul>{items}</ul>")
 
     parts.append("<h2>Diagnosis</h2>")
     if content.verdict:

@@ -47,6 +47,9 @@ def render_markdown(content: ReportContent) -> str:
                        for name, values, finetuned in content.prompting])
     if content.forgetting:
         out += ["**Forgetting check:** " + forgetting_line(content.forgetting), ""]
+        fixes = content.forgetting_remedies
+        if fixes:
+            out += ["Remedies, each a re-run on its own:", "", *(f"- {f}" for f in fixes), ""]
 
     out += ["## Diagnosis", ""]
     if content.verdict:
