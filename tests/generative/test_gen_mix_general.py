@@ -149,3 +149,14 @@ def test_mix_general_is_validated():
     with pytest.raises(ConfigError, match="mix_general_source"):
         validate_config({"prepare": {"mix_general_source": "wikipedia"}})
     assert validate_config({}).prepare.mix_general == 0  # off by default
+
+
+def test_an_encoder_classifier_refuses_mix_general(tmp_path):
+    from tunesmith.pipelines.train import train
+
+    rows = [{"text": f"review {i}", "label": "fresh" if i % 2 else "rotten"} for i in range(8)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = validate_config({"prepare": {"mix_general": 0.2}, "finetune": {"model": "minilm"},
+                           "tracking": {"enabled": False}})
+    with pytest.raises(ConfigError, match="no language-modelling loss"):
+        train(cfg, tmp_path, tmp_path / "run", progress=False, log=lambda _: None)
