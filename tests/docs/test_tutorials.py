@@ -6,7 +6,11 @@ budget that the tutorial itself declares in an HTML comment, invisible when rend
 
     <!-- test: env TUNESMITH_SET="prepare.limit=200 finetune.max_steps=4" -->
     <!-- test: exit 0 1 -->      (the next block may exit with any of these codes)
-    <!-- test: skip -->          (the next block is not run: e.g. `make demo`, a server)
+    <!-- test: skip -->          (the next block is not run: e.g. `make demo`)
+
+A block that starts a server runs it in the background, waits for it with a bounded readiness
+loop and stops it itself (tutorial 6); a block that runs over 10 minutes is stopped with its
+whole process group, servers included.
 
 `$TUNESMITH_SET` applies config overrides everywhere a config is loaded (DVC stages included),
 so the commands run exactly as a reader types them.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -87,6 +92,21 @@ def test_parse_reads_blocks_and_directives():
     assert t.blocks[1].line == 6  # the ```bash fence line
 
 
+def run_block(script: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run one block in its own process group; on timeout stop the whole group, so a server
+    the block started in the background (and would have stopped itself) does not outlive it."""
+    proc = subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"a block ran over {timeout:.0f} s and was stopped:\n{script}\n--- stdout ---\n"
+                    f"{stdout[-4000:]}\n--- stderr ---\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def run_tutorial(path: Path, workdir: Path) -> None:
     tutorial = parse(path.read_text(encoding="utf-8"))
     assert tutorial.blocks, f"{path.name} has no bash blocks"
@@ -105,8 +125,7 @@ def run_tutorial(path: Path, workdir: Path) -> None:
             f'cd "$(cat {state}/cwd)"\nsource {state}/env\nset -euo pipefail\n{block.code}\n'
             f"pwd > {state}/cwd\nexport -p > {state}/env\n"
         )
-        done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                              timeout=600)
+        done = run_block(script, env)
         if done.returncode not in block.exit_codes:
             pytest.fail(
                 f"{path.name}, block at line {block.line} exited {done.returncode} "
