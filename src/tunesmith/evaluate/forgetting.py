@@ -94,8 +94,9 @@ def compare(text: str, before: float, after: float, threshold: float) -> Forgett
     return ForgettingReport(text, before, after, delta, relative, threshold, relative > threshold)
 
 
-# The share of general text suggested when none was mixed in (measured on the sentiment
-# example: docs/generative.md), and the most prepare.mix_general allows.
+# The share of general text suggested when none was mixed in: a starting point, not a tuned
+# value (on the sentiment example's 40 steps it did not act yet: docs/generative.md), and the
+# most prepare.mix_general allows.
 SUGGESTED_MIX = 0.3
 MAX_MIX = 0.5
 
