@@ -140,7 +140,7 @@ def causal_plan(loaded: Any, train_records: Sequence[Record], val_records: Seque
 
         mix = mix_general(train.examples, tokenizer, share=cfg.prepare.mix_general,
                           source=cfg.prepare.mix_general_source, max_length=max_length,
-                          seed=cfg.prepare.seed)
+                          seed=cfg.prepare.seed, encode_records=encode_records)
         examples = flag(train.examples, 0) + mix.examples
         notes.append(mix.note(cfg.prepare.mix_general))
     if train.n_truncated + val.n_truncated:

@@ -22,6 +22,8 @@ from typing import Any
 from tunesmith.records import ClassificationRecord, Record
 
 IGNORE_INDEX = -100  # the label id cross-entropy skips (padding, prompt tokens)
+# The per-token flag of general-text tokens mixed into causal-LM training (prepare.mix_general).
+GENERAL = "general"
 
 
 @dataclass

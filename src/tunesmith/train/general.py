@@ -25,18 +25,22 @@ conversations; nothing per step beyond the extra rows.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tunesmith import assets
 from tunesmith.data.mixing import draw_share, mix_count
+from tunesmith.records import Record
+from tunesmith.train.encoding import GENERAL, IGNORE_INDEX
+
+# Encodes chat records for a causal LM: tunesmith.train.causal.encode_records, passed in by the
+# causal plan (the forgetting check imports this module and must not import the training code).
+Encode = Callable[[Sequence[Record], Any, int], Any]
 
 # The forgetting check's windows: WINDOW tokens each, at most CHECK_WINDOWS of them.
 WINDOW = 256
 CHECK_WINDOWS = 8
-GENERAL = "general"  # the per-token flag of general-text tokens in an encoded example
-IGNORE_INDEX = -100
 
 
 def window_starts(n_tokens: int, window: int = WINDOW) -> list[int]:
@@ -78,11 +82,10 @@ def hamlet_examples(tokenizer: Any, max_length: int) -> list[dict[str, list[int]
     return examples
 
 
-def chitchat_examples(tokenizer: Any, max_length: int, needed: float, seed: int) -> list[dict[str, list[int]]]:
+def chitchat_examples(tokenizer: Any, max_length: int, needed: float, seed: int,
+                      encode_records: Encode) -> list[dict[str, list[int]]]:
     """Encoded chitchat conversations in an order shuffled with ``seed``, encoded until they
     hold ``needed`` learned tokens (with some to spare for the draw), not all 4,017."""
-    from tunesmith.train.causal import encode_records
-
     records = assets.load_builtin_records("chitchat")
     random.Random(seed).shuffle(records)
     examples: list[dict[str, list[int]]] = []
@@ -126,6 +129,7 @@ def mix_general(
     source: str,
     max_length: int,
     seed: int,
+    encode_records: Encode,
 ) -> GeneralMix:
     """General examples (flagged) that hold ``share`` of the learned tokens of the mix with
     ``task_examples``. Raises ValueError for a share outside [0, 1)."""
@@ -134,6 +138,6 @@ def mix_general(
     if source == "hamlet":
         pool = hamlet_examples(tokenizer, max_length)
     else:
-        pool = chitchat_examples(tokenizer, max_length, needed, seed)
+        pool = chitchat_examples(tokenizer, max_length, needed, seed, encode_records)
     drawn = draw_share(pool, share, task_tokens, seed=seed, weight=learned_tokens)
     return GeneralMix(flag(drawn, 1), source, sum(learned_tokens(e) for e in drawn), task_tokens)

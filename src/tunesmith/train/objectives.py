@@ -29,8 +29,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from tunesmith.train.encoding import IGNORE_INDEX
-from tunesmith.train.general import GENERAL
+from tunesmith.train.encoding import GENERAL, IGNORE_INDEX
 from tunesmith.train.packing import collate_with_positions
 
 # Logit elements per chunk (64 MB in fp32): large enough that the head's matmul stays efficient

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith.train.encoding import IGNORE_INDEX
-from tunesmith.train.general import GENERAL
+from tunesmith.train.encoding import GENERAL, IGNORE_INDEX
 
 
 def pack(examples: Sequence[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
