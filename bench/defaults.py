@@ -36,6 +36,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +117,16 @@ def run_one(src: Path, dataset: dict[str, Any], method: str, out: Path, log: Pat
     with log.open("w") as fh:
         done = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
     seconds = time.perf_counter() - started
-    entry: dict[str, Any] = {"method": method, "wall_seconds": round(seconds, 1), "rc": done.returncode,
+    return read_entry(out, method, overrides, seconds, done.returncode, log)
+
+
+def read_entry(out: Path, method: str, overrides: Sequence[str], seconds: float, rc: int,
+               log: Path | None = None) -> dict[str, Any]:
+    """The figures of a finished ``tunesmith run`` in ``out`` (its metrics.json and config.yaml)."""
+    entry: dict[str, Any] = {"method": method, "wall_seconds": round(seconds, 1), "rc": rc,
                              "overrides": list(overrides)}
     metrics_path = out / "metrics.json"
-    if done.returncode == 0 and metrics_path.is_file():
+    if rc == 0 and metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         base, tuned = metrics["baseline"], metrics["finetuned"]
         entry.update({
@@ -134,7 +141,7 @@ def run_one(src: Path, dataset: dict[str, Any], method: str, out: Path, log: Pat
         entry["max_length"] = next((line.split(":")[1].strip() for line in config.splitlines()
                                     if line.strip().startswith("max_length:")), None)
     else:
-        entry["error_tail"] = log.read_text()[-1500:]
+        entry["error_tail"] = log.read_text()[-1500:] if log is not None and log.is_file() else ""
     return entry
 
 

@@ -79,7 +79,7 @@ def evaluate(
     if task not in EVALUATORS:
         raise UsageError(f"evaluation of '{task}' runs is not available in this build "
                          f"(available: {', '.join(EVALUATORS)}).")
-    if not (data / "train.jsonl").is_file():
+    if not (data / runfiles.split_file("train")).is_file():
         read_split(data, "train")  # the baselines learn from it; raises the DataError that says what to do
     results, errors = EVALUATORS[task](root, run_meta, cfg, data, test, log)
     if "confusion_matrix" in results:
@@ -87,7 +87,7 @@ def evaluate(
 
         confusion = results["confusion_matrix"]
         plot_confusion_matrix(confusion["matrix"], confusion["labels"],
-                              root / "plots" / "confusion_matrix.png")
+                              root / runfiles.PLOTS_DIR / runfiles.CONFUSION_PLOT)
 
     metrics_path = root / runfiles.METRICS
     previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
