@@ -6,7 +6,10 @@ it halves the micro-batch until it does and multiplies gradient accumulation by 
 so the effective batch (micro-batch x accumulation) stays what the config asked for (the guide's
 first two OOM fixes). If even a micro-batch of 1 does not fit it also turns on gradient
 checkpointing (the guide's fourth); if that is still not enough it says so and leaves the rest to
-the training loop's own out-of-memory recovery.
+the training loop's own out-of-memory recovery. On CPU, given the libraries' fixed cost, its
+estimates are the whole run's and it also turns on activation checkpointing by itself where that
+pays (:func:`checkpointing_pays`: activations dominate the peak); metrics.json records the
+choice and who made it.
 
 :func:`check_memory` measures the memory available (free GPU memory on CUDA; available RAM on
 CPU, plus what the already loaded model holds, since the estimate counts its weights too) and
@@ -34,11 +37,38 @@ from tunesmith.config import Config
 from tunesmith.errors import TunesmithError
 
 
+# Activation checkpointing is chosen on its own when it cuts the whole run's estimated peak by
+# at least this share: it costs about one more forward pass per step (roughly a third more
+# compute), worth paying only when it halves the peak (SmolLM2 LoRA on 4 x 512 chat rows: -58%;
+# not at 4 x 256, -43%, where the speed matters more).
+CHECKPOINTING_PAYS = 0.5
+
+
 def _estimate(cfg: Config, shape: ModelShape, batch: int, seq_len: int, cuda: bool,
-              checkpointing: bool) -> MemoryEstimate:
+              checkpointing: bool, fixed: float | None = None) -> MemoryEstimate | Any:
+    """The training estimate, or the whole run's (a RunEstimate) when ``fixed`` is given."""
     args = MemoryArgs.from_config(cfg, device="cuda" if cuda else "cpu", batch_size=batch,
                                   max_length=seq_len, gradient_checkpointing=checkpointing)
+    if fixed is not None and not cuda:
+        from tunesmith.advise.run_memory import estimate_run
+
+        return estimate_run(shape, args, fixed=fixed)
     return estimate_memory(shape, args)
+
+
+def checkpointing_pays(cfg: Config, shape: ModelShape, batch: int, seq_len: int,
+                       fixed: float) -> str | None:
+    """Why activation checkpointing pays for this run (its words for the log), or None: it
+    does when it cuts the whole run's estimated peak (CPU, ``fixed`` = the libraries' bytes) by
+    at least :data:`CHECKPOINTING_PAYS`, which happens when activations dominate."""
+    off = _estimate(cfg, shape, batch, seq_len, False, False, fixed)
+    on = _estimate(cfg, shape, batch, seq_len, False, True, fixed)
+    if on.total_bytes > (1 - CHECKPOINTING_PAYS) * off.total_bytes:
+        return None
+    return (f"preflight: gradient checkpointing turned on: activations dominate "
+            f"({off.dominant(1)}), and recomputing them in the backward pass cuts the estimated "
+            f"peak from {format_bytes(off.total_bytes)} to {format_bytes(on.total_bytes)} "
+            f"for about a third more compute per step.")
 
 
 def preflight(
@@ -48,36 +78,51 @@ def preflight(
     *,
     seq_len: int | None = None,
     cuda: bool = False,
+    fixed: float | None = None,
 ) -> tuple[Config, list[str]]:
     """The config to train with and the messages that explain it.
 
     ``seq_len`` is the longest sequence a batch will hold (default ``prepare.max_length``).
+    ``fixed`` (CPU only; bytes of the imported libraries, see
+    :func:`tunesmith.advise.run_memory.fixed_cost`) makes every estimate the whole run's, to be
+    compared with the whole process's budget, and lets the preflight turn on activation
+    checkpointing where it pays (:func:`checkpointing_pays`). Costs a few estimates (ms each).
     """
     ft = cfg.finetune
     length = min(seq_len or cfg.prepare.max_length, cfg.prepare.max_length)
     batch, accum, checkpointing = ft.batch_size, ft.gradient_accumulation_steps, ft.gradient_checkpointing
-    first = _estimate(cfg, model_info, batch, length, cuda, checkpointing)
+    chosen: list[str] = []
+    if not checkpointing and fixed is not None and not cuda:
+        why = checkpointing_pays(cfg, model_info, batch, length, fixed)
+        if why:
+            checkpointing = True
+            chosen.append(why)
+    first = _estimate(cfg, model_info, batch, length, cuda, checkpointing, fixed)
     where = f"{format_bytes(available_bytes)} available"
     if first.total_bytes <= available_bytes:
-        return cfg, [f"preflight: estimated peak {format_bytes(first.total_bytes)} for micro-batch "
-                     f"{batch} x {length} tokens fits in {where}."]
-    messages = [f"preflight: estimated peak {format_bytes(first.total_bytes)} for micro-batch "
-                f"{batch} x {length} tokens does not fit in {where}."]
+        fits = [*chosen, f"preflight: estimated peak {format_bytes(first.total_bytes)} for "
+                f"micro-batch {batch} x {length} tokens fits in {where}."]
+        if not chosen:
+            return cfg, fits
+        update = {"gradient_checkpointing": True}
+        return cfg.model_copy(update={"finetune": ft.model_copy(update=update)}), fits
+    messages = [*chosen, f"preflight: estimated peak {format_bytes(first.total_bytes)} for "
+                f"micro-batch {batch} x {length} tokens does not fit in {where}."]
     new_batch = batch
     while new_batch > 1:
         new_batch = max(1, new_batch // 2)
-        if _estimate(cfg, model_info, new_batch, length, cuda, checkpointing).total_bytes <= available_bytes:
+        if _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fixed).total_bytes <= available_bytes:
             break
-    fits = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing).total_bytes <= available_bytes
+    fits = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fixed).total_bytes <= available_bytes
     if not fits and not checkpointing:
         checkpointing = True
         messages.append("preflight: a micro-batch of 1 does not fit either: gradient "
                         "checkpointing turned on (recomputes activations; slower, less memory).")
         new_batch = batch
         while new_batch > 1 and _estimate(cfg, model_info, new_batch, length, cuda,
-                                          True).total_bytes > available_bytes:
+                                          True, fixed).total_bytes > available_bytes:
             new_batch = max(1, new_batch // 2)
-        fits = _estimate(cfg, model_info, new_batch, length, cuda, True).total_bytes <= available_bytes
+        fits = _estimate(cfg, model_info, new_batch, length, cuda, True, fixed).total_bytes <= available_bytes
     new_accum = accum * math.ceil(batch / new_batch)
     if new_batch != batch:
         messages.append(
@@ -86,7 +131,7 @@ def preflight(
             + ("" if new_batch * new_accum == batch * accum
                else f" (now {new_batch * new_accum}: the batch was not a power of two)") + "."
         )
-    last = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing)
+    last = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fixed)
     if not fits:
         messages.append(
             f"preflight: still estimated {format_bytes(last.total_bytes)}: this may run out of "
@@ -119,20 +164,23 @@ class MemoryCheck:
     changed: dict[str, list[Any]] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)  # why, in words
 
+    # Whether gradient checkpointing trains, and who chose it: "config" or "preflight".
+    checkpointing_by: str = "config"
+
     def summary(self) -> str | None:
         """One line naming what changed ("finetune.batch_size 8 -> 2, ..."), None if nothing."""
         if not self.changed:
             return None
         return ", ".join(f"{key} {old} -> {new}" for key, (old, new) in self.changed.items())
 
-    def record(self, train_peak_mb: float) -> dict[str, float]:
+    def record(self, train_peak_mb: float) -> dict[str, Any]:
         """metrics.json's memory keys: the process's whole peak so far (``peak_run_mb``, the
         kernel's high-water mark), what training added over the RSS before it
         (``train_added_mb``, from the loop's sampled peak) and the estimates beside them.
         MB = 2**20 bytes, as ``peak_memory_mb``."""
         from tunesmith.advise.run_memory import process_peak_bytes
 
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {}
         peak = process_peak_bytes()
         if peak:
             out["peak_run_mb"] = round(peak / 2**20, 1)
@@ -141,6 +189,9 @@ class MemoryCheck:
         if self.estimate is not None:
             out["estimate_run_mb"] = round(self.estimate.total_bytes / 2**20, 1)
             out["estimate_train_mb"] = round(self.estimate.train.total_bytes / 2**20, 1)
+            out["estimate_dominant"] = self.estimate.dominant()
+        out["gradient_checkpointing"] = self.cfg.finetune.gradient_checkpointing
+        out["gradient_checkpointing_by"] = self.checkpointing_by
         return out
 
 
@@ -154,10 +205,12 @@ def check_memory(
     ``available_bytes`` is the memory training may use; None measures it (below). Giving it
     caps a run below what the machine has free (a machine shared with other jobs).
 
-    On CPU the fixed cost comes from :func:`tunesmith.advise.run_memory.fixed_cost` (measured
-    in a subprocess the first time on a machine, 10-60 s, then cached): this process's own RSS
-    would miss what the run imports later (MLflow at the tracker's start, matplotlib for the
-    plots). Never stops a run: when the
+    On CPU the estimates are the whole run's, against the process's RSS now plus the RAM still
+    available. Their fixed cost is the private part from
+    :func:`tunesmith.advise.run_memory.fixed_cost` (measured in a subprocess the first time on a
+    machine, 10-60 s, then cached: this process's own RSS would miss what the run imports later,
+    MLflow at the tracker's start, matplotlib for the plots) plus the library pages this process
+    maps now (:func:`~tunesmith.advise.run_memory.library_pages_bytes`). Never stops a run: when the
     model's shape cannot be read (an architecture the estimator does not know), it says so and
     returns ``cfg`` unchanged with no estimate.
     """
@@ -180,8 +233,16 @@ def check_memory(
         free, _ = torch.cuda.mem_get_info()
         available = free + (resident_bytes(model) if next(model.parameters()).is_cuda else 0)
     else:
-        available = psutil.virtual_memory().available + resident_bytes(model)
-    new_cfg, messages = preflight(cfg, shape, available, seq_len=seq_len, cuda=cuda)
+        # The whole-run estimate counts everything this process holds, so its budget is the
+        # process's resident memory now plus what is still available.
+        available = psutil.virtual_memory().available + rss
+    pages = fixed = None
+    if not cuda:
+        from tunesmith.advise.run_memory import fixed_cost, library_pages_bytes
+
+        measured, pages = fixed_cost(), library_pages_bytes()
+        fixed = measured.private + pages if measured.private else measured.bytes
+    new_cfg, messages = preflight(cfg, shape, available, seq_len=seq_len, cuda=cuda, fixed=fixed)
     for message in messages:
         log(message)
     changed = {
@@ -189,12 +250,18 @@ def check_memory(
         for key in PREFLIGHT_KEYS
         if getattr(cfg.finetune, key) != getattr(new_cfg.finetune, key)
     }
+    by = ("preflight" if new_cfg.finetune.gradient_checkpointing
+          and not cfg.finetune.gradient_checkpointing else "config")
     ft = new_cfg.finetune
     length = min(seq_len or new_cfg.prepare.max_length, new_cfg.prepare.max_length)
     args = MemoryArgs.from_config(new_cfg, device="cuda" if cuda else "cpu", max_length=length,
                                   batch_size=ft.batch_size)
-    estimate = estimate_run(shape, args)  # on CPU: the fixed cost measured once per machine
+    # On CPU: the private part of the libraries measured once per machine, their pages as
+    # this process maps them (they follow the page cache, which a cached figure may not match).
+    estimate = estimate_run(shape, args, library_pages=pages)
     if not cuda:
         log(f"memory: the whole run is estimated to peak at {format_bytes(estimate.total_bytes)} "
-            f"resident (training itself {format_bytes(estimate.train.total_bytes)}).")
-    return MemoryCheck(new_cfg, estimate, rss, changed, messages if changed else [])
+            f"resident (training itself {format_bytes(estimate.train.total_bytes)}); largest "
+            f"terms: {estimate.dominant()}.")
+    return MemoryCheck(new_cfg, estimate, rss, changed, messages if changed else [],
+                       checkpointing_by=by)

@@ -8,7 +8,17 @@ more, and on CPU it is the process's resident memory (RSS) that must fit:
   accelerate, MLflow, scikit-learn and matplotlib imported. It depends on the installed
   libraries, not on the model, so it is measured once per machine and library versions in a
   subprocess (:func:`fixed_cost`, about 10-60 s) and cached as JSON under
-  ``$TUNESMITH_HOME/memory/``;
+  ``$TUNESMITH_HOME/memory/``, in two parts. Its **private** part (the interpreter's heap and
+  the libraries' anonymous memory, ``RssAnon``) is the same in every process that imports the
+  same libraries (461-462 MB here, every time). Its **library pages** part (the shared
+  libraries' code and data mapped from disk, ``RssFile``) is not: the kernel maps whole cached
+  folios around each page a process touches, so the same imports map 158 MB of library pages
+  when the page cache is settled and 260 MB right after pip wrote the files (a fresh install:
+  the files sit in the cache in large folios). A figure cached in one state and used in another
+  was off by up to 170 MB. So a run's own estimate (the preflight's) takes the library pages
+  from the run's process itself (:func:`library_pages_bytes`, read when the preflight runs),
+  which are in the same state as the rest of the run; only estimates made outside a run
+  (``estimate-memory``, ``advise``) use the cached figure;
 - **run extra**: the tokenizer, the data, MLflow's store, the run's bookkeeping: a constant
   fitted on whole runs (``bench/memory_run.py``);
 - **allocator slack**: glibc keeps freed blocks of the activations in its heaps instead of
@@ -57,10 +67,14 @@ _IMPORTS = (
     "import tunesmith.evaluate.classification, tunesmith.evaluate.generation\n"
     "import tunesmith.track.experiment\n"
 )
+# Prints the private and the file-backed resident bytes (RssAnon, RssFile) on one line.
 _PROGRAM = _IMPORTS + (
-    "rss = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS:')]\n"
-    "print(rss[0])\n"
+    "st = {l.split(':')[0]: int(l.split()[1]) * 1024 for l in open('/proc/self/status')\n"
+    "      if l.startswith(('RssAnon:', 'RssFile:'))}\n"
+    "print(st['RssAnon'], st['RssFile'])\n"
 )
+# Mapped files that are a model's weights, not a library's pages (the loading term counts them).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt")
 
 
 def _status_bytes(field_name: str) -> float:
@@ -71,6 +85,26 @@ def _status_bytes(field_name: str) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def library_pages_bytes() -> float:
+    """This process's resident pages of mapped files other than model weights (shared
+    libraries, extension modules, the interpreter): the library-pages part of the fixed cost as
+    this process has it now. Reads /proc/self/smaps (a few ms); 0 where it is missing."""
+    total = 0.0
+    mapped = ""
+    try:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                head, _, rest = line.partition(" ")
+                if not head.endswith(":"):  # a mapping's header: address perms offset dev inode path
+                    fields = line.split(None, 5)
+                    mapped = fields[5].strip() if len(fields) > 5 else ""
+                elif head == "Rss:" and mapped.startswith("/") and not mapped.endswith(_WEIGHT_SUFFIXES):
+                    total += float(rest.split()[0]) * 1024
+    except OSError:
+        return 0.0
+    return total
 
 
 def process_peak_bytes() -> float:
@@ -107,38 +141,58 @@ def fixed_cost_path() -> Path:
     return assets.tunesmith_home() / "memory" / "fixed_cost.json"
 
 
-def fixed_cost(*, refresh: bool = False) -> tuple[float, str]:
-    """(bytes, where it came from): the resident memory of a process that has imported what a
-    run imports. Read from the cache when its library versions match this environment;
-    otherwise measured in a subprocess (10-60 s on a busy machine) and cached. Returns
-    (0, reason) where /proc is missing (not Linux) or the subprocess fails: the estimate then
-    leaves the fixed cost out and says so."""
+@dataclass(frozen=True)
+class FixedCost:
+    """What importing a run's libraries costs, in bytes: ``private`` (RssAnon: the same in every
+    process) and ``library_pages`` (RssFile: follows the page cache's state), and where the
+    figures came from."""
+
+    private: float
+    library_pages: float
+    where: str
+
+    @property
+    def bytes(self) -> float:
+        return self.private + self.library_pages
+
+
+def fixed_cost(*, refresh: bool = False) -> FixedCost:
+    """The resident memory of a process that has imported what a run imports, in its two parts.
+    Read from the cache when its library versions match this environment (and it holds both
+    parts); otherwise measured in a subprocess (10-60 s on a busy machine) and cached. Returns
+    zeros with the reason where /proc is missing (not Linux) or the subprocess fails: the
+    estimate then leaves the fixed cost out and says so."""
     versions = _versions()
     path = fixed_cost_path()
     if not refresh and path.is_file():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
             if cached.get("versions") == versions:
-                return float(cached["bytes"]), f"measured once on this machine ({path})"
+                return FixedCost(float(cached["private_bytes"]), float(cached["library_pages_bytes"]),
+                                 f"measured once on this machine ({path})")
         except (OSError, ValueError, KeyError):
-            pass
+            pass  # unreadable, or written before the parts were kept apart: measure again
     if not Path("/proc/self/status").is_file():
-        return 0.0, "not measured (no /proc: the fixed cost is measured on Linux only)"
+        return FixedCost(0.0, 0.0, "not measured (no /proc: the fixed cost is measured on Linux only)")
     child = subprocess.run([sys.executable, "-c", _PROGRAM], capture_output=True, text=True,
                            check=False, timeout=600)
     lines = child.stdout.strip().splitlines()
-    if child.returncode != 0 or not lines or not lines[-1].isdigit():
-        return 0.0, "not measured (the measuring subprocess failed)"
-    value = float(lines[-1])
+    fields = lines[-1].split() if lines else []
+    if child.returncode != 0 or len(fields) != 2 or not all(f.isdigit() for f in fields):
+        return FixedCost(0.0, 0.0, "not measured (the measuring subprocess failed)")
+    private, pages = float(fields[0]), float(fields[1])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"bytes": value, "versions": versions,
-                                    "what": "RSS after importing what a run imports"}, indent=2)
-                        + "\n", encoding="utf-8")
+        path.write_text(json.dumps({
+            "bytes": private + pages, "private_bytes": private, "library_pages_bytes": pages,
+            "versions": versions,
+            "what": "RssAnon and RssFile after importing what a run imports (RssFile follows the "
+                    "page cache: a run's preflight reads its own)"}, indent=2) + "\n",
+            encoding="utf-8")
         where = f"measured now and cached ({path})"
     except OSError:
         where = "measured now (the cache folder is not writable)"
-    return value, where
+    return FixedCost(private, pages, where)
 
 
 @dataclass
@@ -156,17 +210,40 @@ class RunEstimate:
     def parts(self) -> dict[str, float]:
         return dict(self.measured_parts)
 
+    def peak_terms(self) -> list[tuple[str, float]]:
+        """The terms that add up to :attr:`total_bytes` at the estimated peak, largest first:
+        the fixed cost and run extra, then either the loading peak or training's terms
+        (weights, optimizer states, the best-weights copy, and the larger of the gradients and
+        the activations with glibc's slack), whichever is larger."""
+        size = {p.key: p.bytes for p in self.train.parts}
+        # On CUDA (no whole-run terms) the training estimate's own peak: no allocator slack.
+        slack = ACTIVATION_SLACK if self.measured_parts else 1.0
+        activations = slack * size.get("activations", 0.0)
+        training = [("weights", size.get("weights", 0.0)),
+                    ("optimizer states", size.get("optimizer", 0.0)),
+                    ("best-weights copy", self.measured_parts.get("best_copy", 0.0)),
+                    ("gradients", size.get("gradients", 0.0)) if size.get("gradients", 0.0) >= activations
+                    else ("activations" + (f" (x{slack:g} allocator slack)" if slack != 1 else ""),
+                          activations)]
+        if not self.measured_parts:
+            return sorted(((k, v) for k, v in training[:2] + training[3:] if v > 0),
+                          key=lambda t: -t[1])
+        peak = ([("loading the weights", self.loading_bytes)]
+                if self.loading_bytes > sum(v for _, v in training) else training)
+        terms = [("imported libraries", self.measured_parts.get("fixed", 0.0)),
+                 ("run extra", self.measured_parts.get("extra", 0.0)), *peak]
+        return sorted(((k, v) for k, v in terms if v > 0), key=lambda t: -t[1])
+
     @property
     def total_bytes(self) -> float:
-        if not self.measured_parts:
-            return self.train.total_bytes
-        size = {p.key: p.bytes for p in self.train.parts}
-        activations = size.get("activations", 0.0)
-        training = (size.get("weights", 0.0) + size.get("optimizer", 0.0)
-                    + max(size.get("gradients", 0.0), ACTIVATION_SLACK * activations))
-        training += self.measured_parts.get("best_copy", 0.0)
-        return (self.measured_parts.get("fixed", 0.0) + self.measured_parts.get("extra", 0.0)
-                + max(self.loading_bytes, training))
+        return sum(v for _, v in self.peak_terms())
+
+    def dominant(self, count: int = 2) -> str:
+        """Which terms dominate the estimated peak, in words: 'imported libraries 640 MB (72%),
+        weights 90 MB (10%)'."""
+        total = self.total_bytes or 1.0
+        return ", ".join(f"{name} {value / 2**20:,.0f} MB ({value / total:.0%})"
+                         for name, value in self.peak_terms()[:count])
 
     @property
     def total_gb(self) -> float:
@@ -179,24 +256,41 @@ class RunEstimate:
             "train_gb": round(self.train.total_gb, 4),
             **{f"{k}_gb": round(v / GB, 4) for k, v in self.measured_parts.items()},
             "loading_gb": round(self.loading_bytes / GB, 4),
+            "peak_terms_gb": {k: round(v / GB, 4) for k, v in self.peak_terms()},
             "formulas": self.formulas,
             "notes": self.notes,
         }
         return out
 
 
-def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = None) -> RunEstimate:
+def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = None,
+                 library_pages: float | None = None) -> RunEstimate:
     """The whole-run estimate for ``args`` on ``shape``. On CPU this reads (or measures, the
-    first time: see :func:`fixed_cost`) the fixed cost unless ``fixed`` (bytes) is given. On
-    CUDA it is the training estimate, with a note. Raises what :func:`estimate_memory` raises."""
+    first time: see :func:`fixed_cost`) the fixed cost unless ``fixed`` (bytes, both parts) is
+    given; ``library_pages`` (bytes: :func:`library_pages_bytes` read inside the run that is
+    being estimated) replaces the cached library-pages part, which may have been measured in
+    another page-cache state. On CUDA it is the training estimate, with a note. Raises what
+    :func:`estimate_memory` raises."""
     train = estimate_memory(shape, args)
     if args.device != "cpu":
         return RunEstimate(train, notes=[
             "whole-run terms (CUDA context, caching allocator) are not modelled yet: the total "
             "is the training estimate"])
-    where = "given"
-    if fixed is None:
-        fixed, where = fixed_cost()
+    if fixed is not None:
+        where = "given"
+    else:
+        measured = fixed_cost()
+        where = measured.where
+        if library_pages is not None and measured.private:
+            fixed = measured.private + library_pages
+            where = (f"private part {measured.where}, library pages "
+                     f"{library_pages / 2**20:,.0f} MB as this process maps them")
+        else:
+            fixed = measured.bytes
+            if measured.private:
+                where += (f": private {measured.private / 2**20:,.0f} MB, library pages "
+                          f"{measured.library_pages / 2**20:,.0f} MB (these vary with the page "
+                          "cache)")
     weights = train.part("weights")
     load = LOAD_COPIES * (weights.bytes if weights else 0.0)
     act = train.part("activations")
