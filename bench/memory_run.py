@@ -124,7 +124,8 @@ def tunesmith_run(row: tuple, src: Path, steps: int) -> dict:
             return out
         metrics = json.loads((work / "run" / "metrics.json").read_text())
         out["recorded"] = {k: v for k, v in metrics.get("train", {}).items()
-                           if "memory" in k or "estimate" in k or k == "steps"}
+                           if "memory" in k or "estimate" in k or "_mb" in k
+                           or k in ("steps", "gradient_checkpointing", "gradient_checkpointing_by")}
         out["seq_len"] = _preflight_length(tail)
         return out
 
@@ -211,7 +212,7 @@ def plain_run(row: tuple, steps: int) -> dict:
         return out
 
 
-def predict(row: tuple, seq_len: int | None) -> dict:
+def predict(row: tuple, seq_len: int | None, checkpointing: bool = False) -> dict:
     from tunesmith.advise.memory import MemoryArgs, model_shape
     from tunesmith.advise.run_memory import estimate_run
     from tunesmith.config import Config
@@ -221,12 +222,20 @@ def predict(row: tuple, seq_len: int | None) -> dict:
         "prepare": {"dataset": dataset, "max_length": length},
         "finetune": {"model": model, "method": method, "batch_size": batch},
     })
-    args = MemoryArgs.from_config(cfg, device="cpu", max_length=seq_len or length)
+    # With the preflight's checkpointing choice (what the run trained with).
+    args = MemoryArgs.from_config(cfg, device="cpu", max_length=seq_len or length,
+                                  gradient_checkpointing=checkpointing)
     run = estimate_run(model_shape(model), args)
     return {"run_gb": round(run.total_bytes / 1e9, 4), "train_gb": round(run.train.total_gb, 4),
             "parts_gb": {k: round(v / 1e9, 4) for k, v in run.parts.items()},
             "train_parts_gb": {p.key: round(p.bytes / 1e9, 4) for p in run.train.parts},
+            "dominant": run.dominant(3), "checkpointing": checkpointing,
             "loading_gb": round(run.loading_bytes / 1e9, 4)}
+
+
+def _checkpointing(entry: dict) -> bool:
+    """Whether the row's run trained with activation checkpointing (its preflight's choice)."""
+    return bool((entry.get("recorded") or {}).get("gradient_checkpointing"))
 
 
 def modelled(entry: dict, extra: float, slack: float, load: float) -> float:
@@ -336,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             data = json.loads(path.read_text())
             for entry in data["rows"]:
                 if "error" not in entry:
-                    entry["predicted"] = predict(tuple(entry["row"]), entry.get("seq_len"))
+                    entry["predicted"] = predict(tuple(entry["row"]), entry.get("seq_len"),
+                                                 _checkpointing(entry))
                     score(entry)
                     print_row(entry)
             path.write_text(json.dumps(data, indent=2) + "\n")
@@ -378,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             entry = {"label": label(row), "row": list(row), **tunesmith_run(row, ROOT / "src", args.steps)}
             if "error" not in entry:
-                entry["predicted"] = predict(row, entry.get("seq_len"))
+                entry["predicted"] = predict(row, entry.get("seq_len"), _checkpointing(entry))
                 score(entry)
             rows.append(entry)
             print_row(entry)

@@ -177,3 +177,27 @@ def test_report_html_renders_in_headless_chromium(in_tmp):
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()
+
+
+def test_report_puts_the_memory_estimate_beside_the_measured_peak(in_tmp):
+    """Every trained run's report shows its whole-run peak beside the estimate (or says which
+    side is missing), the estimate's largest terms and the checkpointing choice."""
+    from tunesmith.pipelines.report import report
+
+    run = _synthetic_run(in_tmp)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["train"].update({"peak_run_mb": 1000.0, "estimate_run_mb": 1100.0,
+                             "estimate_dominant": "activations (x1.5 allocator slack) 600 MB (55%)",
+                             "gradient_checkpointing": True,
+                             "gradient_checkpointing_by": "preflight"})
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    md = report(run).md.read_text()
+    assert "| peak memory: measured / estimated | 1,000 MB / 1,100 MB (+10%) |" in md
+    assert "| memory estimate's largest terms | activations (x1.5 allocator slack) 600 MB (55%) |" in md
+    assert "| gradient checkpointing | on (chosen by the preflight: it halves the estimated peak) |" in md
+    # A model the estimator could not read: the measured peak, and why there is no estimate.
+    del metrics["train"]["estimate_run_mb"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    md = report(run).md.read_text()
+    assert ("| peak memory: measured / estimated | 1,000 MB / no estimate (the estimator could "
+            "not read the model's config) |") in md

@@ -192,6 +192,29 @@ def _diagnosis(history: list[dict[str, Any]], config: dict[str, Any],
     return diagnosis.summary(), findings, [r.render() for r in diagnosis.remedies]
 
 
+def memory_rows(training: dict[str, Any]) -> dict[str, str]:
+    """The report's memory lines for a run's ``train`` metrics: the whole-run peak measured
+    beside the estimate made before training (for every trained run: a missing side is named),
+    the estimate's largest terms and whether activation checkpointing trained, and who chose."""
+    peak, estimate = training.get("peak_run_mb"), training.get("estimate_run_mb")
+    if not peak and not estimate:
+        return {}
+    measured = f"{peak:,.0f} MB" if peak else "not measured (no /proc on this system)"
+    estimated = (f"{estimate:,.0f} MB" if estimate else
+                 "no estimate (the estimator could not read the model's config)")
+    gap = f" ({estimate / peak - 1:+.0%})" if peak and estimate else ""
+    rows = {"peak memory: measured / estimated": f"{measured} / {estimated}{gap}"}
+    if training.get("estimate_dominant"):
+        rows["memory estimate's largest terms"] = str(training["estimate_dominant"])
+    if "gradient_checkpointing" in training:
+        on = training["gradient_checkpointing"]
+        by = training.get("gradient_checkpointing_by", "config")
+        rows["gradient checkpointing"] = (("on" if on else "off") + (
+            " (chosen by the preflight: it halves the estimated peak)" if on and by == "preflight"
+            else f" ({by})"))
+    return rows
+
+
 def gather(run_dir: str | Path) -> ReportContent:
     """Read everything a report shows from a run folder."""
     root = Path(run_dir)
@@ -214,10 +237,7 @@ def gather(run_dir: str | Path) -> ReportContent:
             facts[key] = str(run_meta[key])
 
     training = dict(metrics.get("train") or {})
-    if training.get("peak_run_mb") and training.get("estimate_run_mb"):  # the memory estimate's check
-        peak, estimate = training["peak_run_mb"], training["estimate_run_mb"]
-        training["peak memory: measured / estimated"] = (
-            f"{peak:,.0f} MB / {estimate:,.0f} MB ({estimate / peak - 1:+.0%})")
+    training.update(memory_rows(training))
     train_records = [r for r in history if r.get("kind") == "train"]
     eval_records = [r for r in history if r.get("kind") == "eval"]
     if train_records:
