@@ -60,3 +60,46 @@ def test_says_when_nothing_fits(shape):
     new, messages = preflight(config(batch=8), shape, 1e6)
     assert new.finetune.batch_size == 1 and new.finetune.gradient_accumulation_steps == 8
     assert "may run out of memory" in messages[-1]
+
+
+def test_turns_on_checkpointing_where_it_halves_the_whole_runs_peak(deep_llama_config):
+    """With the libraries' fixed cost (CPU whole-run estimates), long batches whose activations
+    dominate get activation checkpointing; short ones, where it would save little, do not."""
+    from tunesmith.advise.memory import model_shape
+
+    shape = model_shape(str(deep_llama_config))
+    fixed = 600e6
+    long_cfg = config(batch=4, length=512)
+    new, messages = preflight(long_cfg, shape, 1e12, fixed=fixed)
+    assert new.finetune.gradient_checkpointing and new.finetune.batch_size == 4
+    assert "gradient checkpointing turned on: activations dominate" in messages[0]
+    assert "fits" in messages[-1]
+    short = config(batch=1, length=32)
+    assert preflight(short, shape, 1e12, fixed=fixed) == (short, preflight(short, shape, 1e12, fixed=fixed)[1])
+    assert not preflight(short, shape, 1e12, fixed=fixed)[0].finetune.gradient_checkpointing
+    # Without whole-run terms (CUDA, or no fixed cost) the choice is left to the config.
+    assert not preflight(long_cfg, shape, 1e12)[0].finetune.gradient_checkpointing
+
+
+def test_check_memory_records_the_preflights_checkpointing_choice(deep_llama_config):
+    """check_memory (what training calls) on a model whose activations dominate: the config it
+    returns trains with checkpointing, and metrics.json's keys say so and who chose it."""
+    import torch
+
+    from tunesmith.advise.preflight import check_memory
+    from tunesmith.advise.run_memory import process_peak_bytes
+
+    cfg = validate_config({"prepare": {"max_length": 512},
+                           "finetune": {"model": str(deep_llama_config.parent), "batch_size": 4}})
+    model = torch.nn.Linear(4, 4)  # on CPU only the process's memory is read, not the model's
+    check = check_memory(cfg, model, seq_len=512, log=lambda _: None)
+    assert check.cfg.finetune.gradient_checkpointing
+    recorded = check.record(train_peak_mb=process_peak_bytes() / 2**20)
+    assert recorded["gradient_checkpointing"] is True
+    assert recorded["gradient_checkpointing_by"] == "preflight"
+    assert "activations" in recorded["estimate_dominant"].split(",")[0]
+    # Asked for by the config: recorded as the config's choice.
+    asked = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(
+        update={"gradient_checkpointing": True})})
+    again = check_memory(asked, model, seq_len=512, log=lambda _: None).record(0.0)
+    assert (again["gradient_checkpointing"], again["gradient_checkpointing_by"]) == (True, "config")

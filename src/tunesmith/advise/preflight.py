@@ -36,7 +36,6 @@ from tunesmith.advise.memory import (
 from tunesmith.config import Config
 from tunesmith.errors import TunesmithError
 
-
 # Activation checkpointing is chosen on its own when it cuts the whole run's estimated peak by
 # at least this share: it costs about one more forward pass per step (roughly a third more
 # compute), worth paying only when it halves the peak (SmolLM2 LoRA on 4 x 512 chat rows: -58%;
