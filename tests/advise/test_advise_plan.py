@@ -106,3 +106,25 @@ def test_advise_writes_a_config_run_accepts(in_tmp, capsys):
     assert cfg.finetune.lora_r == 8 and cfg.finetune.learning_rate == 2e-3
     assert cfg.finetune.batch_size * cfg.finetune.gradient_accumulation_steps == 16
     assert main(["advise", "--model", "minilm", "--memory", "8"]) == 2  # no size given
+
+
+def test_advise_on_cpu_sizes_the_micro_batch_for_the_whole_run(in_tmp, capsys):
+    """On CPU the plan's micro-batch fits the whole run (libraries, run extra, allocator slack)
+    in the memory, where the training estimate alone would have allowed twice as many."""
+    import torch
+
+    from tunesmith.advise.memory import MemoryArgs
+    from tunesmith.advise.run_memory import estimate_run
+
+    if torch.cuda.is_available():
+        pytest.skip("the whole-run sizing is CPU's")
+    assert main(["advise", "--model", "minilm", "--examples", "1500", "--memory", "8",
+                 "--write", "params.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "whole run on this machine: estimated peak" in out and "imported libraries" in out
+    cfg = load_config(in_tmp / "params.yaml")
+    shape, budget = model_shape("minilm"), 8 * GB * (1 - MEMORY_MARGIN)
+    chosen = MemoryArgs.from_config(cfg, device="cpu")
+    doubled = chosen.replace(batch_size=2 * chosen.batch_size)
+    assert estimate_run(shape, chosen).total_bytes <= budget < estimate_run(shape, doubled).total_bytes
+    assert estimate_memory(shape, doubled).total_bytes <= budget

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -602,15 +603,17 @@ def config_precision(precision: str, *, cuda: bool) -> str:
 
 def largest_batch_that_fits(
     shape: ModelShape, budget_bytes: float, args: MemoryArgs | None = None, *, limit: int = 4096,
-    **changes: Any,
+    total: Callable[[MemoryArgs], float] | None = None, **changes: Any,
 ) -> int:
     """The largest micro-batch (a power of two, at most ``limit``) whose estimate fits in
-    ``budget_bytes``; 0 when even a batch of 1 does not fit."""
+    ``budget_bytes``; 0 when even a batch of 1 does not fit. ``total`` (arguments -> bytes)
+    replaces the training estimate, e.g. by the whole run's."""
     base = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)
+    need = total or (lambda a: estimate_memory(shape, a).total_bytes)
     best = 0
     batch = 1
     while batch <= limit:
-        if estimate_memory(shape, base, batch_size=batch).total_bytes > budget_bytes:
+        if need(base.replace(batch_size=batch)) > budget_bytes:
             break
         best = batch
         batch *= 2

@@ -113,12 +113,15 @@ def make_plan(
     precision: str = "fp32",
     model: str | None = None,
     device: str = "cuda",
+    fixed: float | None = None,
 ) -> Plan:
     """Walk the guide's decision trees for this model, data size and memory.
 
     ``memory_gb`` is the memory training may use (GPU memory, or free RAM on CPU); ``model``
-    is the name written into the config (default ``shape.name``). Raises
-    UsageError when not even QLoRA with gradient checkpointing and a batch of 1 fits.
+    is the name written into the config (default ``shape.name``). ``fixed`` (CPU: bytes of the
+    libraries a run imports, :func:`tunesmith.advise.run_memory.fixed_cost`) sizes everything
+    with the whole run's estimate against ``memory_gb``. Raises UsageError when not even QLoRA
+    with gradient checkpointing and a batch of 1 fits.
     """
     if examples < 1:
         raise UsageError(f"--examples must be at least 1, got {examples}.")
@@ -142,9 +145,17 @@ def make_plan(
     base = MemoryArgs.defaults(device=device).replace(max_length=length, precision=precision,
                                                       lora_r=rank)
 
+    def total(args: MemoryArgs) -> float:
+        if fixed is None or device != "cpu":
+            return estimate_memory(shape, args).total_bytes
+        from tunesmith.advise.run_memory import estimate_run
+
+        return estimate_run(shape, args, fixed=fixed).total_bytes
+
     def fits(method: str, checkpointing: bool = False) -> bool:
         return largest_batch_that_fits(
             shape, budget, base, method=method, gradient_checkpointing=checkpointing, limit=1,
+            total=total,
         ) >= 1
 
     checkpointing = False
@@ -167,12 +178,12 @@ def make_plan(
             method, checkpointing = "qlora", True
             why += "; only QLoRA with gradient checkpointing fits in the memory"
         else:
-            smallest = estimate_memory(shape, base, method="qlora", batch_size=1,
-                                       gradient_checkpointing=True)
+            smallest = total(base.replace(method="qlora", batch_size=1,
+                                          gradient_checkpointing=True))
             raise UsageError(
                 f"{shape.name} does not fit in {memory_gb:g} GB even with QLoRA, gradient "
-                f"checkpointing and a batch of 1 (estimated {smallest.total_gb:.2f} GB at "
-                f"max_length {length}).",
+                f"checkpointing and a batch of 1 (estimated {smallest / GB:.2f} GB at "
+                f"max_length {length}" + (", the whole run" if fixed is not None else "") + ").",
                 hint="Use a smaller model, a shorter max_length or more memory "
                 "(guide: use model parallelism / FSDP / DeepSpeed for very large models).",
             )
@@ -198,6 +209,7 @@ def make_plan(
     effective = effective_batch_for(examples)
     micro = largest_batch_that_fits(
         shape, budget, base, method=method, gradient_checkpointing=checkpointing, limit=effective,
+        total=total,
     )
     accumulation = math.ceil(effective / micro)
     choices.append(Choice("finetune.batch_size", micro,

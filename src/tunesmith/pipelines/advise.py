@@ -114,8 +114,10 @@ def advise(
     size and memory. ``data`` (a file or built-in dataset) gives the example count, the task and
     max_length (95th percentile of the token lengths); ``probe`` runs the learning-rate finder
     on it and takes its suggestion; ``write`` saves the plan as a params.yaml that
-    ``tunesmith run --config`` accepts. Raises UsageError when neither examples nor data is
-    given, DataError for unusable data."""
+    ``tunesmith run --config`` accepts. On CPU the memory is the whole run's: training is
+    sized with the whole run's estimate (the first call on a machine measures the imported
+    libraries, 10-60 s) and a note gives it with its largest terms. Raises UsageError when neither examples nor data is given or the memory is below
+    what the libraries hold, DataError for unusable data."""
     import torch
 
     from tunesmith.advise import memory
@@ -143,14 +145,29 @@ def advise(
             max_length = max(8, report.lengths["advised_max_length"])
             length_reason = (f"guide: the 95th percentile of your lengths ({p95} {model} tokens "
                              "with special tokens), rounded up to a multiple of 8")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # On CPU a run's process also holds the imported libraries: every estimate is the whole run's.
+    from tunesmith.advise.run_memory import RUN_EXTRA_BYTES, estimate_run
+
+    fixed = _fixed_bytes() if device == "cpu" else None
+    if fixed and memory_gb * memory.GB <= fixed + RUN_EXTRA_BYTES:
+        raise UsageError(
+            f"{memory_gb:g} GB is less than what a run's libraries alone hold on this machine "
+            f"({(fixed + RUN_EXTRA_BYTES) / memory.GB:.2f} GB: torch, transformers, PEFT, MLflow "
+            "imported).", hint="Give --memory the RAM the whole run may use.")
     plan = make_plan(
         shape, examples=int(examples), memory_gb=memory_gb, task=task, tasks=tasks,  # type: ignore[arg-type]
         domain_shift=domain_shift, max_length=max_length, max_length_reason=length_reason,
         dataset=data, model=_model_name(model),
-        precision=memory.config_precision("auto", cuda=torch.cuda.is_available()),
-        device="cuda" if torch.cuda.is_available() else "cpu",
+        precision=memory.config_precision("auto", cuda=device == "cuda"), device=device,
+        fixed=fixed,
     )
     plan.notes.append(f"memory: {memory_gb:.1f} GB, {memory_reason}.")
+    if fixed:
+        whole = estimate_run(shape, memory.MemoryArgs.from_config(plan.config, device="cpu"),
+                             fixed=fixed)
+        plan.notes.append(f"whole run on this machine: estimated peak {whole.total_gb:.2f} GB "
+                          f"of {memory_gb:.1f} GB; largest terms: {whole.dominant(3)}.")
     if probe:
         found = lr_find(plan.config, out_dir=Path(write).parent if write else Path("."), log=log)
         finetune = plan.config.finetune.model_copy(update={"learning_rate": found.suggestion})
@@ -163,6 +180,14 @@ def advise(
         save_config(plan.config, write)
         load_config(write)  # what `tunesmith run --config` will do: fail here, not there
     return plan
+
+
+def _fixed_bytes() -> float | None:
+    """The libraries every CPU run's process holds (measured once per machine, see
+    :func:`tunesmith.advise.run_memory.fixed_cost`); None where they could not be measured."""
+    from tunesmith.advise.run_memory import fixed_cost
+
+    return fixed_cost().bytes or None
 
 
 def _model_name(model: str) -> str:
