@@ -104,3 +104,18 @@ def test_small_default_run_peaks_within_15_percent_of_its_estimate(tmp_path, cac
     assert "imported libraries" in train["estimate_dominant"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "peak memory: measured / estimated" in report
+
+
+def test_estimate_memory_names_the_largest_terms_and_the_preflights_checkpointing(deep_llama_config):
+    """`estimate-memory --device cpu` on a SmolLM2-shaped model at 4 x 512: activations lead the
+    whole run's terms, and it says that a run's preflight would turn checkpointing on."""
+    from tunesmith.pipelines.advise import estimate_memory as estimate
+
+    run = estimate(model=str(deep_llama_config), device="cpu",
+                   settings={"batch_size": 4, "max_length": 512, "precision": "fp32"})
+    assert run.peak_terms()[0][0].startswith("activations")
+    assert run.dominant(1).startswith("activations (x1.5 allocator slack)")
+    assert any("gradient checkpointing turned on" in n for n in run.notes)
+    short = estimate(model=str(deep_llama_config), device="cpu",
+                     settings={"batch_size": 1, "max_length": 32, "precision": "fp32"})
+    assert not any("checkpointing" in n for n in short.notes)

@@ -55,19 +55,20 @@ def _estimate(cfg: Config, shape: ModelShape, batch: int, seq_len: int, cuda: bo
     return estimate_memory(shape, args)
 
 
-def checkpointing_pays(cfg: Config, shape: ModelShape, batch: int, seq_len: int,
-                       fixed: float) -> str | None:
-    """Why activation checkpointing pays for this run (its words for the log), or None: it
-    does when it cuts the whole run's estimated peak (CPU, ``fixed`` = the libraries' bytes) by
-    at least :data:`CHECKPOINTING_PAYS`, which happens when activations dominate."""
-    off = _estimate(cfg, shape, batch, seq_len, False, False, fixed)
-    on = _estimate(cfg, shape, batch, seq_len, False, True, fixed)
+def checkpointing_pays(shape: ModelShape, args: MemoryArgs, fixed: float) -> str | None:
+    """Why activation checkpointing pays for a CPU run with ``args`` (its words for the log),
+    or None: it does when it cuts the whole run's estimated peak (``fixed`` = the libraries'
+    bytes) by at least :data:`CHECKPOINTING_PAYS`, which happens when activations dominate."""
+    from tunesmith.advise.run_memory import estimate_run
+
+    off = estimate_run(shape, args.replace(gradient_checkpointing=False), fixed=fixed)
+    on = estimate_run(shape, args.replace(gradient_checkpointing=True), fixed=fixed)
     if on.total_bytes > (1 - CHECKPOINTING_PAYS) * off.total_bytes:
         return None
-    return (f"preflight: gradient checkpointing turned on: activations dominate "
-            f"({off.dominant(1)}), and recomputing them in the backward pass cuts the estimated "
-            f"peak from {format_bytes(off.total_bytes)} to {format_bytes(on.total_bytes)} "
-            f"for about a third more compute per step.")
+    return (f"gradient checkpointing turned on: activations dominate ({off.dominant(1)}), and "
+            f"recomputing them in the backward pass cuts the estimated peak from "
+            f"{format_bytes(off.total_bytes)} to {format_bytes(on.total_bytes)} for about a "
+            "third more compute per step.")
 
 
 def preflight(
@@ -92,10 +93,11 @@ def preflight(
     batch, accum, checkpointing = ft.batch_size, ft.gradient_accumulation_steps, ft.gradient_checkpointing
     chosen: list[str] = []
     if not checkpointing and fixed is not None and not cuda:
-        why = checkpointing_pays(cfg, model_info, batch, length, fixed)
+        args = MemoryArgs.from_config(cfg, device="cpu", batch_size=batch, max_length=length)
+        why = checkpointing_pays(model_info, args, fixed)
         if why:
             checkpointing = True
-            chosen.append(why)
+            chosen.append(f"preflight: {why}")
     first = _estimate(cfg, model_info, batch, length, cuda, checkpointing, fixed)
     where = f"{format_bytes(available_bytes)} available"
     if first.total_bytes <= available_bytes:

@@ -51,6 +51,7 @@ from tunesmith.advise.memory import (
     MemoryEstimate,
     ModelShape,
     estimate_memory,
+    format_bytes,
 )
 
 # Fitted on bench/memory_run.py's grid (glibc defaults; see docs/advise.md for the fit and the
@@ -240,9 +241,9 @@ class RunEstimate:
 
     def dominant(self, count: int = 2) -> str:
         """Which terms dominate the estimated peak, in words: 'imported libraries 640 MB (72%),
-        weights 90 MB (10%)'."""
+        weights 90 MB (10%)' (MB = 1e6 bytes, as :func:`format_bytes`)."""
         total = self.total_bytes or 1.0
-        return ", ".join(f"{name} {value / 2**20:,.0f} MB ({value / total:.0%})"
+        return ", ".join(f"{name} {format_bytes(value)} ({value / total:.0%})"
                          for name, value in self.peak_terms()[:count])
 
     @property
@@ -284,12 +285,12 @@ def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = N
         if library_pages is not None and measured.private:
             fixed = measured.private + library_pages
             where = (f"private part {measured.where}, library pages "
-                     f"{library_pages / 2**20:,.0f} MB as this process maps them")
+                     f"{format_bytes(library_pages)} as this process maps them")
         else:
             fixed = measured.bytes
             if measured.private:
-                where += (f": private {measured.private / 2**20:,.0f} MB, library pages "
-                          f"{measured.library_pages / 2**20:,.0f} MB (these vary with the page "
+                where += (f": private {format_bytes(measured.private)}, library pages "
+                          f"{format_bytes(measured.library_pages)} (these vary with the page "
                           "cache)")
     weights = train.part("weights")
     load = LOAD_COPIES * (weights.bytes if weights else 0.0)

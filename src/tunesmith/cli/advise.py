@@ -151,6 +151,7 @@ def _estimate_memory(args: argparse.Namespace) -> int:
               f"{format_bytes(run.total_bytes)}")
         _table([(key, format_bytes(value), run.formulas[key])
                 for key, value in run.measured_parts.items()])
+        print(f"largest terms at the peak: {run.dominant(3)}")
     for note in [*est.notes, *run.notes]:
         print(f"note: {note}")
     return 0

@@ -55,7 +55,16 @@ def estimate_memory(
     given = {k: v for k, v in (settings or {}).items() if v is not None}
     # The training table is the guide's accounting; the whole run adds the loop's best copy.
     args = memory.MemoryArgs.from_config(cfg, device=device, keep_best_copy=False, **given)
-    return estimate_run(shape, args)
+    run = estimate_run(shape, args)
+    fixed = run.parts.get("fixed")
+    if fixed and not args.gradient_checkpointing:
+        from tunesmith.advise.preflight import checkpointing_pays
+
+        why = checkpointing_pays(shape, args, fixed)
+        if why:  # what `tunesmith run` would do with these settings
+            run.notes.append(f"a `tunesmith run` with these settings has its preflight say: "
+                             f"{why} Add --gradient-checkpointing to see that run's estimate.")
+    return run
 
 
 def diagnose(run_dir: str | Path) -> Any:
