@@ -243,8 +243,9 @@ def modelled(entry: dict, extra: float, slack: float, load: float) -> float:
     pred = entry["predicted"]
     t = pred["train_parts_gb"]
     weights = t.get("weights", 0.0)
+    grads, act = t.get("gradients", 0.0), t.get("activations", 0.0)
     training = (weights + t.get("optimizer", 0.0) + pred["parts_gb"].get("best_copy", 0.0)
-                + max(t.get("gradients", 0.0), slack * t.get("activations", 0.0)))
+                + max(grads, act) + max(0.0, (slack - 1) * act - grads))
     return pred["parts_gb"]["fixed"] + extra + max(load * weights, training)
 
 

@@ -29,8 +29,10 @@ def test_run_total_adds_fixed_cost_slack_and_best_copy(shape):
     run = estimate_run(shape, args, fixed=500e6)
     train = estimate_memory(shape, args)
     size = {p.key: p.bytes for p in train.parts}
+    # LoRA: the gradients fill only a little of glibc's slack on the activations.
+    assert size["gradients"] < (run_memory.ACTIVATION_SLACK - 1) * size["activations"]
     training = (size["weights"] + size["optimizer"] + train.trainable_params * 4
-                + max(size["gradients"], run_memory.ACTIVATION_SLACK * size["activations"]))
+                + run_memory.ACTIVATION_SLACK * size["activations"] - size["gradients"])
     assert run.total_bytes == pytest.approx(
         500e6 + run_memory.RUN_EXTRA_BYTES + max(run_memory.LOAD_COPIES * size["weights"], training))
     # On CUDA the whole-run terms are not modelled: the training estimate, with a note.
@@ -114,7 +116,7 @@ def test_estimate_memory_names_the_largest_terms_and_the_preflights_checkpointin
     run = estimate(model=str(deep_llama_config), device="cpu",
                    settings={"batch_size": 4, "max_length": 512, "precision": "fp32"})
     assert run.peak_terms()[0][0].startswith("activations")
-    assert run.dominant(1).startswith("activations (x1.5 allocator slack)")
+    assert run.dominant(2).startswith("activations") and "allocator slack" in run.dominant(3)
     assert any("gradient checkpointing turned on" in n for n in run.notes)
     short = estimate(model=str(deep_llama_config), device="cpu",
                      settings={"batch_size": 1, "max_length": 32, "precision": "fp32"})

@@ -29,8 +29,10 @@ more, and on CPU it is the process's resident memory (RSS) that must fit:
   run's peak when training adds little (small batches, frozen bases).
 
 The whole-run peak is ``fixed + extra + max(loading, weights + optimizer + best copy +
-max(gradients, slack x activations))``, where the best copy is the loop's copy of the best
-trainable weights. On CUDA the process's GPU memory adds the CUDA context
+max(gradients, activations) + max(0, (slack - 1) x activations - gradients))``, where the best
+copy is the loop's copy of the best trainable weights and the last term is the allocator's
+slack less what the gradients (allocated as activations are freed) fill of it. On CUDA the
+process's GPU memory adds the CUDA context
 and the caching allocator's reserve, which are not modelled here (no GPU measurement yet): the
 whole-run figure is only given for CPU.
 """
@@ -214,21 +216,22 @@ class RunEstimate:
     def peak_terms(self) -> list[tuple[str, float]]:
         """The terms that add up to :attr:`total_bytes` at the estimated peak, largest first:
         the fixed cost and run extra, then either the loading peak or training's terms
-        (weights, optimizer states, the best-weights copy, and the larger of the gradients and
-        the activations with glibc's slack), whichever is larger."""
+        (weights, optimizer states, the best-weights copy, the larger of the gradients and the
+        activations, and glibc's slack on the activations less what the gradients fill),
+        whichever is larger."""
         size = {p.key: p.bytes for p in self.train.parts}
-        # On CUDA (no whole-run terms) the training estimate's own peak: no allocator slack.
-        slack = ACTIVATION_SLACK if self.measured_parts else 1.0
-        activations = slack * size.get("activations", 0.0)
+        gradients, activations = size.get("gradients", 0.0), size.get("activations", 0.0)
         training = [("weights", size.get("weights", 0.0)),
                     ("optimizer states", size.get("optimizer", 0.0)),
-                    ("best-weights copy", self.measured_parts.get("best_copy", 0.0)),
-                    ("gradients", size.get("gradients", 0.0)) if size.get("gradients", 0.0) >= activations
-                    else ("activations" + (f" (x{slack:g} allocator slack)" if slack != 1 else ""),
-                          activations)]
-        if not self.measured_parts:
-            return sorted(((k, v) for k, v in training[:2] + training[3:] if v > 0),
-                          key=lambda t: -t[1])
+                    ("gradients", gradients) if gradients >= activations
+                    else ("activations", activations)]
+        if not self.measured_parts:  # CUDA: the training estimate's own peak
+            return sorted(((k, v) for k, v in training if v > 0), key=lambda t: -t[1])
+        # glibc keeps the freed activation blocks; the gradients, allocated as the backward pass
+        # frees activations, fill part of them (full finetuning: most), so only the rest adds.
+        slack = max(0.0, (ACTIVATION_SLACK - 1) * activations - gradients)
+        training += [("best-weights copy", self.measured_parts.get("best_copy", 0.0)),
+                     ("allocator slack", slack)]
         peak = ([("loading the weights", self.loading_bytes)]
                 if self.loading_bytes > sum(v for _, v in training) else training)
         terms = [("imported libraries", self.measured_parts.get("fixed", 0.0)),
@@ -295,7 +298,9 @@ def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = N
     weights = train.part("weights")
     load = LOAD_COPIES * (weights.bytes if weights else 0.0)
     act = train.part("activations")
-    slack = (ACTIVATION_SLACK - 1) * act.bytes if act else 0.0
+    grads = train.part("gradients")
+    slack = max(0.0, (ACTIVATION_SLACK - 1) * (act.bytes if act else 0.0)
+                - (grads.bytes if grads else 0.0))
     # The loop keeps a copy of the best trainable weights (counted once: the preflight's
     # arguments already include it in the weights).
     best = 0.0 if args.keep_best_copy else train.trainable_params * 4.0
@@ -305,7 +310,7 @@ def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = N
         "extra": "tokenizer, data, MLflow store, bookkeeping (fitted on whole runs)",
         "best_copy": f"the loop's copy of the best weights: {train.trainable_params:,} x 4 bytes",
         "slack": f"glibc keeps freed activation blocks: activations x {ACTIVATION_SLACK - 1:g} "
-                 "more (fitted, glibc defaults)",
+                 "more, less what the gradients fill (fitted, glibc defaults)",
     }
     notes = []
     if not fixed:
