@@ -359,13 +359,15 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 model, _, method, batch, length, _ = e["row"]
                 mib = 1e9 / 2**20
-                own = (e.get("recorded") or {}).get("estimate_run_mb")
+                tag = path.stem[len("memory_run_grid"):]
+                # Only rows of a tagged set were recorded by the estimator of their README table.
+                own = (e.get("recorded") or {}).get("estimate_run_mb") if tag else None
                 own_cell = f"{own:,.0f} MB ({own / e['peak_mb'] - 1:+.1%})" if own else "-"
                 print(f"| {model} | {method} | {batch} x {e.get('seq_len') or length} | "
                       f"{e['predicted']['train_gb'] * mib:,.0f} MB | "
                       f"{e['predicted']['run_gb'] * mib:,.0f} MB | {e['peak_mb']:,.0f} MB"
                       f"{' (through training)' if 'peak_through_training_mb' in e else ''} | "
-                      f"{e['relative_error']:+.1%} | {own_cell} | {path.stem[len('memory_run_grid'):] or '-'} |")
+                      f"{e['relative_error']:+.1%} | {own_cell} | {tag or 'first'} |")
         return 0
     if args.mode == "fit":
         path = RESULTS / "memory_run_grid.json"
