@@ -242,7 +242,8 @@ def check_memory(
         from tunesmith.advise.run_memory import fixed_cost, library_pages_bytes
 
         measured, pages = fixed_cost(), library_pages_bytes()
-        fixed = measured.private + pages if measured.private else measured.bytes
+        # None where /proc is missing: then the estimates stay the training ones.
+        fixed = (measured.private + pages if measured.private else measured.bytes) or None
     new_cfg, messages = preflight(cfg, shape, available, seq_len=seq_len, cuda=cuda, fixed=fixed)
     for message in messages:
         log(message)
