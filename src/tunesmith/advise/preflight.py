@@ -11,9 +11,10 @@ estimates are the whole run's and it also turns on activation checkpointing by i
 pays (:func:`checkpointing_pays`: activations dominate the peak); metrics.json records the
 choice and who made it.
 
-:func:`check_memory` measures the memory available (free GPU memory on CUDA; available RAM on
-CPU, plus what the already loaded model holds, since the estimate counts its weights too) and
-calls :func:`preflight`; the training pipeline calls it once the data is encoded, with the
+:func:`check_memory` measures the memory available (free GPU memory on CUDA, plus what the
+loaded model holds there, since the estimate counts its weights too; on CPU the RAM still
+available plus this process's resident memory, since the whole-run estimate counts all of it)
+and calls :func:`preflight`; the training pipeline calls it once the data is encoded, with the
 longest encoded example as the sequence length (batches are padded to their longest example,
 never beyond), and saves the config it returns as the run's config.yaml, with
 :meth:`MemoryCheck.changes` and the messages in run.json.
