@@ -108,6 +108,7 @@ def test_advise_writes_a_config_run_accepts(in_tmp, capsys):
     assert main(["advise", "--model", "minilm", "--memory", "8"]) == 2  # no size given
 
 
+@pytest.mark.integration  # measures the libraries' fixed cost once (10-60 s)
 def test_advise_on_cpu_sizes_the_micro_batch_for_the_whole_run(in_tmp, capsys):
     """On CPU the plan's micro-batch fits the whole run (libraries, run extra, allocator slack)
     in the memory, where the training estimate alone would have allowed twice as many."""

@@ -3,6 +3,8 @@ and the same effective batch, and says so."""
 
 from __future__ import annotations
 
+import pytest
+
 from tunesmith.advise.memory import estimate_memory
 from tunesmith.advise.preflight import preflight
 from tunesmith.config import validate_config
@@ -81,6 +83,7 @@ def test_turns_on_checkpointing_where_it_halves_the_whole_runs_peak(deep_llama_c
     assert not preflight(long_cfg, shape, 1e12)[0].finetune.gradient_checkpointing
 
 
+@pytest.mark.integration  # measures the libraries' fixed cost once (10-60 s)
 def test_check_memory_records_the_preflights_checkpointing_choice(deep_llama_config):
     """check_memory (what training calls) on a model whose activations dominate: the config it
     returns trains with checkpointing, and metrics.json's keys say so and who chose it."""

@@ -108,6 +108,7 @@ def test_small_default_run_peaks_within_15_percent_of_its_estimate(tmp_path, cac
     assert "peak memory: measured / estimated" in report
 
 
+@pytest.mark.integration  # measures the libraries' fixed cost once (10-60 s)
 def test_estimate_memory_names_the_largest_terms_and_the_preflights_checkpointing(deep_llama_config):
     """`estimate-memory --device cpu` on a SmolLM2-shaped model at 4 x 512: activations lead the
     whole run's terms, and it says that a run's preflight would turn checkpointing on."""
