@@ -80,6 +80,7 @@ def preflight(
     seq_len: int | None = None,
     cuda: bool = False,
     fixed: float | None = None,
+    whole_run_budget: bool = True,
 ) -> tuple[Config, list[str]]:
     """The config to train with and the messages that explain it.
 
@@ -87,8 +88,11 @@ def preflight(
     ``fixed`` (CPU only; bytes of the imported libraries, see
     :func:`tunesmith.advise.run_memory.fixed_cost`) makes every estimate the whole run's, to be
     compared with the whole process's budget, and lets the preflight turn on activation
-    checkpointing where it pays (:func:`checkpointing_pays`). Costs a few estimates (ms each).
+    checkpointing where it pays (:func:`checkpointing_pays`). ``whole_run_budget=False`` keeps
+    the fit against ``available_bytes`` on the training estimate (a budget given as what training
+    may use). Costs a few estimates (ms each).
     """
+    fit_fixed = fixed if whole_run_budget else None
     ft = cfg.finetune
     length = min(seq_len or cfg.prepare.max_length, cfg.prepare.max_length)
     batch, accum, checkpointing = ft.batch_size, ft.gradient_accumulation_steps, ft.gradient_checkpointing
@@ -99,7 +103,7 @@ def preflight(
         if why:
             checkpointing = True
             chosen.append(f"preflight: {why}")
-    first = _estimate(cfg, model_info, batch, length, cuda, checkpointing, fixed)
+    first = _estimate(cfg, model_info, batch, length, cuda, checkpointing, fit_fixed)
     where = f"{format_bytes(available_bytes)} available"
     if first.total_bytes <= available_bytes:
         fits = [*chosen, f"preflight: estimated peak {format_bytes(first.total_bytes)} for "
@@ -113,18 +117,18 @@ def preflight(
     new_batch = batch
     while new_batch > 1:
         new_batch = max(1, new_batch // 2)
-        if _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fixed).total_bytes <= available_bytes:
+        if _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fit_fixed).total_bytes <= available_bytes:
             break
-    fits = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fixed).total_bytes <= available_bytes
+    fits = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fit_fixed).total_bytes <= available_bytes
     if not fits and not checkpointing:
         checkpointing = True
         messages.append("preflight: a micro-batch of 1 does not fit either: gradient "
                         "checkpointing turned on (recomputes activations; slower, less memory).")
         new_batch = batch
         while new_batch > 1 and _estimate(cfg, model_info, new_batch, length, cuda,
-                                          True, fixed).total_bytes > available_bytes:
+                                          True, fit_fixed).total_bytes > available_bytes:
             new_batch = max(1, new_batch // 2)
-        fits = _estimate(cfg, model_info, new_batch, length, cuda, True, fixed).total_bytes <= available_bytes
+        fits = _estimate(cfg, model_info, new_batch, length, cuda, True, fit_fixed).total_bytes <= available_bytes
     new_accum = accum * math.ceil(batch / new_batch)
     if new_batch != batch:
         messages.append(
@@ -133,7 +137,7 @@ def preflight(
             + ("" if new_batch * new_accum == batch * accum
                else f" (now {new_batch * new_accum}: the batch was not a power of two)") + "."
         )
-    last = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fixed)
+    last = _estimate(cfg, model_info, new_batch, length, cuda, checkpointing, fit_fixed)
     if not fits:
         messages.append(
             f"preflight: still estimated {format_bytes(last.total_bytes)}: this may run out of "
@@ -245,7 +249,9 @@ def check_memory(
         measured, pages = fixed_cost(), library_pages_bytes()
         # None where /proc is missing: then the estimates stay the training ones.
         fixed = (measured.private + pages if measured.private else measured.bytes) or None
-    new_cfg, messages = preflight(cfg, shape, available, seq_len=seq_len, cuda=cuda, fixed=fixed)
+    # A budget given by the caller is what training may use; a measured one is the process's.
+    new_cfg, messages = preflight(cfg, shape, available, seq_len=seq_len, cuda=cuda, fixed=fixed,
+                                  whole_run_budget=available_bytes is None)
     for message in messages:
         log(message)
     changed = {
