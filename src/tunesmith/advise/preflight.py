@@ -106,12 +106,12 @@ def preflight(
     first = _estimate(cfg, model_info, batch, length, cuda, checkpointing, fit_fixed)
     where = f"{format_bytes(available_bytes)} available"
     if first.total_bytes <= available_bytes:
-        fits = [*chosen, f"preflight: estimated peak {format_bytes(first.total_bytes)} for "
+        said = [*chosen, f"preflight: estimated peak {format_bytes(first.total_bytes)} for "
                 f"micro-batch {batch} x {length} tokens fits in {where}."]
         if not chosen:
-            return cfg, fits
-        update = {"gradient_checkpointing": True}
-        return cfg.model_copy(update={"finetune": ft.model_copy(update=update)}), fits
+            return cfg, said
+        checkpointed = ft.model_copy(update={"gradient_checkpointing": True})
+        return cfg.model_copy(update={"finetune": checkpointed}), said
     messages = [*chosen, f"preflight: estimated peak {format_bytes(first.total_bytes)} for "
                 f"micro-batch {batch} x {length} tokens does not fit in {where}."]
     new_batch = batch
@@ -144,8 +144,8 @@ def preflight(
             "memory (the loop then halves the micro-batch again). The guide's bigger changes: "
             "LoRA instead of full finetuning, QLoRA, a shorter max_length, a smaller model."
         )
-    update = {"batch_size": new_batch, "gradient_accumulation_steps": new_accum,
-              "gradient_checkpointing": checkpointing}
+    update: dict[str, Any] = {"batch_size": new_batch, "gradient_accumulation_steps": new_accum,
+                              "gradient_checkpointing": checkpointing}
     return cfg.model_copy(update={"finetune": ft.model_copy(update=update)}), messages
 
 
