@@ -9,10 +9,10 @@ folder) are written as *user files*, each with its own column names and format, 
 ``tunesmith run`` trains on each as a new user would: ``prepare.dataset`` and
 ``prepare.column_map`` set, every other setting at its default (``finetune.method`` is ``lora``
 or ``full``; MLflow tracking is switched off, which changes no number). Sizes are capped at 400
-records (320 train / 40 val / 40 test after the default split) so the bench fits in about an
-hour and a half of a 2-core machine shared with other jobs (it got 10-20% of a core per
-process while it was measured): with 40 test records one record is 2.5 points of accuracy,
-so read differences of a few points as noise.
+records by default (320 train / 40 val / 40 test after the default split), so the bench fits
+in about an hour and a half of a busy 2-core machine; with 40 test records one record is 2.5
+points of accuracy, so read differences of a few points as noise. ``--cap 1000`` (the
+README's table: about 100 test records) costs 15-45 minutes a run on that machine.
 
 | set | file | labels | records | texts |
 | --- | --- | --- | --- | --- |
