@@ -293,7 +293,7 @@ def evaluate_run(
         fixes = remedies(report, cfg, getattr(loaded.model.config, "num_hidden_layers", None))
         metrics["forgetting"] = {**report.to_dict(), "remedies": [f.to_dict() for f in fixes]}
         if report.warning:
-            log(warning_message(report, fixes, str(run_dir / "config.yaml")))
+            log(warning_message(report, fixes, str(run_dir / runfiles.CONFIG)))
 
     samples = []
     for i in range(min(ev.num_samples, len(finetuned.outputs))):
