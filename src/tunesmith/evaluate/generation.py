@@ -32,6 +32,7 @@ from tunesmith.evaluate.metric_plan import MetricPlan, plan_for_records, select
 from tunesmith.evaluate.prompting import (
     few_shot_turns,
     label_nlls,
+    label_probabilities,
     most_likely,
     prompt_messages,
     reference,
@@ -183,19 +184,12 @@ def _label_pr_auc(
     scores: Sequence[Sequence[tuple[float, int]]], labels: Sequence[str], references: Sequence[str],
     positive: str,
 ) -> float:
-    """PR-AUC of ``positive``, ranking by its probability among the labels (softmax of the
-    labels' negative summed NLLs)."""
-    import math
-
+    """PR-AUC of ``positive``, ranking by its probability among the labels
+    (:func:`~tunesmith.evaluate.prompting.label_probabilities`)."""
     from tunesmith.evaluate.metrics import average_precision
 
     k = labels.index(positive)
-    probability = []
-    for row in scores:
-        logits = [-nll for nll, _ in row]
-        top = max(logits)
-        weights = [math.exp(x - top) for x in logits]
-        probability.append(weights[k] / sum(weights))
+    probability = [label_probabilities(row)[k] for row in scores]
     return average_precision([r == positive for r in references], probability)
 
 
