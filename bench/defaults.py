@@ -145,10 +145,22 @@ def read_entry(out: Path, method: str, overrides: Sequence[str], seconds: float,
     return entry
 
 
-def machine() -> dict[str, Any]:
+def _merge_write(path: Path, label: str, block: dict[str, Any], name: str,
+                 where: dict[str, Any]) -> None:
+    """Write ``block``'s runs of set ``name`` into ``path``, re-reading it first: several
+    processes may measure other sets under the same label at once."""
+    current: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    into = current.setdefault(label, {"sets": {}})
+    into.update({k: v for k, v in block.items() if k != "sets"})
+    into["sets"][name] = block["sets"][name]
+    current["machine"] = where
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+def machine(note: str) -> dict[str, Any]:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-            "note": "a 2-core machine shared with five other engineers' jobs: times are indicative"}
+            "note": note}
 
 
 def saved() -> dict[str, Any]:
@@ -201,6 +213,8 @@ def main() -> int:
                         help="a candidate default to measure (label the results after it)")
     parser.add_argument("--cap", type=int, default=CAP,
                         help=f"records per set at most (default {CAP}; more: less noise, longer)")
+    parser.add_argument("--note", default="a shared 2-core machine: times are indicative",
+                        help="what else the machine was doing, saved with the results")
     parser.add_argument("--table", action="store_true", help="print the saved table and exit")
     args = parser.parse_args()
     if args.table:
@@ -216,7 +230,7 @@ def main() -> int:
     block["src_commit"] = subprocess.run(
         ["git", "-C", args.src, "rev-parse", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    results["machine"] = machine()
+    results["machine"] = machine(args.note)
     # Every set with the first method, then the next: the first method's table fills first.
     for method in args.methods:
         for name in chosen:
@@ -227,7 +241,7 @@ def main() -> int:
             entry = run_one(Path(args.src), sets[name], method, out, log, args.overrides)
             print(f"  {json.dumps(entry)[:400]}", flush=True)
             block["sets"][name] = [*runs, entry]
-            path.write_text(json.dumps(results, indent=2) + "\n")
+            _merge_write(path, args.label, block, name, results["machine"])
     print(table(saved()))
     return 0
 

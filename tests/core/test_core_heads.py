@@ -170,6 +170,23 @@ def test_full_finetuning_gets_the_guides_rate_only_when_none_was_set():
     assert lora.finetune.learning_rate == 2e-4
 
 
+def test_a_lora_classifier_gets_the_measured_rate_and_targets_only_where_none_were_set():
+    cfg, notes = resolve_defaults(Config(), None, "classification")
+    assert (cfg.finetune.learning_rate, cfg.finetune.lora_target_modules) == (2e-3, "all-linear")
+    assert any("learning_rate 0.002, lora_target_modules all-linear" in n for n in notes)
+    mine, notes = resolve_defaults(load_config(None, ["finetune.learning_rate=1e-4"]), None, "classification")
+    assert (mine.finetune.learning_rate, mine.finetune.lora_target_modules) == (1e-4, "all-linear")
+    assert any(n.startswith("lora_target_modules all-linear:") for n in notes)
+    set_both = load_config(None, ["finetune.learning_rate=1e-4", "finetune.lora_target_modules=attention"])
+    assert resolve_defaults(set_both, None, "classification") == (set_both, [])
+    qlora, _ = resolve_defaults(load_config(None, ["finetune.method=qlora"]), None, "classification")
+    assert qlora.finetune.learning_rate == 2e-3
+    for override, task in (([], "instruction"), (["finetune.method=lora_plus"], "classification"),
+                           (["finetune.method=dora"], "classification")):
+        kept, notes = resolve_defaults(load_config(None, override), None, task)
+        assert (kept.finetune.learning_rate, kept.finetune.lora_target_modules, notes) == (2e-4, "attention", [])
+
+
 def test_mean_pooled_lora_saves_loads_and_merges_alike(tmp_path):
     folder = _sentence_transformers_folder(tmp_path / "st", pooling_mode_mean_tokens=True)
     loaded = load_model(str(folder), task="classification", labels=LABELS)

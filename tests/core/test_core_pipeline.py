@@ -61,6 +61,9 @@ def test_demo_preset_matches_its_reasons():
     assert set(DEMO_REASONS) == set(DEMO_SETTINGS)
     flat = cfg.flat()
     assert flat["finetune.learning_rate"] == 2e-3 and flat["finetune.num_epochs"] == 1
+    # The rate and targets are a classifier's defaults, not departures of the demo's own.
+    assert flat["finetune.lora_target_modules"] == "all-linear"
+    assert not {"finetune.learning_rate", "finetune.lora_target_modules"} & set(DEMO_SETTINGS)
     assert flat["prepare.dataset"] == "rotten-tomatoes" and flat["finetune.model"] == "minilm"
 
 

@@ -33,7 +33,14 @@ def test_run_writes_the_run_folder_and_logs_to_mlflow(in_tmp, capsys):
     train = metrics["train"]
     assert {"samples_per_second", "tokens_per_second", "peak_memory_mb", "trainable_params",
             "trainable_percent", "epochs_run", "stopped_early"} <= set(train)
-    assert train["steps"] == 6 and 0 < train["trainable_percent"] < 1  # LoRA trains < 1%
+    assert train["steps"] == 6 and 0 < train["trainable_percent"] < 2  # LoRA trains < 2%
+    # The rate was set; the targets were not, so a classifier gets LoRA on every linear layer
+    # of the encoder: r 8 x (in + out) on q, k, v, attention output (384 -> 384) and the
+    # feed-forward pair (384 <-> 1536) in 6 blocks, plus the 384 x 2 + 2 head. (Mean pooling:
+    # BERT's pooler is not used, so it gets none.)
+    assert train["trainable_params"] == 6 * 8 * (4 * 768 + 2 * 1920) + 770
+    saved = (run / "config.yaml").read_text()
+    assert "lora_target_modules: all-linear" in saved and "learning_rate: 0.002" in saved
 
     history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in history if r["kind"] == "train"] == [2, 4, 6]
@@ -47,8 +54,10 @@ def test_run_writes_the_run_folder_and_logs_to_mlflow(in_tmp, capsys):
     meta = json.loads((run / "run.json").read_text())
     assert meta["labels"] == ["fresh", "rotten"] and len(meta["data_sha256"]) == 64
 
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "baseline (probe)" in out and "finetuned" in out
+    assert "lora_target_modules all-linear: a classifier trained with lora" in captured.out + captured.err
 
     from mlflow import MlflowClient
 
@@ -56,6 +65,7 @@ def test_run_writes_the_run_folder_and_logs_to_mlflow(in_tmp, capsys):
     logged = client.get_run(meta["mlflow_run_id"])
     assert logged.info.status == "FINISHED" and logged.info.run_name == "small"
     assert logged.data.params["finetune.max_steps"] == "6"
+    assert logged.data.params["finetune.lora_target_modules"] == "all-linear"
     assert logged.data.tags["data_sha256"] == meta["data_sha256"]
     # The metric plan rides along as tags: rotten-tomatoes is balanced enough for accuracy.
     assert logged.data.tags["metric_plan.headline"] == metrics["plan"]["headline"] == "accuracy"

@@ -40,7 +40,7 @@ def estimate_memory(
     """
     from tunesmith.advise import memory
     from tunesmith.advise.run_memory import estimate_run
-    from tunesmith.config import Config, load_config
+    from tunesmith.config import Config, classifier_defaults, load_config
 
     if (model is None) == (params is None):
         raise UsageError("give exactly one of --model (a name, folder or config.json) and --params.")
@@ -53,6 +53,10 @@ def estimate_memory(
         shape = memory.model_shape(model)  # type: ignore[arg-type]
     cfg = load_config(config) if config is not None else Config()
     given = {k: v for k, v in (settings or {}).items() if v is not None}
+    if shape.kind == "encoder":  # an encoder trains as a classifier: what its run would use
+        finetune = cfg.finetune.model_copy(update={"method": given["method"]}) if "method" in given else cfg.finetune
+        finetune, _ = classifier_defaults(finetune, "classification")
+        cfg = cfg.model_copy(update={"finetune": finetune})
     # The training table is the guide's accounting; the whole run adds the loop's best copy.
     args = memory.MemoryArgs.from_config(cfg, device=device, keep_best_copy=False, **given)
     run = estimate_run(shape, args)

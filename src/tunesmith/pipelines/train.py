@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import runfiles
-from tunesmith.config import Config, save_config
+from tunesmith.config import Config, classifier_defaults, save_config
 from tunesmith.errors import ConfigError, DataError, UsageError
 from tunesmith.evaluate.classification import with_validation
 from tunesmith.records import Record
@@ -172,9 +172,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 FULL_DEFAULT_LR = 5e-5
 
 
-def resolve_defaults(cfg: Config, max_length: int | None) -> tuple[Config, list[str]]:
-    """Fill in the settings the user left to tunesmith: the plan's max_length, and full
-    finetuning's learning rate. Returns the config to train and save, and what was chosen."""
+def resolve_defaults(cfg: Config, max_length: int | None,
+                     task: str | None = None) -> tuple[Config, list[str]]:
+    """Fill in the settings the user left to tunesmith: the plan's max_length, full
+    finetuning's learning rate, and a LoRA/QLoRA classifier's rate and target modules
+    (:func:`~tunesmith.config.classifier_defaults`). Only keys the user did not set
+    change. Returns the config to train and save, and a sentence per choice."""
     notes = []
     prepare, finetune = cfg.prepare, cfg.finetune
     if max_length is not None and max_length != prepare.max_length:
@@ -184,6 +187,9 @@ def resolve_defaults(cfg: Config, max_length: int | None) -> tuple[Config, list[
         notes.append(f"learning_rate {FULL_DEFAULT_LR:g}: the guide's range for full finetuning "
                      "is 1e-5 to 5e-5 (the default 2e-4 is LoRA's); set finetune.learning_rate "
                      "to choose.")
+    finetune, why = classifier_defaults(finetune, task)
+    if why:
+        notes.append(why)
     return cfg.model_copy(update={"prepare": prepare, "finetune": finetune}), notes
 
 
@@ -259,7 +265,7 @@ def train(
         plan = spec.validation(plan, train_records, cfg, loaded.tokenizer.pad_token_id)
     for note in plan.notes:
         log(note)
-    cfg, chosen = resolve_defaults(cfg, plan.max_length)
+    cfg, chosen = resolve_defaults(cfg, plan.max_length, task)
     for note in chosen:
         log(note)
     # If the memory estimate does not fit, a smaller micro-batch with more
