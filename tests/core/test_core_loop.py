@@ -95,6 +95,25 @@ def test_early_stopping_and_best_weights_restored(tmp_path):
     assert any(not torch.equal(now[k], snapshots[4][k]) for k in now)
 
 
+def test_a_tie_on_accuracy_goes_to_the_lower_validation_loss(tmp_path):
+    # Accuracy on 19 validation records moves in steps of 1/19: equal accuracy is common.
+    scores = iter([(0.79, 0.45), (0.79, 0.38), (0.79, 0.50), (0.74, 0.30)])
+    snapshots = {}
+
+    def scripted(model):
+        snapshots[len(snapshots) + 1] = trainable(model)
+        accuracy, loss = next(scores)
+        return {"accuracy": accuracy, "loss": loss}
+
+    model = _model()
+    cfg = finetune_cfg(max_steps=4, eval_every=1, early_stopping_patience=0)
+    result = _fit(model, toy_data(48), cfg, evaluate=scripted, best_metric="accuracy")
+    assert (result.best_step, result.best_value) == (2, 0.79)
+    assert [r["is_best"] for r in result.history if r["kind"] == "eval"] == [True, True, False, False]
+    now = trainable(model)
+    assert all(torch.equal(now[key], value) for key, value in snapshots[2].items())
+
+
 class _Interrupt(Callback):
     def __init__(self, at_step):
         self.at_step = at_step
