@@ -1,0 +1,181 @@
+"""The chat case with TRL's SFTTrainer: side (c) of ``bench/throughput.py``.
+
+What a user who knows the ecosystem writes for supervised finetuning of a chat model: TRL's
+``SFTTrainer`` with a PEFT ``LoraConfig``. TRL is a bench-only extra, not a dependency of
+tunesmith:
+
+    pip install -c constraints.txt -e ".[bench]"     # trl==1.16.0, the version measured
+
+Two settings, chosen with ``--setting``:
+
+- ``best``: TRL's best setting on this CPU, found by trying its switches: bf16 off (this AVX2
+  CPU has no native bf16 matmul, so bf16 autocast is emulated and runs about 10x slower),
+  activation checkpointing off (SFTConfig turns it on by default: one more forward pass per
+  step), plain right padding to the longest in the batch, no packing and no padding-free
+  batches (its padding-free path with sdpa was as slow as bf16 here).
+- ``defaults``: SFTConfig's own defaults for everything but the hyperparameters the benchmark
+  fixes for every side (steps, batch, learning rate, warmup, weight decay, seed, max length):
+  bf16 on, activation checkpointing on.
+
+Data: the examples are tokenized by the same function as sides (a) and (b)
+(``plain_trainer.encode_chat``: the chat template, only the assistant turns labelled) and
+handed to SFTTrainer as an already tokenized dataset with an ``assistant_masks`` column, from
+which TRL builds its labels. That is how TRL trains on assistant tokens only for this data:
+its own ``assistant_only_loss=True`` needs ``{% generation %}`` markers in the chat template,
+which SmolLM2's template does not have, and its prompt/completion format labels only the last
+reply, while these conversations have several. So all three sides learn the same tokens.
+
+Run alone (``bench/throughput.py`` does this for you):
+
+    python bench/trl_sft.py --setting best --model-dir MODEL_DIR --data DATA_DIR --out OUT \\
+        --max-steps 10 --batch-size 4 --learning-rate 2e-4 --max-length 256
+
+The result (speed, peak memory, validation loss by ``plain_trainer.validation_loss``) goes to
+``OUT/result.json`` with the same keys as side (a)'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+INSTALL_HINT = (
+    "TRL is not installed: it is a bench-only extra, side (c) of bench/throughput.py. Install it "
+    'into this environment with `pip install -c constraints.txt -e ".[bench]"` (trl==1.16.0, the '
+    "version the figures in docs/performance.md were measured with), or leave side (c) out with "
+    "`python bench/throughput.py --sides plain tunesmith`."
+)
+
+# What each setting changes in SFTConfig; everything else is SFTConfig's default.
+SETTINGS: dict[str, dict] = {
+    "best": {"bf16": False, "gradient_checkpointing": False, "packing": False, "padding_free": False},
+    "defaults": {},
+}
+
+
+def trl_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trl") is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="TRL SFTTrainer + PEFT LoRA on chat data (bench side c)")
+    parser.add_argument("--setting", choices=list(SETTINGS), default="best")
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--max-steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--warmup-ratio", type=float, default=0.1)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--lora-alpha", type=float, default=16)
+    parser.add_argument("--lora-dropout", type=float, default=0.05)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    if not trl_available():
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+
+    from datasets import Dataset
+    from peft import LoraConfig, TaskType
+    from plain_trainer import (
+        IGNORE,
+        CountingCollator,
+        LoopTimer,
+        encode_chat,
+        model_shape,
+        peak_rss_mb,
+        read_jsonl,
+        validation_loss,
+    )
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    torch.manual_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    encoded = [encode_chat(r["messages"], tokenizer, args.max_length)
+               for r in read_jsonl(args.data / "train.jsonl")]
+    train_set = Dataset.from_list([
+        {"input_ids": e["input_ids"], "assistant_masks": [int(x != IGNORE) for x in e["labels"]]}
+        for e in encoded
+    ])
+    val_set = [encode_chat(r["messages"], tokenizer, args.max_length)
+               for r in read_jsonl(args.data / "val.jsonl")]
+
+    setting = SETTINGS[args.setting]
+    config = SFTConfig(
+        output_dir=str(args.out / "trainer"),
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_steps=args.max_steps,
+        warmup_steps=args.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        weight_decay=args.weight_decay,
+        max_length=args.max_length,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        use_cpu=not torch.cuda.is_available(),  # SFTConfig refuses bf16 on CPU without it
+        **setting,
+    )
+    # The collator SFTTrainer builds by itself for this config, wrapped to count real tokens.
+    collator = CountingCollator(DataCollatorForLanguageModeling(
+        pad_token_id=tokenizer.pad_token_id, padding_free=config.padding_free,
+        pad_to_multiple_of=config.pad_to_multiple_of))
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=args.lora_r, lora_alpha=args.lora_alpha,
+                      lora_dropout=args.lora_dropout, target_modules=["q_proj", "v_proj"])
+    timer = LoopTimer()
+    trainer = SFTTrainer(model=args.model_dir, args=config, train_dataset=train_set,
+                         processing_class=tokenizer, data_collator=collator, peft_config=lora,
+                         callbacks=[timer])
+    trainer.train()
+    peak = peak_rss_mb()  # before validation, as on the other sides
+
+    steps = args.max_steps
+    real = sum(collator.real_tokens[:steps])
+    padded = sum(collator.padded_tokens[:steps])
+    samples = steps * args.batch_size
+    model = trainer.model
+    result = {
+        "side": f"trl-{args.setting}",
+        "setting": {k: getattr(config, k) for k in ("bf16", "gradient_checkpointing", "packing",
+                                                    "padding_free", "max_length")},
+        "train_seconds": timer.seconds,
+        "steps": steps,
+        "samples": samples,
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "padding_efficiency": real / padded,
+        "real_tokens_per_second": real / timer.seconds,
+        "samples_per_second": samples / timer.seconds,
+        "train_cpu_seconds": timer.cpu_seconds,
+        "real_tokens_per_cpu_second": real / timer.cpu_seconds,
+        "mean_sequence_tokens": real / samples,
+        "val_loss": validation_loss(
+            model, val_set, DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)),
+        "peak_rss_mb": peak,
+        "peak_above_start_mb": peak - timer.rss_at_start_mb,
+        "threads": torch.get_num_threads(),
+        "model_shape": model_shape(model),
+        "pid": os.getpid(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "model_shape"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
