@@ -2,6 +2,13 @@
 
     python bench/mfu.py                  # matmul peak of this CPU + MFU of bench/results/throughput.json
     python bench/mfu.py --sizes 512 1024 # other matrix sizes
+    python bench/mfu.py --wait-quiet 1800 --throughput bench/results/throughput_trl.json
+
+The peak only means something on a quiet machine: other jobs take the cores and the figure
+falls (on the 2-core machine of docs/performance.md it ranged from 10 to 160 GFLOP/s with the
+load). So the load average is recorded with it, ``--wait-quiet`` waits (up to the seconds
+given) for the 1-minute load average to fall below ``--quiet-load`` before measuring, and a
+peak measured above that load is marked as a floor in the result.
 
 1. The peak: time ``torch.matmul`` of square fp32 matrices at a few sizes (n x n times n x n is
    2 n^3 FLOPs) with the threads torch uses by default, and keep the best rate. That is what a
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -91,33 +99,71 @@ def mfu_of_run(run: dict, peak_flops: float) -> dict:
     }
 
 
+def wait_for_quiet(threshold: float, timeout: float, poll: float = 15.0) -> tuple[float, float]:
+    """Wait until the 1-minute load average is below ``threshold`` or ``timeout`` seconds have
+    passed; returns (load average then, seconds waited). Costs nothing but the wait."""
+    started = time.monotonic()
+    while True:
+        load = os.getloadavg()[0]
+        waited = time.monotonic() - started
+        if load < threshold or waited >= timeout:
+            return load, waited
+        print(f"load average {load:.2f} >= {threshold}: waiting ({waited:.0f} of {timeout:.0f} s)",
+              flush=True)
+        time.sleep(poll)
+
+
+def sides_of(case: dict) -> list[str]:
+    """The sides a case of a throughput result holds (older files: plain and tunesmith)."""
+    return case.get("sides", ["plain", "tunesmith"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--throughput", type=Path, default=RESULTS / "throughput.json",
                         help="results of bench/throughput.py to rate (skipped when missing)")
     parser.add_argument("--out", type=Path, default=RESULTS / "mfu.json")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to this long for a quiet machine before measuring the peak")
+    parser.add_argument("--quiet-load", type=float, default=1.5,
+                        help="1-minute load average below which the machine counts as quiet")
+    parser.add_argument("--peak-from", type=Path, metavar="MFU_JSON",
+                        help="measure nothing: take the peak (and its load and date) from an "
+                        "earlier result of this script, and rate --throughput against it")
     args = parser.parse_args(argv)
 
-    peak = measure_peak(args.sizes)
+    if args.peak_from:
+        earlier = json.loads(args.peak_from.read_text())
+        peak, date, waited = earlier["peak"], earlier["date"], earlier["waited_for_quiet_seconds"]
+        load_before, load_after = earlier["load_average_before"], earlier["load_average_after"]
+    else:
+        _, waited = wait_for_quiet(args.quiet_load, args.wait_quiet)
+        load_before = os.getloadavg()
+        date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        peak = measure_peak(args.sizes)
+        load_after = os.getloadavg()
+    quiet = max(load_before[0], load_after[0]) < args.quiet_load
     print(f"fp32 matmul on {platform.processor() or platform.machine()}, {peak['threads']} threads:")
     for size, rate in peak["gflops_by_size"].items():
         print(f"  {size:>5} x {size:<5} {rate:8.1f} GFLOP/s")
-    print(f"  peak           {peak['peak_gflops']:8.1f} GFLOP/s")
+    print(f"  peak           {peak['peak_gflops']:8.1f} GFLOP/s at load average "
+          f"{load_before[0]:.2f} / {load_after[0]:.2f} (before / after)"
+          + ("" if quiet else f": NOT quiet (>= {args.quiet_load}), the peak is a floor"))
 
     runs = []
     if args.throughput.is_file():
         bench = json.loads(args.throughput.read_text())
         for case_name, case in bench["cases"].items():
-            for side in ("plain", "tunesmith"):
+            for side in sides_of(case):
                 run = case[side]
                 rated = mfu_of_run(run, peak["peak_gflops"] * 1e9)
                 runs.append({"case": case_name, "side": side,
                              "real_tokens_per_second": run["real_tokens_per_second"], **rated})
         print(f"\nMFU of the runs in {args.throughput.name}:")
-        print(f"  {'case':<28} {'side':<10} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>7}")
+        print(f"  {'case':<28} {'side':<22} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>7}")
         for r in runs:
-            print(f"  {r['case']:<28} {r['side']:<10} {r['real_tokens_per_second']:>9.0f} "
+            print(f"  {r['case']:<28} {r['side']:<22} {r['real_tokens_per_second']:>9.0f} "
                   f"{r['achieved_gflops']:>8.1f} {r['mfu']:>7.1%}")
     else:
         print(f"\n{args.throughput} not found: run `python bench/throughput.py` first to rate the runs.")
@@ -125,8 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": {"processor": platform.processor() or platform.machine(),
                     "platform": platform.platform()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "note": "CPU shared with other jobs while measured: peak and MFU are noisy",
+        "date": date,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "waited_for_quiet_seconds": round(waited),
+        "quiet": quiet,
+        "note": (f"measured with the 1-minute load average below {args.quiet_load}: the peak of "
+                 "this CPU as torch reaches it" if quiet else
+                 f"measured at a 1-minute load average of {max(load_before[0], load_after[0]):.2f} "
+                 f"(>= {args.quiet_load}): other jobs held part of the CPU, so the peak is a "
+                 "floor and the MFU figures are upper bounds"),
+        "throughput_file": args.throughput.name,
         "peak": peak,
         "runs": runs,
     }

@@ -29,7 +29,8 @@ The sides (``--sides``):
   ``pip install -c constraints.txt -e ".[bench]"``. ``trl-defaults`` runs bf16, which this
   kind of CPU emulates (about 10x slower), so it trains ``--trl-defaults-steps`` steps only;
 - ``tunesmith+IDEA``: side (b) with one speed idea applied, to measure it against (b) in the
-  same interleaved run (``IDEAS`` below: ``compile``, ``threads1``, ``micro-half``).
+  same interleaved run (``IDEAS`` below: ``compile``, ``threads1``, ``threads-torch``,
+  ``micro-half``).
 
 For each case it prints the medians over rounds and the ratios of tunesmith over each other
 side against the goals: at least 1.5x the plain script's real tokens/s, validation loss within
@@ -95,6 +96,8 @@ TRL_SIDES = ("trl-best", "trl-defaults")
 IDEAS = {
     "compile": "torch.compile of the model (inductor, CPU), compile time counted in the loop",
     "threads1": "torch.set_num_threads(1) instead of torch's default (one per core)",
+    "threads-torch": "torch's own thread count (one per core; OMP_NUM_THREADS set to it), i.e. "
+                     "without tunesmith's fitting of the threads to the free cores",
     "micro-half": "micro-batches of half the batch with 2 accumulation steps (same effective step): "
                   "(b) against it shows what the larger micro-batch pays",
 }
@@ -143,6 +146,8 @@ def run_trl(name: str, paths: dict, out: Path, setting: str, steps: int) -> dict
         "--warmup-ratio", str(SHARED["warmup_ratio"]), "--weight-decay", str(SHARED["weight_decay"]),
         "--lora-r", str(SHARED["lora_r"]), "--lora-alpha", str(SHARED["lora_alpha"]),
         "--lora-dropout", str(SHARED["lora_dropout"]), "--seed", str(SHARED["seed"]),
+        # TRL's best CPU setting includes threads fitted to the free cores, as tunesmith's are.
+        *(["--fit-threads"] if setting == "best" else []),
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "result.json").read_text())
@@ -187,6 +192,9 @@ def apply_idea(idea: str | None, overrides: list[str], case: dict) -> None:
 
     if idea == "threads1":
         torch.set_num_threads(1)
+    elif idea == "threads-torch":
+        # The user's own choice: tunesmith.train.threads leaves the count alone.
+        os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     elif idea == "micro-half":
         overrides += [f"finetune.batch_size={case['batch_size'] // 2}",
                       "finetune.gradient_accumulation_steps=2"]
@@ -341,7 +349,8 @@ def tunesmith_side(name: str, data: Path, out: Path, idea: str | None = None) ->
         "peak_above_start_mb": peak - measure.rss_at_start_mb,
         "peak_rss_at_last_step_mb": measure.peak_at_last_step_mb,
         "loop_peak_memory_mb": fit.peak_memory_mb,
-        "threads": torch.get_num_threads(),
+        "threads": json.loads((out / "run" / "metrics.json").read_text())["train"].get("cpu_threads")
+        or torch.get_num_threads(),
         # The reloaded model is frozen (inference): the trainable count comes from the run.
         "model_shape": model_shape(model) | {"trainable_params": result.trainable_params},
         "notes": result.notes,

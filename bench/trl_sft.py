@@ -12,7 +12,10 @@ Two settings, chosen with ``--setting``:
   CPU has no native bf16 matmul, so bf16 autocast is emulated and runs about 10x slower),
   activation checkpointing off (SFTConfig turns it on by default: one more forward pass per
   step), plain right padding to the longest in the batch, no packing and no padding-free
-  batches (its padding-free path with sdpa was as slow as bf16 here).
+  batches (its padding-free path with sdpa was as slow as bf16 here). With ``--fit-threads``
+  (what bench/throughput.py passes) torch's CPU threads are also fitted to the cores other jobs
+  leave free, by the same function as tunesmith's (``tunesmith.train.threads``): on a shared
+  machine that is part of the best setting, and on a quiet one it changes nothing.
 - ``defaults``: SFTConfig's own defaults for everything but the hyperparameters the benchmark
   fixes for every side (steps, batch, learning rate, warmup, weight decay, seed, max length):
   bf16 on, activation checkpointing on.
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-dropout", type=float, default=0.05)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--fit-threads", action="store_true",
+                        help="torch's CPU threads fitted to the free cores, as tunesmith does")
     args = parser.parse_args(argv)
     if not trl_available():
         print(INSTALL_HINT, file=sys.stderr)
@@ -140,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     trainer = SFTTrainer(model=args.model_dir, args=config, train_dataset=train_set,
                          processing_class=tokenizer, data_collator=collator, peft_config=lora,
                          callbacks=[timer])
-    trainer.train()
+    threads = None
+    if args.fit_threads:
+        from tunesmith.train.threads import cpu_threads
+
+        with cpu_threads() as threads:
+            trainer.train()
+    else:
+        trainer.train()
     peak = peak_rss_mb()  # before validation, as on the other sides
 
     steps = args.max_steps
@@ -167,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             model, val_set, DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)),
         "peak_rss_mb": peak,
         "peak_above_start_mb": peak - timer.rss_at_start_mb,
-        "threads": torch.get_num_threads(),
+        "threads": threads or torch.get_num_threads(),
         "model_shape": model_shape(model),
         "pid": os.getpid(),
     }

@@ -221,6 +221,7 @@ def train(
     from tunesmith.report.plots import plot_loss, plot_lr
     from tunesmith.track.experiment import MlflowTracker
     from tunesmith.train.loop import fit
+    from tunesmith.train.threads import cpu_threads
 
     out = Path(out_dir)
     task_hint = None if cfg.prepare.task == "auto" else cfg.prepare.task
@@ -320,21 +321,23 @@ def train(
 
     status = "FAILED"
     try:
-        result = fit(
-            model,
-            plan.train_data,
-            objective=plan.objective,
-            cfg=cfg.finetune,
-            pad_token_id=loaded.tokenizer.pad_token_id,
-            evaluate=plan.evaluate,
-            best_metric=plan.best_metric,
-            out_dir=out,
-            callbacks=[*callbacks, *([tracker] if tracker else [])],
-            resume=resume,
-            progress=progress,
-            evaluate_first=plan.evaluate_first,
-            collate=plan.collate,
-        )
+        # On a CPU that other jobs share: torch's threads fitted to the free cores (threads.py).
+        with cpu_threads(log) as threads:
+            result = fit(
+                model,
+                plan.train_data,
+                objective=plan.objective,
+                cfg=cfg.finetune,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+                evaluate=plan.evaluate,
+                best_metric=plan.best_metric,
+                out_dir=out,
+                callbacks=[*callbacks, *([tracker] if tracker else [])],
+                resume=resume,
+                progress=progress,
+                evaluate_first=plan.evaluate_first,
+                collate=plan.collate,
+            )
         saved = save_adapter(model, out / runfiles.ADAPTER_DIR, {"base_model": cfg.finetune.model, "task": task,
                                                       **({"labels": labels} if labels else {})})
         log(f"saved the trained weights ({cfg.finetune.method}) to {saved.path}: "
@@ -356,6 +359,8 @@ def train(
             "seconds_per_epoch": round(len(plan.train_data) / result.samples_per_second, 1)
             if result.samples_per_second else None,
             "steps": result.steps,
+            # None: torch's own count (a GPU, or OMP_NUM_THREADS set by the user or launcher).
+            "cpu_threads": threads,
             "adapter_mb": round(saved.size_bytes / 1e6, 3),
         }
         packing = plan.packing
