@@ -2,10 +2,11 @@
 
     python bench/mfu.py                  # matmul peak of this CPU + MFU of bench/results/throughput.json
     python bench/mfu.py --sizes 512 1024 # other matrix sizes
-    python bench/mfu.py --wait-quiet 1800 --throughput bench/results/throughput_trl.json
+    python bench/mfu.py --wait-quiet 1800 --throughput bench/results/throughput_minilm.json \\
+        bench/results/throughput_trl.json   # wait for a quiet machine, rate two result files
 
 The peak only means something on a quiet machine: other jobs take the cores and the figure
-falls (on the 2-core machine of docs/performance.md it ranged from 10 to 160 GFLOP/s with the
+falls (on the 2-core machine of docs/performance.md it ranged from 10 to 124 GFLOP/s with the
 load). So the load average is recorded with it, ``--wait-quiet`` waits (up to the seconds
 given) for the 1-minute load average to fall below ``--quiet-load`` before measuring, and a
 peak measured above that load is marked as a floor in the result.
@@ -121,7 +122,7 @@ def sides_of(case: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
-    parser.add_argument("--throughput", type=Path, default=RESULTS / "throughput.json",
+    parser.add_argument("--throughput", type=Path, nargs="+", default=[RESULTS / "throughput.json"],
                         help="results of bench/throughput.py to rate (skipped when missing)")
     parser.add_argument("--out", type=Path, default=RESULTS / "mfu.json")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="1-minute load average below which the machine counts as quiet")
     parser.add_argument("--peak-from", type=Path, metavar="MFU_JSON",
                         help="measure nothing: take the peak (and its load and date) from an "
-                        "earlier result of this script, and rate --throughput against it")
+                        "earlier result of this script, and rate the --throughput files against it")
     args = parser.parse_args(argv)
 
     if args.peak_from:
@@ -152,21 +153,29 @@ def main(argv: list[str] | None = None) -> int:
           + ("" if quiet else f": NOT quiet (>= {args.quiet_load}), the peak is a floor"))
 
     runs = []
-    if args.throughput.is_file():
-        bench = json.loads(args.throughput.read_text())
+    per_core = peak["peak_gflops"] * 1e9 / peak["threads"]
+    for path in args.throughput:
+        if not path.is_file():
+            print(f"\n{path} not found: run `python bench/throughput.py` first to rate the runs.")
+            continue
+        bench = json.loads(path.read_text())
         for case_name, case in bench["cases"].items():
             for side in sides_of(case):
                 run = case[side]
                 rated = mfu_of_run(run, peak["peak_gflops"] * 1e9)
-                runs.append({"case": case_name, "side": side,
-                             "real_tokens_per_second": run["real_tokens_per_second"], **rated})
-        print(f"\nMFU of the runs in {args.throughput.name}:")
-        print(f"  {'case':<28} {'side':<22} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>7}")
+                # Per second of the process's CPU time against one core's share of the peak:
+                # what the run made of the CPU it got, which load disturbs much less.
+                per_cpu = rated["flops_per_token"] * run["real_tokens_per_cpu_second"] / per_core
+                runs.append({"file": path.name, "case": case_name, "side": side,
+                             "real_tokens_per_second": run["real_tokens_per_second"],
+                             "real_tokens_per_cpu_second": run["real_tokens_per_cpu_second"],
+                             **rated, "mfu_per_cpu_second": round(per_cpu, 4)})
+    if runs:
+        print("\nMFU of the runs (wall clock; per CPU second against one core's share of the peak):")
+        print(f"  {'case':<24} {'side':<24} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>7} {'per CPU s':>9}")
         for r in runs:
-            print(f"  {r['case']:<28} {r['side']:<22} {r['real_tokens_per_second']:>9.0f} "
-                  f"{r['achieved_gflops']:>8.1f} {r['mfu']:>7.1%}")
-    else:
-        print(f"\n{args.throughput} not found: run `python bench/throughput.py` first to rate the runs.")
+            print(f"  {r['case']:<24} {r['side']:<24} {r['real_tokens_per_second']:>9.0f} "
+                  f"{r['achieved_gflops']:>8.1f} {r['mfu']:>7.1%} {r['mfu_per_cpu_second']:>9.1%}")
 
     result = {
         "machine": {"processor": platform.processor() or platform.machine(),
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"measured at a 1-minute load average of {max(load_before[0], load_after[0]):.2f} "
                  f"(>= {args.quiet_load}): other jobs held part of the CPU, so the peak is a "
                  "floor and the MFU figures are upper bounds"),
-        "throughput_file": args.throughput.name,
+        "throughput_files": [p.name for p in args.throughput],
         "peak": peak,
         "runs": runs,
     }
