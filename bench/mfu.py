@@ -61,15 +61,22 @@ def matmul_flops_per_second(size: int, *, repeats: int = 5, dtype: str = "float3
     return 2 * size**3 / best
 
 
-def measure_peak(sizes: list[int], dtype: str = "float32") -> dict:
+def measure_peak(sizes: list[int], dtype: str = "float32", repeats: int = 5) -> dict:
     import torch
 
-    rates = {str(n): matmul_flops_per_second(n, dtype=dtype) for n in sizes}
+    rates = {str(n): matmul_flops_per_second(n, dtype=dtype, repeats=repeats) for n in sizes}
+    threads = torch.get_num_threads()
+    # One core's own peak: what a second of CPU time can reach (the rate per CPU second of a
+    # run is measured against it; a busy machine disturbs it less than the all-core peak).
+    torch.set_num_threads(1)
+    one = max(matmul_flops_per_second(n, dtype=dtype, repeats=repeats) for n in sizes)
+    torch.set_num_threads(threads)
     return {
         "dtype": dtype,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "gflops_by_size": {k: round(v / 1e9, 2) for k, v in rates.items()},
         "peak_gflops": round(max(rates.values()) / 1e9, 2),
+        "peak_gflops_one_thread": round(one / 1e9, 2),
     }
 
 
@@ -125,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput", type=Path, nargs="+", default=[RESULTS / "throughput.json"],
                         help="results of bench/throughput.py to rate (skipped when missing)")
     parser.add_argument("--out", type=Path, default=RESULTS / "mfu.json")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="products timed per size, the fastest kept (more on a busy machine)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for a quiet machine before measuring the peak")
     parser.add_argument("--quiet-load", type=float, default=1.5,
@@ -142,18 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         _, waited = wait_for_quiet(args.quiet_load, args.wait_quiet)
         load_before = os.getloadavg()
         date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        peak = measure_peak(args.sizes)
+        peak = measure_peak(args.sizes, repeats=args.repeats)
         load_after = os.getloadavg()
     quiet = max(load_before[0], load_after[0]) < args.quiet_load
     print(f"fp32 matmul on {platform.processor() or platform.machine()}, {peak['threads']} threads:")
     for size, rate in peak["gflops_by_size"].items():
         print(f"  {size:>5} x {size:<5} {rate:8.1f} GFLOP/s")
+    print(f"  one thread     {peak['peak_gflops_one_thread']:8.1f} GFLOP/s")
     print(f"  peak           {peak['peak_gflops']:8.1f} GFLOP/s at load average "
           f"{load_before[0]:.2f} / {load_after[0]:.2f} (before / after)"
           + ("" if quiet else f": NOT quiet (>= {args.quiet_load}), the peak is a floor"))
 
     runs = []
-    per_core = peak["peak_gflops"] * 1e9 / peak["threads"]
+    per_core = peak.get("peak_gflops_one_thread", peak["peak_gflops"] / peak["threads"]) * 1e9
     for path in args.throughput:
         if not path.is_file():
             print(f"\n{path} not found: run `python bench/throughput.py` first to rate the runs.")
@@ -163,15 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             for side in sides_of(case):
                 run = case[side]
                 rated = mfu_of_run(run, peak["peak_gflops"] * 1e9)
-                # Per second of the process's CPU time against one core's share of the peak:
-                # what the run made of the CPU it got, which load disturbs much less.
+                # Per second of the process's CPU time against one core's peak: what the run
+                # made of the CPU it got, which load disturbs much less.
                 per_cpu = rated["flops_per_token"] * run["real_tokens_per_cpu_second"] / per_core
                 runs.append({"file": path.name, "case": case_name, "side": side,
                              "real_tokens_per_second": run["real_tokens_per_second"],
                              "real_tokens_per_cpu_second": run["real_tokens_per_cpu_second"],
                              **rated, "mfu_per_cpu_second": round(per_cpu, 4)})
     if runs:
-        print("\nMFU of the runs (wall clock; per CPU second against one core's share of the peak):")
+        print("\nMFU of the runs (wall clock against the peak; per CPU second against one core's peak):")
         print(f"  {'case':<24} {'side':<24} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>7} {'per CPU s':>9}")
         for r in runs:
             print(f"  {r['case']:<24} {r['side']:<24} {r['real_tokens_per_second']:>9.0f} "

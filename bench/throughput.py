@@ -26,8 +26,8 @@ The sides (``--sides``):
 - ``tunesmith``: `tunesmith train` with its defaults, as a library call (b);
 - ``trl-best`` / ``trl-defaults`` (chat case only): bench/trl_sft.py, TRL's SFTTrainer at its
   best CPU setting / with SFTConfig's defaults (c). TRL is a bench-only extra:
-  ``pip install -c constraints.txt -e ".[bench]"``. ``trl-defaults`` runs bf16, which this
-  kind of CPU emulates (about 10x slower), so it trains ``--trl-defaults-steps`` steps only;
+  ``pip install -c constraints.txt -e ".[bench]"``. ``trl-defaults`` runs bf16 autocast and activation
+  checkpointing (issue 17 saw about 7 real tokens/s), so it trains ``--trl-defaults-steps`` steps only;
 - ``tunesmith+IDEA``: side (b) with one speed idea applied, to measure it against (b) in the
   same interleaved run (``IDEAS`` below: ``compile``, ``threads1``, ``threads-torch``,
   ``micro-half``).
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int,
                         help="optimizer steps per run instead of each case's own (for a busy machine)")
     parser.add_argument("--trl-defaults-steps", type=int, default=2,
-                        help="steps of the trl-defaults side at most (bf16 on this CPU: slow)")
+                        help="steps of the trl-defaults side at most (SFTConfig's defaults: slow)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-bench",
                         help="scratch folder for data and run folders")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")

@@ -8,8 +8,8 @@ tunesmith:
 
 Two settings, chosen with ``--setting``:
 
-- ``best``: TRL's best setting on this CPU, found by trying its switches: bf16 off (this AVX2
-  CPU has no native bf16 matmul, so bf16 autocast is emulated and runs about 10x slower),
+- ``best``: TRL's best setting on this CPU, found by trying its switches: bf16 off (issue 17 saw
+  about 7 real tokens/s with SFTConfig's bf16 autocast on this CPU, against about 100 without),
   activation checkpointing off (SFTConfig turns it on by default: one more forward pass per
   step), plain right padding to the longest in the batch, no packing and no padding-free
   batches (its padding-free path with sdpa was as slow as bf16 here). With ``--fit-threads``
