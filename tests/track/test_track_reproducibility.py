@@ -7,7 +7,10 @@ import json
 from tunesmith.config import Config, load_config
 
 
-def test_two_runs_with_the_same_config_data_and_seed_give_the_same_metrics(tmp_path, tiny_base):
+def test_two_runs_with_the_same_config_data_and_seed_give_the_same_metrics(tmp_path, tiny_base, monkeypatch):
+    # The documented way to bit-identical reruns: a fixed thread count (else training uses the
+    # cores the machine's load leaves free, which may differ between the two runs).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     from tunesmith.pipelines.evaluate import evaluate
     from tunesmith.pipelines.prepare import prepare_data
     from tunesmith.pipelines.train import train
