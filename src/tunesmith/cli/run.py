@@ -302,6 +302,9 @@ def _demo(args: argparse.Namespace) -> int:
     flat = cfg.flat()
     for key, reason in DEMO_REASONS.items():
         _err(f"  {key} = {flat[key]}: {reason}")
+    _err(f"  finetune.learning_rate = {flat['finetune.learning_rate']:g}, "
+         f"finetune.lora_target_modules = {flat['finetune.lora_target_modules']}: not departures, "
+         "what `tunesmith run` gives every classifier trained with LoRA (docs/core.md)")
     result = run(cfg, out_dir=args.out, progress=not args.no_progress, log=_err)
     _render_result(result.task, result.metrics, result.run_dir, _tracking_uri(cfg), result.outcome)
     return 0
