@@ -85,14 +85,14 @@ def test_micro_batch_and_accumulation_keep_the_effective_batch(shape):
     assert plan.estimate.total_bytes <= memory * GB
 
 
-def test_fresh_classification_head_gets_the_measured_rate(tmp_path):
+def test_a_lora_classifier_gets_the_rate_tunesmith_run_gives_it(tmp_path):
     bert = tmp_path / "config.json"
     bert.write_text(json.dumps({"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
                                 "num_attention_heads": 2, "intermediate_size": 128,
                                 "vocab_size": 1000}))
     plan = make_plan(model_shape(str(bert)), examples=3000, memory_gb=10)
     assert plan.choice("finetune.learning_rate").value == 2e-3
-    assert "majority rate" in plan.choice("finetune.learning_rate").reason
+    assert "within 3 points of full finetuning" in plan.choice("finetune.learning_rate").reason
 
 
 def test_advise_writes_a_config_run_accepts(in_tmp, capsys):
