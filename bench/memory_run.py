@@ -63,6 +63,17 @@ def core_rows() -> list[tuple]:
         return out
 
     return [r for pair in zip(corner(MINILM), corner(SMOLLM2), strict=True) for r in pair]
+
+
+def first_rows(rows: list[tuple], first: str) -> list[tuple]:
+    """``rows`` reordered: those whose label contains one of the comma-separated texts of
+    ``first`` come first, in the order of the texts, then the others in their order."""
+    texts = [t for t in first.split(",") if t]
+    ahead = [r for t in texts for r in rows if t in label(r)]
+    ahead = list(dict.fromkeys(ahead))  # a row matched by two texts runs once
+    return ahead + [r for r in rows if r not in ahead]
+
+
 # The lean-run cases of issue 17: MiniLM LoRA at the throughput benchmark's settings, SmolLM2
 # LoRA on 512-token chat rows.
 LEAN = {
@@ -338,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core", action="store_true",
                         help="grid: only the corners of each model and method (see core_rows)")
     parser.add_argument("--skip", type=int, default=0, help="grid: skip the first N rows")
+    parser.add_argument("--first", default="",
+                        help="grid: comma-separated label texts; rows whose label contains one "
+                        "run first, in this order, then the rest in grid order (e.g. the rows a "
+                        "results file lacks)")
+    parser.add_argument("--src", type=Path, default=ROOT / "src",
+                        help="grid: the tunesmith source tree the runs use (default this tree's "
+                        "src/; a snapshot keeps a long grid on one version while src/ changes)")
     parser.add_argument("--tag", default="", help="suffix for the results file name")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -388,10 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / f"memory_run_{args.mode}{args.tag}.json"
     rows: list[dict] = []
     if args.mode == "grid":
-        for row in (core_rows() if args.core else GRID)[args.skip:]:
+        for row in first_rows(core_rows() if args.core else GRID, args.first)[args.skip:]:
             if args.only and args.only not in label(row):
                 continue
-            entry = {"label": label(row), "row": list(row), **tunesmith_run(row, ROOT / "src", args.steps)}
+            entry = {"label": label(row), "row": list(row), **tunesmith_run(row, args.src, args.steps)}
             if "error" not in entry:
                 entry["predicted"] = predict(row, entry.get("seq_len"), _checkpointing(entry))
                 score(entry)
