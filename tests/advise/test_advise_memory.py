@@ -104,6 +104,10 @@ def test_standin_lora_counts_attention_projections():
 @pytest.mark.parametrize("method, extra", [
     ("full", {}), ("lora", {}), ("dora", {}), ("lora", {"lora_target_modules": "all-linear"}),
     ("adapter", {"adapter_type": "pfeiffer"}), ("adapter", {"adapter_type": "houlsby"}),
+    # freeze_layers: full freezes the embeddings and the lowest blocks, the LoRA family puts no
+    # LoRA on the lowest blocks (PEFT's layers_to_transform).
+    ("full", {"freeze_layers": 1}), ("full", {"freeze_layers": 2}), ("lora", {"freeze_layers": 1}),
+    ("dora", {"freeze_layers": 1}), ("lora_plus", {"freeze_layers": 1}),
 ])
 def test_trainable_counts_match_the_real_methods_bert(tiny_bert_config, method, extra):
     import torch
@@ -122,24 +126,40 @@ def test_trainable_counts_match_the_real_methods_bert(tiny_bert_config, method, 
     shape = model_shape(str(tiny_bert_config))
     est = estimate_memory(shape, method=method, lora_r=cfg.lora_r,
                           lora_targets=cfg.lora_target_modules, adapter_type=cfg.adapter_type,
-                          adapter_reduction_factor=cfg.adapter_reduction_factor)
+                          adapter_reduction_factor=cfg.adapter_reduction_factor,
+                          freeze_layers=cfg.freeze_layers)
     assert est.trainable_params == real
     assert shape.total_params == sum(p.numel() for p in
                                      AutoModelForSequenceClassification.from_config(config).parameters())
 
 
-def test_trainable_counts_match_lora_on_llama(tiny_llama_config):
+@pytest.mark.parametrize("method, freeze", [("lora", 0), ("lora", 1), ("full", 1)])
+def test_trainable_counts_match_lora_on_llama(tiny_llama_config, method, freeze):
+    """Also with freeze_layers on a model whose LM head is tied to the (frozen) embeddings."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from tunesmith.config import FinetuneConfig
     from tunesmith.methods import apply_method, trainable_summary
 
     config = AutoConfig.from_pretrained(tiny_llama_config.parent)
-    model = apply_method(AutoModelForCausalLM.from_config(config), FinetuneConfig(method="lora"),
-                         task="instruction")
+    model = apply_method(AutoModelForCausalLM.from_config(config),
+                         FinetuneConfig(method=method, freeze_layers=freeze), task="instruction")
     shape = model_shape(str(tiny_llama_config))
     assert shape.kind == "causal" and shape.vocab == 500
-    assert estimate_memory(shape, method="lora").trainable_params == trainable_summary(model).trainable
+    assert (estimate_memory(shape, method=method, freeze_layers=freeze).trainable_params
+            == trainable_summary(model).trainable)
+
+
+def test_freeze_layers_beyond_the_methods_limit_is_refused(tiny_llama_config):
+    from tunesmith.errors import ConfigError
+
+    shape = model_shape(str(tiny_llama_config))  # 2 blocks
+    # Full finetuning may freeze every block: only the final norm (hidden 32 weights) trains.
+    assert estimate_memory(shape, method="full", freeze_layers=2).trainable_params == 32
+    with pytest.raises(ConfigError, match="freeze_layers is 2"):  # LoRA needs a block to adapt
+        estimate_memory(shape, method="lora", freeze_layers=2)
+    with pytest.raises(ConfigError, match="freeze_layers is 1"):
+        estimate_memory(shape, method="adapter", freeze_layers=1)
 
 
 def _saved_activation_bytes(model, batch, labels):
@@ -160,8 +180,9 @@ def _saved_activation_bytes(model, batch, labels):
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_activation_formula_matches_what_autograd_saves(tiny_bert_config, method):
+@pytest.mark.parametrize("method, freeze", [("full", 0), ("lora", 0), ("full", 2), ("lora", 2)])
+def test_activation_formula_matches_what_autograd_saves(tiny_bert_config, method, freeze):
+    """With freeze_layers autograd keeps nothing for the blocks below the first that trains."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -175,13 +196,13 @@ def test_activation_formula_matches_what_autograd_saves(tiny_bert_config, method
     config = AutoConfig.from_pretrained(tiny_bert_config.parent)
     config.num_labels = 2
     model = apply_method(AutoModelForSequenceClassification.from_config(config),
-                         FinetuneConfig(method=method), task="classification")
+                         FinetuneConfig(method=method, freeze_layers=freeze), task="classification")
     model.train()
     ids = torch.randint(5, 1000, (4, 64))
     measured = _saved_activation_bytes(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
                                        torch.zeros(4, dtype=torch.long))
     est = estimate_memory(model_shape(str(tiny_bert_config)), method=method, batch_size=4,
-                          max_length=64, precision="fp32")
+                          max_length=64, precision="fp32", freeze_layers=freeze)
     # The estimate adds one layer of backward buffers to what autograd saves.
     a, b, c = ACTIVATION_COEFFICIENTS[("encoder", method == "full")]
     one_layer = 4 * 64 * (a * 128 + b * 512 + c * 4 * 64) * 4

@@ -34,6 +34,8 @@ def test_from_config_reads_every_field_of_the_run():
     assert args.precision == "fp32"
     assert MemoryArgs.from_config(cfg, device="cuda").precision == "mixed"
     assert MemoryArgs.from_config(cfg, device="cpu", batch_size=1).batch_size == 1
+    frozen = validate_config({"finetune": {"method": "lora", "freeze_layers": 3}})
+    assert MemoryArgs.from_config(frozen).freeze_layers == 3
 
 
 def test_unknown_argument_is_a_usage_error(shape):
@@ -64,6 +66,11 @@ def test_cli_takes_unset_flags_from_the_config(tmp_path, capsys, shape):
                  "--lora-r", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["trainable_params"] == trainable_params(
         shape, method="lora", lora_r=4)[0]
+    # --freeze-layers: no LoRA on the lowest 2 of the 4 blocks, half the adapter.
+    assert main(["estimate-memory", "--model", str(config_json), "--config", str(params),
+                 "--freeze-layers", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trainable_params"] == trainable_params(
+        shape, method="lora", lora_r=32)[0] // 2
 
 
 def test_the_cli_offers_every_method_the_config_has():

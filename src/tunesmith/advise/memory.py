@@ -63,7 +63,8 @@ ACTIVATION_COEFFICIENTS: dict[tuple[str, bool], tuple[float, float, float]] = {
 # QLoRA's activations are those of a frozen base: measured peaks of MiniLM with QLoRA and with
 # LoRA differed by the same ~8 MB at batch 8 and 32, so no per-token term is added (an earlier
 # guess that bitsandbytes keeps each linear layer's input was refuted by bench/memory_accuracy.py).
-# Embedding output, its LayerNorm and dropout: elements per token outside the layers.
+# Embedding output, its LayerNorm and dropout: elements per token outside the layers (left out
+# with freeze_layers: see _activation_part).
 EMBEDDING_ELEMENTS_PER_HIDDEN = 3.0
 # Copies of the logits alive at the peak of a causal LM's step: logits, log-softmax, gradient.
 LOGIT_COPIES = 3.0
@@ -127,6 +128,18 @@ class ModelShape:
     linears: tuple[tuple[str, int, int], ...] = ()
     head_params: int = 0  # classification head (trains with every method)
     standin: bool = False  # built from --params, not a real config
+    # The stack of transformer blocks (methods.full.find_layout's): its name ("model.layers"),
+    # each block's parameter count, and the embeddings' count (what freeze_layers freezes).
+    blocks_prefix: str | None = None
+    block_params: tuple[int, ...] = ()
+    embedding_params: int = 0
+
+    def block_of(self, name: str) -> int | None:
+        """The index of the block a (linear layer's) full name sits in, None outside them."""
+        if not self.blocks_prefix or not name.startswith(self.blocks_prefix + "."):
+            return None
+        index = name[len(self.blocks_prefix) + 1:].split(".", 1)[0]
+        return int(index) if index.isdigit() else None
 
     @property
     def has_dimensions(self) -> bool:
@@ -279,6 +292,7 @@ def model_shape(model: str, *, num_labels: int = 2) -> ModelShape:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from tunesmith.methods.full import find_layout
     from tunesmith.methods.targets import HEAD_NAMES, linear_layers
 
     config, kind = _config_source(model)
@@ -297,6 +311,17 @@ def model_shape(model: str, *, num_labels: int = 2) -> ModelShape:
         )
     hidden = _dim(config, "hidden_size", "n_embd", "d_model", "dim")
     heads = _dim(config, "num_attention_heads", "n_head", "n_heads")
+    # Per-block and embedding counts, with the layout full finetuning freezes by (tied
+    # parameters counted once, under their first name, as named_parameters and the freezing do).
+    try:
+        layout = find_layout(built)
+    except ConfigError:  # no stack of blocks: freeze_layers cannot apply (the estimate says so)
+        layout = None
+    per_depth: dict[int, int] = {}
+    for name, param in built.named_parameters() if layout else ():
+        depth = layout.depth(name)  # type: ignore[union-attr]
+        if depth is not None:
+            per_depth[depth] = per_depth.get(depth, 0) + param.numel()
     return ModelShape(
         name=model,
         kind=kind,
@@ -309,6 +334,10 @@ def model_shape(model: str, *, num_labels: int = 2) -> ModelShape:
         vocab=_dim(config, "vocab_size") if kind == "causal" else None,
         linears=linears,
         head_params=head_params,
+        blocks_prefix=layout.blocks_prefix if layout else None,
+        block_params=tuple(per_depth.get(d, 0) for d in range(1, layout.num_blocks + 1))
+        if layout else (),
+        embedding_params=per_depth.get(0, 0),
     )
 
 
@@ -377,27 +406,55 @@ def trainable_params(
     a = (args or MemoryArgs.defaults()).replace(**changes)
     method, lora_r, lora_targets = a.method, a.lora_r, a.lora_targets
     adapter_type, adapter_reduction_factor = a.adapter_type, a.adapter_reduction_factor
+    freeze = a.freeze_layers
     notes: list[str] = []
     head = shape.head_params
     head_text = f" + head {head:,}" if head else ""
     if method == "full":
-        return shape.total_params, f"all {shape.total_params:,} parameters", notes
+        if not freeze:
+            return shape.total_params, f"all {shape.total_params:,} parameters", notes
+        if not shape.block_params:
+            notes.append(f"freeze_layers {freeze} not counted: the block sizes of {shape.name} "
+                         "are unknown (every parameter counted as trainable).")
+            return shape.total_params, f"all {shape.total_params:,} parameters", notes
+        _check_freeze(shape, freeze, len(shape.block_params))
+        frozen = shape.embedding_params + sum(shape.block_params[:freeze])
+        return (shape.total_params - frozen,
+                f"{shape.total_params:,} parameters less the embeddings and the lowest {freeze} "
+                f"blocks ({frozen:,}, frozen by freeze_layers)", notes)
     if method in LORA_FAMILY:
         if shape.standin:
             if not shape.has_dimensions:
                 notes.append("LoRA parameters left out (give --layers and --hidden to count them).")
                 return 0, "LoRA parameters unknown", notes
-            # Stand-in: the guide's q_proj/v_proj, square hidden x hidden.
-            count = shape.layers * 2 * lora_r * 2 * shape.hidden  # type: ignore[operator]
-            return count, f"{shape.layers} layers x 2 targets x r {lora_r} x (h + h)", notes
+            # Stand-in: the guide's q_proj/v_proj, square hidden x hidden, on the blocks above
+            # the lowest freeze_layers.
+            _check_freeze(shape, freeze, shape.layers - 1)  # type: ignore[operator]
+            adapted = shape.layers - freeze  # type: ignore[operator]
+            count = adapted * 2 * lora_r * 2 * shape.hidden  # type: ignore[operator]
+            return count, f"{adapted} layers x 2 targets x r {lora_r} x (h + h)", notes
         targets = _targets(shape, lora_targets)
+        if freeze and not shape.blocks_prefix:
+            notes.append(f"freeze_layers {freeze} not counted: no stack of blocks found in "
+                         f"{shape.name} (LoRA counted on every target).")
+        elif freeze:
+            # PEFT's layers_to_transform: no LoRA on the lowest freeze_layers blocks.
+            _check_freeze(shape, freeze, len(shape.block_params) - 1)
+            targets = [t for t in targets if (shape.block_of(t[0]) or 0) >= freeze]
         count = sum(lora_r * (i + o) for _, i, o in targets)
         formula = f"r {lora_r} x (in + out) over {len(targets)} target layers"
+        if freeze and shape.blocks_prefix:
+            formula += f" (above the lowest {freeze} blocks)"
         if method == "dora":
             count += sum(o for _, _, o in targets)
             formula += " + magnitude (out) per target"
         return count + head, formula + head_text, notes
     if method == "adapter":
+        if freeze:
+            raise ConfigError(
+                f"finetune.freeze_layers is {freeze}, but bottleneck adapters go into every "
+                "block: freeze_layers applies to full finetuning and the LoRA family.",
+                hint="Set freeze_layers to 0, or estimate method lora.")
         if not shape.has_dimensions:
             notes.append("adapter parameters left out (give --layers and --hidden to count them).")
             return 0, "adapter parameters unknown", notes
@@ -412,13 +469,23 @@ def trainable_params(
     raise UsageError(f"unknown method '{method}' (allowed: {', '.join(METHODS)}).")
 
 
+def _check_freeze(shape: ModelShape, freeze: int, most: int) -> None:
+    """Refuse ``freeze_layers`` above ``most`` (the method's limit), as training would."""
+    if freeze > most:
+        raise ConfigError(
+            f"finetune.freeze_layers is {freeze} but {shape.name} has {shape.layers} blocks.",
+            hint=f"Use 0..{most} (full finetuning may freeze every block; the LoRA family needs "
+            "one block left to adapt).",
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # The estimate
 
 
 def _activation_part(
     shape: ModelShape, method: str, batch: int, seq: int, act_bytes: int, checkpointing: bool,
-    notes: list[str],
+    notes: list[str], freeze: int = 0,
 ) -> MemoryPart | None:
     if not shape.has_dimensions:
         notes.append("activations left out: give --layers and --hidden (and --vocab for an LM's "
@@ -430,18 +497,34 @@ def _activation_part(
     a, b, c = ACTIVATION_COEFFICIENTS[(shape.kind, method == "full")]
     per_layer = a * h + b * i + c * heads * seq  # type: ignore[operator]
     tokens = batch * seq
+    # Autograd saves nothing for blocks below the first that trains: their inputs need no
+    # gradient (the lowest freeze_layers blocks are frozen or carry no LoRA). Counted with
+    # tests/advise/test_advise_memory.py's saved-tensor hook: each frozen block removes one
+    # block's tensors, and freezing the first also removes about the per-token embedding term
+    # (full: the embeddings stop training; frozen bases: the coefficients, fitted with that term
+    # on unfrozen runs, under-count a block whose input needs a gradient by about as much).
+    saving = layers - freeze  # type: ignore[operator]
+    embedding_term = not freeze
     # The backward pass needs about one layer's worth of gradient buffers on top (measured:
     # bench/memory_accuracy.py); with checkpointing also one layer recomputed at a time.
     if checkpointing:
-        layer_elems = tokens * (layers * h + 2 * per_layer)  # type: ignore[operator]
-        layer_text = (f"B x L x (layers {layers} x h {h} + 2 layers x {per_layer:,.0f}: one "
-                      "recomputed, one of backward buffers)")
+        # The LoRA family and adapters make the embedding output require a gradient under
+        # checkpointing (methods.apply_method), so every block keeps its input, frozen or not.
+        kept = saving if method == "full" else layers
+        layer_elems = tokens * (kept * h + 2 * per_layer)  # type: ignore[operator]
+        layer_text = (f"B x L x (inputs of {kept} layers x h {h} + 2 layers x {per_layer:,.0f}: "
+                      "one recomputed, one of backward buffers)")
     else:
-        layer_elems = tokens * (layers + 1) * per_layer  # type: ignore[operator]
-        layer_text = (f"B x L x (layers {layers} + 1 for backward buffers) x ({a:g}h + {b:g}i + "
-                      f"{c:g} heads x L = {per_layer:,.0f})")
-    total = layer_elems + tokens * EMBEDDING_ELEMENTS_PER_HIDDEN * h  # type: ignore[operator]
-    text = f"({layer_text} + {EMBEDDING_ELEMENTS_PER_HIDDEN:g}h per token) x {act_bytes} bytes"
+        layer_elems = tokens * (saving + 1) * per_layer
+        layer_text = (f"B x L x ({saving} layers{f' above the lowest {freeze}' if freeze else ''}"
+                      f" + 1 for backward buffers) x ({a:g}h + {b:g}i + {c:g} heads x L = "
+                      f"{per_layer:,.0f})")
+    total = layer_elems
+    text = f"({layer_text}"
+    if embedding_term:
+        total += tokens * EMBEDDING_ELEMENTS_PER_HIDDEN * h  # type: ignore[operator]
+        text += f" + {EMBEDDING_ELEMENTS_PER_HIDDEN:g}h per token"
+    text += f") x {act_bytes} bytes"
     if shape.kind == "causal":
         if shape.vocab:
             # Logits stay fp32 (the loss upcasts them) whatever the activation precision. The
@@ -477,6 +560,7 @@ class MemoryArgs:
     adapter_reduction_factor: int
     keep_best_copy: bool = False  # the loop keeps the best trainable weights in memory
     device: str = "cuda"
+    freeze_layers: int = 0  # the lowest N blocks do not train (full: frozen; LoRA family: no LoRA)
 
     @classmethod
     def from_config(cls, cfg: Any, *, device: str = "cuda", **changes: Any) -> MemoryArgs:
@@ -491,7 +575,7 @@ class MemoryArgs:
             gradient_checkpointing=ft.gradient_checkpointing, lora_r=ft.lora_r,
             lora_targets=ft.lora_target_modules, adapter_type=ft.adapter_type,
             adapter_reduction_factor=ft.adapter_reduction_factor, keep_best_copy=True,
-            device=device,
+            device=device, freeze_layers=ft.freeze_layers,
         )
         return args.replace(**changes)
 
@@ -582,7 +666,8 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
         "optimizer", trainable * state_bytes, f"{trainable:,} trainable x {state_text}"
     ))
     activations = _activation_part(
-        shape, method, batch_size, max_length, sizes["act"], gradient_checkpointing, notes
+        shape, method, batch_size, max_length, sizes["act"], gradient_checkpointing, notes,
+        a.freeze_layers,
     )
     if activations is not None:
         parts.append(activations)

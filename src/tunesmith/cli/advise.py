@@ -48,6 +48,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                      "fp32-sized working copy of the 4-bit weights, and the whole-run estimate "
                      "adds this machine's fixed cost and allocator slack")
     est.add_argument("--lora-r", type=int, help="LoRA rank (default: finetune.lora_r)")
+    est.add_argument("--freeze-layers", type=int,
+                     help="the lowest N blocks do not train (full: frozen with the embeddings; "
+                     "LoRA family: no LoRA there); default: finetune.freeze_layers")
     est.add_argument("--json", action="store_true", help="print JSON (weights_gb ... total_gb)")
     est.set_defaults(handler=_estimate_memory)
 
@@ -128,7 +131,7 @@ def _estimate_memory(args: argparse.Namespace) -> int:
         settings={"method": args.method, "batch_size": args.batch_size,
                   "max_length": args.max_length, "precision": args.precision,
                   "optimizer": args.optimizer, "gradient_checkpointing": args.gradient_checkpointing,
-                  "lora_r": args.lora_r},
+                  "lora_r": args.lora_r, "freeze_layers": args.freeze_layers},
     )
     est = run.train
     if args.json:
