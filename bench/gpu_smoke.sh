@@ -14,11 +14,13 @@
 #      (tunesmith's config needs it; the GPU image lacks it) and a slim copy of bitsandbytes
 #      (its Python files and the CUDA 13.0 library, about 5 MB instead of 125 MB).
 #   2. on the GPU machine, from the repo root:   RESULTS_DIR=$OUT bash bench/gpu_smoke.sh
-#      (with the device tool: carry [".gpu-smoke"]); copy $OUT/gpu_smoke.json to bench/results/.
+#      (with the device tool: carry [".gpu-smoke"]); copy $OUT/gpu_smoke.json and
+#      $OUT/gpu_memory.json (the CUDA half of the memory table, bench/gpu_memory.py) to bench/results/.
 # Before spending GPU minutes, `DRY_RUN=1 PYTHON=.venv/bin/python bash bench/gpu_smoke.sh` runs
 # the same code here on CPU with a 2-layer model, 3 steps and no QLoRA (bitsandbytes' 4-bit
 # training path needs CUDA for bf16), writing nothing.
-# It takes about 3-5 minutes on one H100 (model builds, 2 x 4 training runs of 30 steps).
+# It takes about 3-5 minutes on one H100 (model builds, 2 x 4 training runs of 30 steps), and
+# the memory table about 2-4 more (SMOKE_MEMORY=0 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIT=.gpu-smoke
@@ -199,3 +201,9 @@ else:
         json.dump(results, fh, indent=2)
     print(f"wrote {path} ({results['device']})")
 PY
+
+# The CUDA half of the memory table (docs/performance.md): the training estimate against the
+# peak allocated and reserved GPU memory, and the CUDA context, for bench/memory_run.py's grid.
+if [[ "${SMOKE_MEMORY:-1}" != 0 ]]; then
+    "$PY" bench/gpu_memory.py
+fi

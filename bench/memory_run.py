@@ -286,6 +286,33 @@ def fit(rows: list[dict], held_out: set[str]) -> dict:
             "load_copies": round(load, 2), "fitted_on": errors(train), "checked_on": errors(check)}
 
 
+def table(paths: list[Path]) -> str:
+    """A Markdown table of every measured row of the grid files ``paths``, grouped by model,
+    method, batch and length (the set each came from named): the whole-run estimate, the
+    measured peak, the error and the estimate's largest terms. MB = 2**20 bytes."""
+    order = {m: i for i, m in enumerate(("full", "lora", "qlora", "adapter"))}
+    rows = []
+    for path in paths:
+        tag = path.stem[len("memory_run_grid"):].lstrip("_") or "first"
+        for e in json.loads(path.read_text())["rows"]:
+            if "measured_gb" in e:
+                rows.append((tag, e))
+    rows.sort(key=lambda t: (t[1]["row"][0], order.get(t[1]["row"][2], 9), t[1]["row"][3],
+                             t[1]["row"][4], t[0]))
+    mib = 1e9 / 2**20
+    lines = ["| model | method | batch x length | whole-run estimate | measured peak | error | "
+             "largest terms of the estimate | set |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for tag, e in rows:
+        model, _, method, batch, length, _ = e["row"]
+        mark = " (through training)" if "peak_through_training_mb" in e else ""
+        dominant = e["predicted"]["dominant"].replace(", ", "; ")
+        lines.append(f"| {model.replace('-135m-instruct', '')} | {method} | {batch} x "
+                     f"{e.get('seq_len') or length} | {e['predicted']['run_gb'] * mib:,.0f} MB | "
+                     f"{e['peak_mb']:,.0f} MB{mark} | {e['relative_error']:+.1%} | {dominant} | "
+                     f"{tag} |")
+    return "\n".join(lines)
+
+
 def machine() -> dict:
     import torch
     import transformers
@@ -370,22 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                     print_row(entry)
             path.write_text(json.dumps(data, indent=2) + "\n")
         return 0
-    if args.mode == "table":  # the README's rows, from every grid file
-        for path in sorted(RESULTS.glob("memory_run_grid*.json")):
-            for e in json.loads(path.read_text())["rows"]:
-                if "measured_gb" not in e:
-                    continue
-                model, _, method, batch, length, _ = e["row"]
-                mib = 1e9 / 2**20
-                tag = path.stem[len("memory_run_grid"):]
-                # Only rows of a tagged set were recorded by the estimator of their README table.
-                own = (e.get("recorded") or {}).get("estimate_run_mb") if tag else None
-                own_cell = f"{own:,.0f} MB ({own / e['peak_mb'] - 1:+.1%})" if own else "-"
-                print(f"| {model} | {method} | {batch} x {e.get('seq_len') or length} | "
-                      f"{e['predicted']['train_gb'] * mib:,.0f} MB | "
-                      f"{e['predicted']['run_gb'] * mib:,.0f} MB | {e['peak_mb']:,.0f} MB"
-                      f"{' (through training)' if 'peak_through_training_mb' in e else ''} | "
-                      f"{e['relative_error']:+.1%} | {own_cell} | {tag or 'first'} |")
+    if args.mode == "table":  # docs/performance.md's rows, from every grid file
+        print(table(sorted(RESULTS.glob("memory_run_grid*.json"))))
         return 0
     if args.mode == "fit":
         path = RESULTS / "memory_run_grid.json"
