@@ -260,30 +260,46 @@ def modelled(entry: dict, extra: float, slack: float, load: float) -> float:
     return pred["parts_gb"]["fixed"] + extra + max(load * weights, training)
 
 
+def latest_rows(paths: list[Path]) -> list[dict]:
+    """The last measurement of each grid row across ``paths`` (in order: later files win),
+    lean-case rows left out; each entry names its file in ``set``."""
+    latest: dict[str, dict] = {}
+    for path in paths:
+        for e in json.loads(path.read_text())["rows"]:
+            if "measured_gb" in e and "lean" not in e["label"]:
+                latest[e["label"]] = {**e, "set": path.stem}
+    return list(latest.values())
+
+
 def fit(rows: list[dict], held_out: set[str]) -> dict:
     """Brute-force the three constants (run extra, allocator slack, load copies) on the rows
-    whose method is not in ``held_out``, minimising the worst relative error; report both
-    halves."""
+    whose method is not in ``held_out`` (none: every row), minimising the worst relative error;
+    report both halves."""
     import itertools
 
-    usable = [e for e in rows if "measured_gb" in e]
-    train = [e for e in usable if e["row"][2] not in held_out]
-    check = [e for e in usable if e["row"][2] in held_out]
+    train = [e for e in rows if e["row"][2] not in held_out]
+    check = [e for e in rows if e["row"][2] in held_out]
     best = None
     for extra, slack, load in itertools.product(
-            [i * 0.01 for i in range(0, 61)], [1 + i * 0.1 for i in range(0, 31)],
-            [1 + i * 0.1 for i in range(0, 21)]):
+            [i * 0.01 for i in range(0, 31)], [1 + i * 0.05 for i in range(0, 21)],
+            [1 + i * 0.05 for i in range(0, 25)]):
         worst = max(abs(modelled(e, extra, slack, load) / e["measured_gb"] - 1) for e in train)
         if best is None or worst < best[0]:
             best = (worst, extra, slack, load)
     _, extra, slack, load = best  # type: ignore[misc]
 
-    def errors(part: list[dict]) -> list[tuple[str, float]]:
-        return [(e["label"], round(modelled(e, extra, slack, load) / e["measured_gb"] - 1, 4))
+    def errors(part: list[dict]) -> list[tuple[str, str, float]]:
+        return [(e["label"], e["set"], round(modelled(e, extra, slack, load) / e["measured_gb"] - 1, 4))
                 for e in part]
 
     return {"run_extra_gb": round(extra, 3), "activation_slack": round(slack, 2),
-            "load_copies": round(load, 2), "fitted_on": errors(train), "checked_on": errors(check)}
+            "load_copies": round(load, 2), "held_out": sorted(held_out),
+            "fitted_on": errors(train), "checked_on": errors(check)}
+
+
+def grid_files() -> list[Path]:
+    """The grid's results files, oldest set first (the first grid, then _v2, _v3...)."""
+    return sorted(RESULTS.glob("memory_run_grid*.json"), key=lambda p: (p.stem != "memory_run_grid", p.stem))
 
 
 def table(paths: list[Path]) -> str:
@@ -364,8 +380,9 @@ def print_row(entry: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("grid", "lean", "repredict", "timeline", "fit", "table"))
-    parser.add_argument("--held-out", default="qlora,adapter",
-                        help="fit: methods checked, not fitted on (default qlora,adapter)")
+    parser.add_argument("--held-out", default="",
+                        help="fit: methods checked, not fitted on (e.g. qlora,adapter; default "
+                        "none: fit on every row)")
     parser.add_argument("--only", help="rows whose label contains this text")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--before", type=Path,
@@ -387,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.mode == "repredict":
-        for path in sorted(RESULTS.glob("memory_run_grid*.json")):
+        for path in grid_files():
             data = json.loads(path.read_text())
             for entry in data["rows"]:
                 if "error" not in entry:
@@ -398,17 +415,17 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(data, indent=2) + "\n")
         return 0
     if args.mode == "table":  # docs/performance.md's rows, from every grid file
-        print(table(sorted(RESULTS.glob("memory_run_grid*.json"))))
+        print(table(grid_files()))
         return 0
-    if args.mode == "fit":
-        path = RESULTS / "memory_run_grid.json"
-        data = json.loads(path.read_text())
-        data["fit"] = fit(data["rows"], set(args.held_out.split(",")))
-        print(json.dumps(data["fit"], indent=2))
-        path.write_text(json.dumps(data, indent=2) + "\n")
+    if args.mode == "fit":  # run repredict first: the fit uses the rows' stored parts
+        found = fit(latest_rows(grid_files()), set(filter(None, args.held_out.split(","))))
+        print(json.dumps(found, indent=2))
+        name = "memory_run_fit" + (f"_held_out_{'_'.join(found['held_out'])}" if found["held_out"] else "")
+        (RESULTS / f"{name}.json").write_text(json.dumps(found, indent=2) + "\n")
         return 0
-    if args.mode == "timeline":
-        for name, row in LEAN.items():
+    if args.mode == "timeline":  # the lean cases, or grid rows whose label contains --only
+        cases = {**LEAN, **({label(r): r for r in GRID} if args.only else {})}
+        for name, row in cases.items():
             if args.only and args.only not in name:
                 continue
             found = timeline(row, args.before or ROOT / "src", args.steps)
