@@ -223,7 +223,11 @@ def plain_run(row: tuple, steps: int) -> dict:
         return out
 
 
-def predict(row: tuple, seq_len: int | None, checkpointing: bool = False) -> dict:
+def predict(row: tuple, seq_len: int | None, checkpointing: bool = False,
+            classifier_lora: bool = False) -> dict:
+    """``classifier_lora``: the run filled in a LoRA classifier's defaults (every linear layer,
+    config.classifier_defaults), as `tunesmith run` does since that function exists; rows
+    measured before it trained LoRA on the attention projections."""
     from tunesmith.advise.memory import MemoryArgs, model_shape
     from tunesmith.advise.run_memory import estimate_run
     from tunesmith.config import Config
@@ -233,6 +237,10 @@ def predict(row: tuple, seq_len: int | None, checkpointing: bool = False) -> dic
         "prepare": {"dataset": dataset, "max_length": length},
         "finetune": {"model": model, "method": method, "batch_size": batch},
     })
+    if classifier_lora and model == "minilm":
+        from tunesmith.config import classifier_defaults
+
+        cfg = cfg.model_copy(update={"finetune": classifier_defaults(cfg.finetune, "classification")[0]})
     # With the preflight's checkpointing choice (what the run trained with).
     args = MemoryArgs.from_config(cfg, device="cpu", max_length=seq_len or length,
                                   gradient_checkpointing=checkpointing)
@@ -409,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             for entry in data["rows"]:
                 if "error" not in entry:
                     entry["predicted"] = predict(tuple(entry["row"]), entry.get("seq_len"),
-                                                 _checkpointing(entry))
+                                                 _checkpointing(entry),
+                                                 entry.get("classifier_defaults", False))
                     score(entry)
                     print_row(entry)
             path.write_text(json.dumps(data, indent=2) + "\n")
@@ -440,8 +449,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and args.only not in label(row):
                 continue
             entry = {"label": label(row), "row": list(row), **tunesmith_run(row, args.src, args.steps)}
+            # Whether the code under test fills in a LoRA classifier's defaults (see predict).
+            entry["classifier_defaults"] = "def classifier_defaults" in (
+                args.src / "tunesmith" / "config.py").read_text()
             if "error" not in entry:
-                entry["predicted"] = predict(row, entry.get("seq_len"), _checkpointing(entry))
+                entry["predicted"] = predict(row, entry.get("seq_len"), _checkpointing(entry),
+                                             entry["classifier_defaults"])
                 score(entry)
             rows.append(entry)
             print_row(entry)

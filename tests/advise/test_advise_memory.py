@@ -10,6 +10,7 @@ import pytest
 from tunesmith.advise.memory import (
     ACTIVATION_COEFFICIENTS,
     GB,
+    LORA_INPUT_COPIES,
     NF4_BYTES_PER_PARAM,
     estimate_memory,
     largest_batch_that_fits,
@@ -180,9 +181,12 @@ def _saved_activation_bytes(model, batch, labels):
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("method, freeze", [("full", 0), ("lora", 0), ("full", 2), ("lora", 2)])
-def test_activation_formula_matches_what_autograd_saves(tiny_bert_config, method, freeze):
-    """With freeze_layers autograd keeps nothing for the blocks below the first that trains."""
+@pytest.mark.parametrize("method, freeze, targets", [
+    ("full", 0, "attention"), ("lora", 0, "attention"), ("full", 2, "attention"),
+    ("lora", 2, "attention"), ("lora", 0, "all-linear")])
+def test_activation_formula_matches_what_autograd_saves(tiny_bert_config, method, freeze, targets):
+    """With freeze_layers autograd keeps nothing for the blocks below the first that trains;
+    LoRA on every linear layer (the classifier default) keeps each target's input."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -196,16 +200,20 @@ def test_activation_formula_matches_what_autograd_saves(tiny_bert_config, method
     config = AutoConfig.from_pretrained(tiny_bert_config.parent)
     config.num_labels = 2
     model = apply_method(AutoModelForSequenceClassification.from_config(config),
-                         FinetuneConfig(method=method, freeze_layers=freeze), task="classification")
+                         FinetuneConfig(method=method, freeze_layers=freeze,
+                                        lora_target_modules=targets), task="classification")
     model.train()
     ids = torch.randint(5, 1000, (4, 64))
     measured = _saved_activation_bytes(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
                                        torch.zeros(4, dtype=torch.long))
     est = estimate_memory(model_shape(str(tiny_bert_config)), method=method, batch_size=4,
-                          max_length=64, precision="fp32", freeze_layers=freeze)
+                          max_length=64, precision="fp32", freeze_layers=freeze,
+                          lora_targets=targets)
     # The estimate adds one layer of backward buffers to what autograd saves.
     a, b, c = ACTIVATION_COEFFICIENTS[("encoder", method == "full")]
-    one_layer = 4 * 64 * (a * 128 + b * 512 + c * 4 * 64) * 4
+    # all-linear: key, attention output, intermediate (in 128) and output (in 512) beyond q/v.
+    lora_inputs = LORA_INPUT_COPIES * (3 * 128 + 512) if targets == "all-linear" else 0
+    one_layer = 4 * 64 * (a * 128 + b * 512 + c * 4 * 64 + lora_inputs) * 4
     assert est.part("activations").bytes - one_layer == pytest.approx(measured, rel=0.10)
 
 

@@ -60,6 +60,13 @@ ACTIVATION_COEFFICIENTS: dict[tuple[str, bool], tuple[float, float, float]] = {
     ("causal", True): (9.5, 4.0, 0.0),
     ("causal", False): (6.5, 3.0, 0.0),
 }
+# Each LoRA target saves its input twice per token (the LoRA dropout's output for lora_A's
+# gradient, and the dropout's own bookkeeping): counted with tests/advise/test_advise_memory.py's
+# saved-tensor hook, 2.0 x in_features per extra target on BERT and Llama layers. The
+# frozen-base coefficients above were fitted with LoRA on the query/value projections, so only
+# the targets' inputs beyond those two are added (lora_target_modules: all-linear, the
+# classifier default, adds 2 x (3h + i) per token per BERT layer).
+LORA_INPUT_COPIES = 2.0
 # QLoRA's activations are those of a frozen base: measured peaks of MiniLM with QLoRA and with
 # LoRA differed by the same ~8 MB at batch 8 and 32, so no per-token term is added (an earlier
 # guess that bitsandbytes keeps each linear layer's input was refuted by bench/memory_accuracy.py).
@@ -483,9 +490,19 @@ def _check_freeze(shape: ModelShape, freeze: int, most: int) -> None:
 # The estimate
 
 
+def _extra_lora_inputs(shape: ModelShape, method: str, targets: str | list[str]) -> float:
+    """Input features per layer of the LoRA targets beyond the query/value pair the activation
+    coefficients were fitted with (0 for other methods and stand-ins)."""
+    if method not in LORA_FAMILY or shape.standin or not shape.layers:
+        return 0.0
+    chosen = sum(i for _, i, _ in _targets(shape, targets))
+    fitted = sum(i for _, i, _ in _targets(shape, "attention"))
+    return max(0.0, (chosen - fitted) / shape.layers)
+
+
 def _activation_part(
     shape: ModelShape, method: str, batch: int, seq: int, act_bytes: int, checkpointing: bool,
-    notes: list[str], freeze: int = 0,
+    notes: list[str], freeze: int = 0, extra_inputs: float = 0.0,
 ) -> MemoryPart | None:
     if not shape.has_dimensions:
         notes.append("activations left out: give --layers and --hidden (and --vocab for an LM's "
@@ -495,7 +512,7 @@ def _activation_part(
     i = shape.intermediate or 4 * h  # type: ignore[operator]
     heads = shape.heads or max(1, h // 64)  # type: ignore[operator]
     a, b, c = ACTIVATION_COEFFICIENTS[(shape.kind, method == "full")]
-    per_layer = a * h + b * i + c * heads * seq  # type: ignore[operator]
+    per_layer = a * h + b * i + c * heads * seq + LORA_INPUT_COPIES * extra_inputs  # type: ignore[operator]
     tokens = batch * seq
     # Autograd saves nothing for blocks below the first that trains: their inputs need no
     # gradient (the lowest freeze_layers blocks are frozen or carry no LoRA). Counted with
@@ -516,9 +533,11 @@ def _activation_part(
                       "one recomputed, one of backward buffers)")
     else:
         layer_elems = tokens * (saving + 1) * per_layer
+        lora_text = (f" + {LORA_INPUT_COPIES:g} x {extra_inputs:,.0f} LoRA inputs"
+                     if extra_inputs else "")
         layer_text = (f"B x L x ({saving} layers{f' above the lowest {freeze}' if freeze else ''}"
-                      f" + 1 for backward buffers) x ({a:g}h + {b:g}i + {c:g} heads x L = "
-                      f"{per_layer:,.0f})")
+                      f" + 1 for backward buffers) x ({a:g}h + {b:g}i + {c:g} heads x L{lora_text}"
+                      f" = {per_layer:,.0f})")
     total = layer_elems
     text = f"({layer_text}"
     if embedding_term:
@@ -667,7 +686,7 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     ))
     activations = _activation_part(
         shape, method, batch_size, max_length, sizes["act"], gradient_checkpointing, notes,
-        a.freeze_layers,
+        a.freeze_layers, _extra_lora_inputs(shape, method, a.lora_targets),
     )
     if activations is not None:
         parts.append(activations)
