@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import runfiles
-from tunesmith.config import METHODS, Config, check_method_rules
+from tunesmith.config import METHODS, Config, check_method_rules, classifier_defaults
 from tunesmith.errors import ConfigError, TunesmithError, UsageError
 
 # Guide: full finetuning wants 1e-5 to 5e-5; a LoRA-sized rate would wreck the pretrained weights.
@@ -187,9 +187,13 @@ def compare_methods(
     failed: dict[str, str] = {}
     metric = headline_why = ""
     for method in methods:
-        lr = method_learning_rate(cfg, method, overrides)
+        # What `tunesmith run` would train for this method and task (a LoRA classifier's rate
+        # and targets, where the user left them), so the table and the reuse check below
+        # compare the settings that train.
+        chosen, _ = classifier_defaults(cfg.finetune.model_copy(update={"method": method}), task)
+        lr = method_learning_rate(cfg.model_copy(update={"finetune": chosen}), method, overrides)
         tracking = cfg.tracking.model_copy(update={"run_name": f"{name}-{method}"})
-        finetune = cfg.finetune.model_copy(update={"method": method, "learning_rate": lr})
+        finetune = chosen.model_copy(update={"learning_rate": lr})
         method_cfg = cfg.model_copy(update={"finetune": finetune, "tracking": tracking})
         log(f"--- {method} (learning rate {lr:g}) ---")
         run_dir = out / method
