@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,12 +35,13 @@ def test_choose_threads_takes_the_free_cores(current, cores, busy, expected):
 
 
 @contextmanager
-def busy_machine():
-    """Every usable core kept busy by a real process spinning in Python."""
+def busy_machine(nice: int = 0):
+    """Every usable core kept busy by a real process spinning in Python (at ``nice``)."""
     n = usable_cores()
     if n > 8:
         pytest.skip(f"{n} cores: too many to keep busy in a test")
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    spin = f"import os; os.nice({nice})\nwhile True: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
     try:
         time.sleep(0.5)  # let them start
         yield n
@@ -53,6 +55,13 @@ def busy_machine():
 def test_busy_cores_sees_other_processes():
     with busy_machine() as n:
         assert busy_cores() >= n - 0.5
+
+
+def test_background_jobs_at_a_lower_priority_leave_the_cores_to_training():
+    if os.nice(0) > 0:
+        pytest.skip("this process runs niced itself: other niced jobs compete with it")
+    with busy_machine(nice=19) as n:
+        assert busy_cores() < n / 2
 
 
 class ThreadsSeen(Callback):

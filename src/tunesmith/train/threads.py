@@ -36,10 +36,17 @@ def usable_cores() -> int:
 
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
     """How many cores other processes keep busy: the machine's CPU use over ``seconds``, during
-    which this process sleeps (so what is measured is everyone else). Costs ``seconds``."""
+    which this process sleeps (so what is measured is everyone else). Work of processes at a
+    lower priority (a positive nice value: a background job) is not counted while this process
+    runs at normal priority: the scheduler gives this process the cores first. Costs
+    ``seconds``."""
     import psutil
 
-    return psutil.cpu_percent(interval=seconds) / 100 * (os.cpu_count() or 1)
+    times = psutil.cpu_times_percent(interval=seconds)
+    free = times.idle + getattr(times, "iowait", 0.0)
+    if os.nice(0) <= 0:
+        free += getattr(times, "nice", 0.0)
+    return max(0.0, 100.0 - free) / 100 * (os.cpu_count() or 1)
 
 
 def choose_threads(current: int, cores: int, busy: float) -> int:
