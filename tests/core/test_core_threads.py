@@ -60,8 +60,13 @@ def test_busy_cores_sees_other_processes():
 def test_background_jobs_at_a_lower_priority_leave_the_cores_to_training():
     if os.nice(0) > 0:
         pytest.skip("this process runs niced itself: other niced jobs compete with it")
-    with busy_machine(nice=19) as n:
-        assert busy_cores() < n / 2
+    # Measured against the same spinners at normal priority, back to back, so that whatever
+    # else runs here (another test worker) counts alike in both.
+    with busy_machine() as n:
+        normal = busy_cores()
+    with busy_machine(nice=19):
+        niced = busy_cores()
+    assert normal >= n - 0.5 and niced <= normal - 0.5, (normal, niced)
 
 
 class ThreadsSeen(Callback):
