@@ -164,22 +164,29 @@ def validation_loss(model, examples: list[dict], collator, batch_size: int = 16)
 # ------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Plain Trainer + PEFT LoRA (the guide's recipe)")
-    parser.add_argument("--task", choices=["classification", "chat"], required=True)
+def add_training_arguments(parser: argparse.ArgumentParser, *, max_steps: int, batch_size: int,
+                           max_length: int) -> None:
+    """The options every peer script of bench/throughput.py takes (the same names and meaning,
+    so the benchmark passes one list to each)."""
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--max-steps", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-steps", type=int, default=max_steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--lora-alpha", type=float, default=16)
     parser.add_argument("--lora-dropout", type=float, default=0.05)
-    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-length", type=int, default=max_length)
     parser.add_argument("--seed", type=int, default=42)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Plain Trainer + PEFT LoRA (the guide's recipe)")
+    parser.add_argument("--task", choices=["classification", "chat"], required=True)
+    add_training_arguments(parser, max_steps=40, batch_size=8, max_length=512)
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)

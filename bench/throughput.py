@@ -123,17 +123,24 @@ def prepare_case(name: str, work: Path) -> dict:
     return {"data": str(data), "model_dir": model_dir}
 
 
+def peer_arguments(case: dict, paths: dict, out: Path, steps: int) -> list[str]:
+    """The options of a peer script (``plain_trainer.add_training_arguments``) for ``case``."""
+    return [
+        "--model-dir", paths["model_dir"], "--data", paths["data"], "--out", str(out),
+        "--max-steps", str(steps), "--batch-size", str(case["batch_size"]),
+        "--learning-rate", str(case["learning_rate"]), "--max-length", str(case["max_length"]),
+        "--warmup-ratio", str(SHARED["warmup_ratio"]), "--weight-decay", str(SHARED["weight_decay"]),
+        "--lora-r", str(SHARED["lora_r"]), "--lora-alpha", str(SHARED["lora_alpha"]),
+        "--lora-dropout", str(SHARED["lora_dropout"]), "--seed", str(SHARED["seed"]),
+    ]
+
+
 def run_plain(name: str, paths: dict, out: Path) -> dict:
     case = CASES[name]
     command = [
         sys.executable, str(HERE / "plain_trainer.py"),
         "--task", "classification" if case["task"] == "classification" else "chat",
-        "--model-dir", paths["model_dir"], "--data", paths["data"], "--out", str(out),
-        "--max-steps", str(case["steps"]), "--batch-size", str(case["batch_size"]),
-        "--learning-rate", str(case["learning_rate"]), "--max-length", str(case["max_length"]),
-        "--warmup-ratio", str(SHARED["warmup_ratio"]), "--weight-decay", str(SHARED["weight_decay"]),
-        "--lora-r", str(SHARED["lora_r"]), "--lora-alpha", str(SHARED["lora_alpha"]),
-        "--lora-dropout", str(SHARED["lora_dropout"]), "--seed", str(SHARED["seed"]),
+        *peer_arguments(case, paths, out, case["steps"]),
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "result.json").read_text())
@@ -143,12 +150,7 @@ def run_trl(name: str, paths: dict, out: Path, setting: str, steps: int) -> dict
     case = CASES[name]
     command = [
         sys.executable, str(HERE / "trl_sft.py"), "--setting", setting,
-        "--model-dir", paths["model_dir"], "--data", paths["data"], "--out", str(out),
-        "--max-steps", str(steps), "--batch-size", str(case["batch_size"]),
-        "--learning-rate", str(case["learning_rate"]), "--max-length", str(case["max_length"]),
-        "--warmup-ratio", str(SHARED["warmup_ratio"]), "--weight-decay", str(SHARED["weight_decay"]),
-        "--lora-r", str(SHARED["lora_r"]), "--lora-alpha", str(SHARED["lora_alpha"]),
-        "--lora-dropout", str(SHARED["lora_dropout"]), "--seed", str(SHARED["seed"]),
+        *peer_arguments(case, paths, out, steps),
         # TRL's best CPU setting includes threads fitted to the free cores, as tunesmith's are.
         *(["--fit-threads"] if setting == "best" else []),
     ]

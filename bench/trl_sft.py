@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 import torch
 
@@ -69,20 +68,10 @@ def trl_available() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="TRL SFTTrainer + PEFT LoRA on chat data (bench side c)")
+    from plain_trainer import add_training_arguments
+
     parser.add_argument("--setting", choices=list(SETTINGS), default="best")
-    parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--max-steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--warmup-ratio", type=float, default=0.1)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--lora-r", type=int, default=8)
-    parser.add_argument("--lora-alpha", type=float, default=16)
-    parser.add_argument("--lora-dropout", type=float, default=0.05)
-    parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=42)
+    add_training_arguments(parser, max_steps=10, batch_size=4, max_length=256)
     parser.add_argument("--fit-threads", action="store_true",
                         help="torch's CPU threads fitted to the free cores, as tunesmith does")
     args = parser.parse_args(argv)
