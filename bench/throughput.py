@@ -423,7 +423,7 @@ def print_run(name: str, round_: int, side: str, run: dict, seconds: float) -> N
 
 
 def print_summary(name: str, result: dict) -> None:
-    for side, other in result["tunesmith_over"].items():
+    for side, other in result.get("tunesmith_over", {}).items():
         print(f"{name}: tunesmith / {side} = {other['real_tokens_per_second']:.2f}x real tokens/s "
               f"({other['real_tokens_per_cpu_second']:.2f}x per CPU second), "
               f"{other['peak_rss_mb']:.2f}x peak memory, val loss {other['val_loss']:.3f}x", flush=True)
