@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 # The user's (or the launcher's) own choice of thread count: respected as it is.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -36,17 +37,24 @@ def usable_cores() -> int:
 
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
     """How many cores other processes keep busy: the machine's CPU use over ``seconds``, during
-    which this process sleeps (so what is measured is everyone else). Work of processes at a
-    lower priority (a positive nice value: a background job) is not counted while this process
-    runs at normal priority: the scheduler gives this process the cores first. Costs
-    ``seconds``."""
+    which this process sleeps (so what is measured is everyone else); see :func:`busy_in`.
+    Costs ``seconds``."""
     import psutil
 
     times = psutil.cpu_times_percent(interval=seconds)
+    return busy_in(times, os.cpu_count() or 1, own_nice=os.nice(0))
+
+
+def busy_in(times: Any, cpus: int, *, own_nice: int) -> float:
+    """The busy cores in one sample of the CPU times in percent (psutil's
+    ``cpu_times_percent``: ``idle``, ``iowait`` and ``nice`` fields) on ``cpus`` cores.
+    Time spent in processes at a lower priority (a positive nice value: a background job) is
+    counted as free while this process runs at normal priority (``own_nice <= 0``): the
+    scheduler gives this process the cores first."""
     free = times.idle + getattr(times, "iowait", 0.0)
-    if os.nice(0) <= 0:
+    if own_nice <= 0:
         free += getattr(times, "nice", 0.0)
-    return max(0.0, 100.0 - free) / 100 * (os.cpu_count() or 1)
+    return max(0.0, 100.0 - free) / 100 * cpus
 
 
 def choose_threads(current: int, cores: int, busy: float) -> int:
