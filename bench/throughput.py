@@ -101,6 +101,8 @@ IDEAS = {
     "threads1": "torch.set_num_threads(1) instead of torch's default (one per core)",
     "threads-torch": "torch's own thread count (one per core; OMP_NUM_THREADS set to it), i.e. "
                      "without tunesmith's fitting of the threads to the free cores",
+    "bf16": "finetune.precision=bf16: bf16 autocast on the CPU (oneDNN runs bf16 matmuls on AMX "
+            "where the CPU has it) instead of the CPU default fp32",
     "micro-half": "micro-batches of half the batch with 2 accumulation steps (same effective step): "
                   "(b) against it shows what the larger micro-batch pays",
 }
@@ -200,6 +202,8 @@ def apply_idea(idea: str | None, overrides: list[str], case: dict) -> None:
     elif idea == "threads-torch":
         # The user's own choice: tunesmith.train.threads leaves the count alone.
         os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    elif idea == "bf16":
+        overrides.append("finetune.precision=bf16")
     elif idea == "micro-half":
         overrides += [f"finetune.batch_size={case['batch_size'] // 2}",
                       "finetune.gradient_accumulation_steps=2"]
