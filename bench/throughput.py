@@ -94,7 +94,7 @@ SHARED = {"seed": 42, "warmup_ratio": 0.1, "weight_decay": 0.01, "lora_r": 8,
 GOALS = {"real_tokens_per_second": 1.5, "val_loss_within": 0.02, "peak_rss_mb": 0.8}
 # tunesmith against TRL's SFTTrainer at its best CPU setting (issue 17).
 GOALS_TRL = {"real_tokens_per_second": 2.0, "peak_rss_mb": 0.7}
-TRL_SIDES = ("trl-best", "trl-defaults")
+TRL_SIDES = ("trl-best", "trl-bf16", "trl-defaults")
 # Speed ideas measured as side (b) with one change: what each does inside the run.
 IDEAS = {
     "compile": "torch.compile of the model (inductor, CPU), compile time counted in the loop",

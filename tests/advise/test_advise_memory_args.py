@@ -10,6 +10,7 @@ from tunesmith.advise.memory import MemoryArgs, estimate_memory, trainable_param
 from tunesmith.cli.main import main
 from tunesmith.config import Config, save_config, validate_config
 from tunesmith.errors import UsageError
+from tunesmith.train import precision
 
 WIDE_LLAMA = {  # the shape fixture's model (tests/advise/conftest.py)
     "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 1024,
@@ -18,7 +19,7 @@ WIDE_LLAMA = {  # the shape fixture's model (tests/advise/conftest.py)
 }
 
 
-def test_from_config_reads_every_field_of_the_run():
+def test_from_config_reads_every_field_of_the_run(monkeypatch):
     cfg = validate_config({
         "prepare": {"max_length": 96},
         "finetune": {"method": "adapter", "batch_size": 3, "lora_r": 4,
@@ -30,8 +31,12 @@ def test_from_config_reads_every_field_of_the_run():
     assert (args.method, args.batch_size, args.max_length, args.lora_r) == ("adapter", 3, 96, 4)
     assert (args.lora_targets, args.adapter_type, args.adapter_reduction_factor) == (["q_proj"], "houlsby", 8)
     assert args.gradient_checkpointing and args.keep_best_copy
-    # finetune.precision auto: fp32 on CPU, bf16 autocast (mixed) on a GPU, as the loop does.
-    assert args.precision == "fp32"
+    # finetune.precision auto, as the loop does: bf16 autocast (mixed) on a GPU and on a CPU
+    # with AMX-BF16, fp32 on other CPUs.
+    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: False)
+    assert MemoryArgs.from_config(cfg, device="cpu").precision == "fp32"
+    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: True)
+    assert MemoryArgs.from_config(cfg, device="cpu").precision == "mixed"
     assert MemoryArgs.from_config(cfg, device="cuda").precision == "mixed"
     assert MemoryArgs.from_config(cfg, device="cpu", batch_size=1).batch_size == 1
     frozen = validate_config({"finetune": {"method": "lora", "freeze_layers": 3}})

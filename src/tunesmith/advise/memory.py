@@ -626,7 +626,7 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     :data:`QLORA_CPU_EXTRA_BYTES_PER_PARAM`). Cost: arithmetic only. Raises UsageError for
     unknown choices or argument names.
     """
-    # Without args the defaults follow the device asked for (precision auto: fp32 on CPU).
+    # Without args the defaults follow the device asked for (precision auto: see config_precision).
     a = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)
     method, batch_size, max_length, precision = a.method, a.batch_size, a.max_length, a.precision
     optimizer, gradient_checkpointing, device = a.optimizer, a.gradient_checkpointing, a.device
@@ -698,9 +698,12 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
 
 
 def config_precision(precision: str, *, cuda: bool) -> str:
-    """The estimator's precision for ``finetune.precision`` on this machine (the loop's rule:
-    auto is fp32 on CPU and bf16 autocast on a GPU)."""
-    if precision == "fp32" or (precision == "auto" and not cuda):
+    """The estimator's precision for ``finetune.precision`` on this machine, by the loop's rule
+    (:func:`tunesmith.train.precision.autocast_for`: auto is bf16 autocast on a GPU with bf16
+    and on a CPU with AMX-BF16, fp32 on other CPUs): ``fp32``, or ``mixed`` for autocast."""
+    from tunesmith.train.precision import cpu_has_amx_bf16
+
+    if precision == "fp32" or (precision == "auto" and not cuda and not cpu_has_amx_bf16()):
         return "fp32"
     return "mixed"
 

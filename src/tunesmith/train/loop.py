@@ -42,6 +42,7 @@ from tunesmith import runfiles
 from tunesmith.config import FinetuneConfig
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.train import encoding
+from tunesmith.train.precision import autocast_for
 from tunesmith.train.encoding import EncodedDataset, batch_order
 from tunesmith.train.objectives import Objective
 
@@ -158,20 +159,33 @@ def check_engine(distributed_type: str) -> None:
 
 
 def mixed_precision(precision: str) -> str:
-    """Accelerate's mixed_precision for ``finetune.precision`` on this machine."""
+    """Accelerate's mixed_precision for ``finetune.precision`` on this machine
+    (:func:`tunesmith.train.precision.autocast_for`: auto is bf16 autocast on a GPU that has
+    bf16 and on a CPU with AMX-BF16, else fp16 on a GPU and fp32 on a CPU)."""
     import torch
 
     cuda = torch.cuda.is_available()
-    if precision == "auto":
-        if cuda:
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "no"
     if precision == "fp16" and not cuda:
         raise ConfigError(
             "'finetune.precision': fp16 needs a GPU (got fp16 on a CPU-only machine). "
             "Allowed here: auto, fp32, bf16."
         )
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    return autocast_for(precision, cuda=cuda)
+
+
+def _accelerator(precision: str) -> Any:
+    """An Accelerator with ``precision`` (accelerate's mixed_precision). Accelerate keeps one
+    precision per process and refuses another; a second fit in the same process (a notebook,
+    compare-methods, a test run) may ask for another, so the precision part of its state is
+    reset first. The process group (PartialState, torchrun's) is kept."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", precision)) != precision:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
 
 
 def trainable_state(model: Any) -> dict[str, Any]:
@@ -218,14 +232,11 @@ def fit(
     Raises ConfigError for settings this machine cannot run.
     """
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(cfg.precision)
-    )
+    accelerator = _accelerator(mixed_precision(cfg.precision))
     check_engine(accelerator.distributed_type)
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
