@@ -42,9 +42,9 @@ from tunesmith import runfiles
 from tunesmith.config import FinetuneConfig
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.train import encoding
-from tunesmith.train.precision import autocast_for
 from tunesmith.train.encoding import EncodedDataset, batch_order
 from tunesmith.train.objectives import Objective
+from tunesmith.train.precision import autocast_for
 
 EvalFn = Callable[[Any], dict[str, float]]
 
