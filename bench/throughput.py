@@ -331,6 +331,7 @@ def tunesmith_side(name: str, data: Path, out: Path, idea: str | None = None) ->
         val_set = [encode_chat(r["messages"], tokenizer, case["max_length"]) for r in val_rows]
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     own_val = [h for h in fit.history if h["kind"] == "eval"]
+    train_metrics = json.loads((out / "run" / "metrics.json").read_text())["train"]
     skip = min(3, case["steps"] - 1)  # steady state: from the first micro-batch of step `skip`
     later = [(t, n) for step, t, n in measure.marks if step >= skip]
     steady = sum(n for _, n in later) / (measure.ended - later[0][0]) if later else None
@@ -358,8 +359,9 @@ def tunesmith_side(name: str, data: Path, out: Path, idea: str | None = None) ->
         "peak_above_start_mb": peak - measure.rss_at_start_mb,
         "peak_rss_at_last_step_mb": measure.peak_at_last_step_mb,
         "loop_peak_memory_mb": fit.peak_memory_mb,
-        "threads": json.loads((out / "run" / "metrics.json").read_text())["train"].get("cpu_threads")
-        or torch.get_num_threads(),
+        "threads": train_metrics.get("cpu_threads") or torch.get_num_threads(),
+        # fp32, or "bf16 autocast" (the default on a CPU with AMX-BF16).
+        "precision": train_metrics.get("precision", "fp32"),
         # The reloaded model is frozen (inference): the trainable count comes from the run.
         "model_shape": model_shape(model) | {"trainable_params": result.trainable_params},
         "notes": result.notes,

@@ -169,7 +169,8 @@ class FinetuneConfig(_Section):
     # Log train loss, learning rate and gradient norm every N optimizer steps.
     logging_steps: int = Field(default=10, ge=1)
     seed: int = 42
-    # auto: bf16 autocast on a GPU that supports it, fp32 on CPU.
+    # auto: bf16 autocast on a GPU that supports it (else fp16) and on a CPU with AMX-BF16,
+    # fp32 on other CPUs (tunesmith.train.precision).
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # Trade compute for memory (guide: "Use gradient checkpointing ... slower but uses less").
     gradient_checkpointing: bool = False

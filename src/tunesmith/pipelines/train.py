@@ -34,6 +34,7 @@ from tunesmith.records import Record
 from tunesmith.train import causal
 from tunesmith.train.classification import classification_labels, classification_plan
 from tunesmith.train.plan import TaskPlan
+from tunesmith.train.precision import autocast_for
 from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION, GENERATIVE_TASKS
 
 
@@ -128,6 +129,12 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def environment() -> dict[str, Any]:
@@ -319,6 +326,9 @@ def train(
         run_meta["mlflow_run_id"] = tracker.run_id
     write_json(run_json_path, run_meta)
 
+    if cfg.finetune.precision == "auto" and not _cuda() and autocast_for("auto", cuda=False) == "bf16":
+        log("precision: bf16 autocast (auto: this CPU multiplies bf16 matrices on its AMX units; "
+            "weights and optimizer states stay fp32; finetune.precision=fp32 turns it off)")
     status = "FAILED"
     try:
         # On a CPU that other jobs share: torch's threads fitted to the free cores (threads.py).
@@ -361,6 +371,8 @@ def train(
             "steps": result.steps,
             # None: torch's own count (a GPU, or OMP_NUM_THREADS set by the user or launcher).
             "cpu_threads": threads,
+            # What finetune.precision ran as here: fp32, or bf16/fp16 autocast.
+            "precision": "fp32" if result.autocast == "no" else f"{result.autocast} autocast",
             "adapter_mb": round(saved.size_bytes / 1e6, 3),
         }
         packing = plan.packing

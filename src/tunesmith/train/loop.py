@@ -82,6 +82,9 @@ class FitResult:
     peak_memory_mb: float
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    # The autocast the steps ran under: "no" (fp32), "bf16" or "fp16" (finetune.precision
+    # resolved on this machine, see tunesmith.train.precision).
+    autocast: str = "no"
 
 
 @dataclass
@@ -541,6 +544,7 @@ def fit(
         peak_memory_mb=peak_rss,
         train_seconds=state.train_seconds,
         history=history,
+        autocast=str(accelerator.mixed_precision),
     )
 
 
