@@ -24,13 +24,14 @@ runs), so whatever else the machine is doing hits every side alike. Per run it r
 The sides (``--sides``):
 - ``plain``: bench/plain_trainer.py, the guide's Trainer + PEFT script (a);
 - ``tunesmith``: `tunesmith train` with its defaults, as a library call (b);
-- ``trl-best`` / ``trl-defaults`` (chat case only): bench/trl_sft.py, TRL's SFTTrainer at its
-  best CPU setting / with SFTConfig's defaults (c). TRL is a bench-only extra:
+- ``trl-best`` / ``trl-fp32`` / ``trl-defaults`` (chat case only): bench/trl_sft.py, TRL's
+  SFTTrainer at its best CPU setting (bf16 autocast on a CPU with AMX, no activation
+  checkpointing) / the same in fp32 / with SFTConfig's defaults (c). TRL is a bench-only extra:
   ``pip install -c constraints.txt -e ".[bench]"``. ``trl-defaults`` runs bf16 autocast and activation
   checkpointing (issue 17 saw about 7 real tokens/s), so it trains ``--trl-defaults-steps`` steps only;
 - ``tunesmith+IDEA``: side (b) with one speed idea applied, to measure it against (b) in the
   same interleaved run (``IDEAS`` below: ``compile``, ``threads1``, ``threads-torch``,
-  ``micro-half``).
+  ``bf16``, ``micro-half``).
 
 For each case it prints the medians over rounds and the ratios of tunesmith over each other
 side against the goals: at least 1.5x the plain script's real tokens/s, validation loss within
@@ -94,7 +95,7 @@ SHARED = {"seed": 42, "warmup_ratio": 0.1, "weight_decay": 0.01, "lora_r": 8,
 GOALS = {"real_tokens_per_second": 1.5, "val_loss_within": 0.02, "peak_rss_mb": 0.8}
 # tunesmith against TRL's SFTTrainer at its best CPU setting (issue 17).
 GOALS_TRL = {"real_tokens_per_second": 2.0, "peak_rss_mb": 0.7}
-TRL_SIDES = ("trl-best", "trl-bf16", "trl-defaults")
+TRL_SIDES = ("trl-best", "trl-fp32", "trl-defaults")
 # Speed ideas measured as side (b) with one change: what each does inside the run.
 IDEAS = {
     "compile": "torch.compile of the model (inductor, CPU), compile time counted in the loop",

@@ -6,16 +6,21 @@ tunesmith:
 
     pip install -c constraints.txt -e ".[bench]"     # trl==1.16.0, the version measured
 
-Two settings, chosen with ``--setting``:
+Three settings, chosen with ``--setting``:
 
-- ``best``: TRL's best setting on this CPU, found by trying its switches: bf16 off (issue 17 saw
-  about 7 real tokens/s with SFTConfig's bf16 autocast on this CPU, against about 100 without),
-  activation checkpointing off (SFTConfig turns it on by default: one more forward pass per
-  step), plain right padding to the longest in the batch, no packing and no padding-free
-  batches (its padding-free path with sdpa was as slow as bf16 here). With ``--fit-threads``
-  (what bench/throughput.py passes) torch's CPU threads are also fitted to the cores other jobs
-  leave free, by the same function as tunesmith's (``tunesmith.train.threads``): on a shared
-  machine that is part of the best setting, and on a quiet one it changes nothing.
+- ``best``: TRL's best setting on this CPU, found by trying its switches (2026-12-01, quiet
+  machine, ``bench/results/throughput_amx_*.json``): bf16 autocast on (this CPU multiplies bf16
+  on its AMX units: 262.6 real tokens/s against 201.6 with fp32), activation checkpointing off
+  (SFTConfig turns it on by default: one more forward pass per step), plain right padding to
+  the longest in the batch, no packing and no padding-free batches (its padding-free path with
+  sdpa was slower here). With ``--fit-threads`` (what bench/throughput.py passes) torch's CPU
+  threads are also fitted to the cores other jobs leave free, by the same function as
+  tunesmith's (``tunesmith.train.threads``): on a shared machine that is part of the best
+  setting, and on a quiet one it changes nothing. On a CPU without AMX, ``fp32`` may be faster:
+  try both there.
+- ``fp32``: the same with bf16 off: what ``best`` was before the AMX measurement (issue 17 had
+  assumed this CPU emulates bf16; the ``trl-best`` rows of result files written before
+  2026-12-01 22:00 UTC are this setting).
 - ``defaults``: SFTConfig's own defaults for everything but the hyperparameters the benchmark
   fixes for every side (steps, batch, learning rate, warmup, weight decay, seed, max length):
   bf16 on, activation checkpointing on.
@@ -55,10 +60,8 @@ INSTALL_HINT = (
 
 # What each setting changes in SFTConfig; everything else is SFTConfig's default.
 SETTINGS: dict[str, dict] = {
-    "best": {"bf16": False, "gradient_checkpointing": False, "packing": False, "padding_free": False},
-    # bf16 autocast without activation checkpointing: on a CPU with AMX-BF16 (this one) the
-    # bf16 products run on the AMX tiles.
-    "bf16": {"bf16": True, "gradient_checkpointing": False, "packing": False, "padding_free": False},
+    "best": {"bf16": True, "gradient_checkpointing": False, "packing": False, "padding_free": False},
+    "fp32": {"bf16": False, "gradient_checkpointing": False, "packing": False, "padding_free": False},
     "defaults": {},
 }
 

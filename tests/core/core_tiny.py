@@ -53,8 +53,13 @@ def toy_data(n: int) -> EncodedDataset:
 
 
 def finetune_cfg(**changes) -> FinetuneConfig:
+    # fp32: these tests compare the loop's arithmetic exactly (accumulation, recovery from an
+    # out-of-memory error, resume); precision auto would be bf16 autocast on a CPU with AMX,
+    # whose rounding differs with the micro-batch's shape. tests/core/test_core_loop.py tests
+    # the precisions themselves.
     base = {"method": "full", "learning_rate": 1e-3, "batch_size": 8, "warmup_ratio": 0.0,
-            "logging_steps": 1, "group_by_length": False, "early_stopping_patience": 0}
+            "logging_steps": 1, "group_by_length": False, "early_stopping_patience": 0,
+            "precision": "fp32"}
     return FinetuneConfig(**{**base, **changes})
 
 

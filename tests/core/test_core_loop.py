@@ -367,6 +367,22 @@ def test_fits_with_different_precisions_in_one_process_each_run_in_their_own():
     assert seen == [{"torch.float32"}, {"torch.bfloat16"}, {"torch.float32"}]
 
 
+def test_a_model_trained_under_bf16_autocast_computes_in_fp32_afterwards():
+    """fit leaves the model as it came: accelerate wraps its forward in autocast, and a
+    prediction or merge after training would otherwise still run in bf16."""
+    from tunesmith.train.encoding import collate
+
+    model = _model(dropout=0.0)
+    _fit(model, toy_data(16), finetune_cfg(max_steps=1, precision="bf16"))
+    dtypes: set[str] = set()
+    model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+        lambda _m, _i, out: dtypes.add(str(out.dtype)))
+    batch = collate(toy_data(4).examples, tokenizer().pad_token_id)
+    with torch.no_grad():
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert dtypes == {"torch.float32"}
+
+
 def test_fp16_needs_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

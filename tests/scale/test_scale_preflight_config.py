@@ -18,7 +18,7 @@ def test_config_yaml_mlflow_and_resume_agree_after_the_preflight(tiny_setup, in_
 
     from tunesmith.advise.memory import MemoryArgs, estimate_memory, model_shape
     from tunesmith.config import load_config
-    from tunesmith.pipelines.train import train, train_inputs
+    from tunesmith.pipelines.train import resolve_defaults, train, train_inputs
 
     uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
     config = write_config(in_tmp / "params.yaml", tiny_setup["model"], batch_size=8,
@@ -27,9 +27,11 @@ def test_config_yaml_mlflow_and_resume_agree_after_the_preflight(tiny_setup, in_
         config, ["tracking.enabled=true", f"tracking.mlflow_uri={uri}", "prepare.max_length=32"],
         data=str(tiny_setup["data"]), out=str(in_tmp / "run"), resume=None,
     )
-    # A budget that holds a micro-batch of 2 at the longest sequence but not the 8 asked for.
+    # A budget that holds a micro-batch of 2 at the longest sequence but not the 8 asked for,
+    # for the config the run trains (the classifier's default LoRA targets filled in).
+    trained, _ = resolve_defaults(asked, None, task="classification")
     budget = estimate_memory(model_shape(str(tiny_setup["model"])),
-                             MemoryArgs.from_config(asked, device="cpu", batch_size=2)).total_bytes
+                             MemoryArgs.from_config(trained, device="cpu", batch_size=2)).total_bytes
     lines: list[str] = []
     train(asked, data, out, progress=False, log=lines.append, memory_budget_bytes=budget)
 
@@ -56,7 +58,7 @@ def test_config_yaml_mlflow_and_resume_agree_after_the_preflight(tiny_setup, in_
     lines.clear()
     train(resumed_cfg, data2, out2, resume=True, progress=False, log=lines.append,
           memory_budget_bytes=budget)
-    assert any(f"micro-batch {saved.batch_size} x" in line and "fits" in line for line in lines)
+    assert any(f"micro-batch {saved.batch_size} x" in line and "fits" in line for line in lines), "\n".join(lines)
     assert not any("holds the preflight's changes" in line for line in lines)
     after = load_config(out / "config.yaml").finetune
     assert all(getattr(after, key) == getattr(saved, key) for key in PREFLIGHT_KEYS)

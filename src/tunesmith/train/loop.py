@@ -521,6 +521,9 @@ def fit(
         if out is not None:
             _save_checkpoint(accelerator, out, unwrapped, optimizer, scheduler, state,
                              best_weights, len(history))
+    # The model leaves as it came: accelerate's prepare() wrapped its forward in autocast, which
+    # would keep every later forward pass (prediction, evaluation, merging) in bf16.
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if best_weights is not None:
         unwrapped.load_state_dict(best_weights, strict=False)
         event("best_restored", f"restored the best weights (step {state.best_step}, "
