@@ -136,7 +136,8 @@ def tunesmith_run(row: tuple, src: Path, steps: int) -> dict:
         metrics = json.loads((work / "run" / "metrics.json").read_text())
         out["recorded"] = {k: v for k, v in metrics.get("train", {}).items()
                            if "memory" in k or "estimate" in k or "_mb" in k
-                           or k in ("steps", "gradient_checkpointing", "gradient_checkpointing_by")}
+                           or k in ("steps", "gradient_checkpointing", "gradient_checkpointing_by",
+                                    "precision")}
         out["seq_len"] = _preflight_length(tail)
         return out
 
@@ -224,10 +225,11 @@ def plain_run(row: tuple, steps: int) -> dict:
 
 
 def predict(row: tuple, seq_len: int | None, checkpointing: bool = False,
-            classifier_lora: bool = False) -> dict:
+            classifier_lora: bool = False, precision: str = "fp32") -> dict:
     """``classifier_lora``: the run filled in a LoRA classifier's defaults (every linear layer,
     config.classifier_defaults), as `tunesmith run` does since that function exists; rows
-    measured before it trained LoRA on the attention projections."""
+    measured before it trained LoRA on the attention projections. ``precision``: the
+    estimator's precision of what the run computed in (:func:`_precision`)."""
     from tunesmith.advise.memory import MemoryArgs, model_shape
     from tunesmith.advise.run_memory import estimate_run
     from tunesmith.config import Config
@@ -243,13 +245,21 @@ def predict(row: tuple, seq_len: int | None, checkpointing: bool = False,
         cfg = cfg.model_copy(update={"finetune": classifier_defaults(cfg.finetune, "classification")[0]})
     # With the preflight's checkpointing choice (what the run trained with).
     args = MemoryArgs.from_config(cfg, device="cpu", max_length=seq_len or length,
-                                  gradient_checkpointing=checkpointing)
+                                  gradient_checkpointing=checkpointing, precision=precision)
     run = estimate_run(model_shape(model), args)
     return {"run_gb": round(run.total_bytes / 1e9, 4), "train_gb": round(run.train.total_gb, 4),
             "parts_gb": {k: round(v / 1e9, 4) for k, v in run.parts.items()},
             "train_parts_gb": {p.key: round(p.bytes / 1e9, 4) for p in run.train.parts},
             "dominant": run.dominant(3), "checkpointing": checkpointing,
             "loading_gb": round(run.loading_bytes / 1e9, 4)}
+
+
+def _precision(entry: dict) -> str:
+    """The estimator's precision for a row: "mixed" when its run computed under bf16 autocast
+    (metrics.json's train.precision, recorded since precision auto picks it on a CPU with
+    AMX-BF16), else "fp32" (every row measured before that)."""
+    ran = str((entry.get("recorded") or {}).get("precision") or entry.get("precision") or "fp32")
+    return "mixed" if "autocast" in ran else "fp32"
 
 
 def _checkpointing(entry: dict) -> bool:
@@ -418,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" not in entry:
                     entry["predicted"] = predict(tuple(entry["row"]), entry.get("seq_len"),
                                                  _checkpointing(entry),
-                                                 entry.get("classifier_defaults", False))
+                                                 entry.get("classifier_defaults", False),
+                                                 _precision(entry))
                     score(entry)
                     print_row(entry)
             path.write_text(json.dumps(data, indent=2) + "\n")
@@ -454,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.src / "tunesmith" / "config.py").read_text()
             if "error" not in entry:
                 entry["predicted"] = predict(row, entry.get("seq_len"), _checkpointing(entry),
-                                             entry["classifier_defaults"])
+                                             entry["classifier_defaults"], _precision(entry))
                 score(entry)
             rows.append(entry)
             print_row(entry)

@@ -88,6 +88,12 @@ NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
 # dequantisation is per layer and transient, and no such term applies.
 QLORA_CPU_EXTRA_BYTES_PER_PARAM = 4.0
 DEVICES: tuple[str, ...] = ("cuda", "cpu")
+# Bytes per activation element under bf16 autocast on a CPU (precision auto on a CPU with
+# AMX-BF16): not 2 as on a GPU, because CPU autocast runs the norms, softmax and the loss in fp32
+# and keeps their fp32 outputs for the backward pass beside the bf16 inputs of the products.
+# Fitted on 24 whole default runs (bench/memory_run.py grid, set v5_bf16; MiniLM and SmolLM2,
+# four methods): 2 left them up to 22% over the estimate, 4 up to 17% under it, 3 within 15%.
+CPU_AUTOCAST_ACT_BYTES = 3
 # Bytes per element of activations, weights, gradients and optimizer states by precision.
 # mixed: fp32 weights and states, bf16 activations, and autocast's bf16 copy of each weight.
 _BYTES = {
@@ -639,7 +645,9 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{optimizer}'.")
     if batch_size < 1 or max_length < 1:
         raise UsageError("--batch-size and --max-length must be at least 1.")
-    sizes = _BYTES[precision]
+    sizes = dict(_BYTES[precision])
+    if precision == "mixed" and device == "cpu":
+        sizes["act"] = CPU_AUTOCAST_ACT_BYTES
     trainable, trainable_text, notes = trainable_params(shape, a)
     total = shape.total_params
     parts: list[MemoryPart] = []
@@ -660,6 +668,9 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
             weight_bytes += quantised * QLORA_CPU_EXTRA_BYTES_PER_PARAM
             weight_text += (f" + bitsandbytes' CPU working copy {quantised:,} x "
                             f"{QLORA_CPU_EXTRA_BYTES_PER_PARAM:g} bytes")
+            if sizes["extra_weight_copy"]:  # autocast's bf16 copy of that working copy
+                weight_bytes += quantised * sizes["extra_weight_copy"]
+                weight_text += f" + bf16 autocast copy {quantised:,} x {sizes['extra_weight_copy']} bytes"
     else:
         weight_bytes = (total + added) * sizes["weight"]
         weight_text = f"{total + added:,} parameters x {sizes['weight']} bytes"
