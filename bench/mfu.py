@@ -127,7 +127,8 @@ def wait_for_quiet(threshold: float, timeout: float, poll: float = 15.0) -> tupl
 def computes_in_bf16(run: dict) -> bool:
     """Whether a run of bench/throughput.py multiplied in bf16: tunesmith's recorded precision
     ("bf16 autocast"), TRL's bf16 setting; the plain script and older files are fp32."""
-    return "bf16" in str(run.get("precision", "")) or bool((run.get("setting") or {}).get("bf16"))
+    first = (run.get("runs") or [run])[0]  # a side's summary keeps its runs
+    return "bf16" in str(first.get("precision", "")) or bool((first.get("setting") or {}).get("bf16"))
 
 
 def sides_of(case: dict) -> list[str]:
