@@ -91,8 +91,9 @@ DEVICES: tuple[str, ...] = ("cuda", "cpu")
 # Bytes per activation element under bf16 autocast on a CPU (precision auto on a CPU with
 # AMX-BF16): not 2 as on a GPU, because CPU autocast runs the norms, softmax and the loss in fp32
 # and keeps their fp32 outputs for the backward pass beside the bf16 inputs of the products.
-# Fitted on 24 whole default runs (bench/memory_run.py grid, set v5_bf16; MiniLM and SmolLM2,
-# four methods): 2 left them up to 22% over the estimate, 4 up to 17% under it, 3 within 15%.
+# Chosen on 24 whole default runs (bench/memory_run.py grid, set v5_bf16: MiniLM's four
+# methods, SmolLM2 full and LoRA): 2 left them up to 22% above the estimate, 4 up to 17% below
+# it, 3 within 13.4%; the 8 SmolLM2 QLoRA and adapter runs measured afterwards are within 12.8%.
 CPU_AUTOCAST_ACT_BYTES = 3
 # Bytes per element of activations, weights, gradients and optimizer states by precision.
 # mixed: fp32 weights and states, bf16 activations, and autocast's bf16 copy of each weight.

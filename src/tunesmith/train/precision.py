@@ -3,8 +3,8 @@
 ``auto`` picks bf16 autocast wherever the hardware multiplies bf16 matrices natively: a GPU
 that supports bf16 (fp16 autocast on an older GPU), and a CPU with Intel AMX-BF16 (Sapphire
 Rapids and later Xeons), where oneDNN runs bf16 matrix products on the AMX tiles. Elsewhere
-(a CPU without AMX) it is fp32: without AMX the bf16 products are computed by AVX-512 or
-emulated, and autocast's casts are not paid back.
+(a CPU without AMX) it stays fp32: there the bf16 products run on AVX-512 BF16 instructions or
+are emulated, and whether that pays for autocast's casts was not measured (no such CPU here).
 
 Measured on a 2-core Xeon with AMX (docs/performance.md, issue 17): a 1024 x 576 x 1536 fp32
 product ran at 332 GFLOP/s and the same product in bf16 at 2,444; a whole LoRA training run,
