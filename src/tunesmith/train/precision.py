@@ -9,7 +9,8 @@ are emulated, and whether that pays for autocast's casts was not measured (no su
 Measured on a 2-core Xeon with AMX (docs/performance.md, issue 17): a 1024 x 576 x 1536 fp32
 product ran at 332 GFLOP/s and the same product in bf16 at 2,444; a whole LoRA training run,
 autocast's casts included, ran 1.40x the real tokens/s of fp32 on SmolLM2-135M chat (4 x 256)
-and 1.16x on MiniLM classification (16 x ~30), with the same validation loss to 3 digits
+and 1.16x on MiniLM classification (16 x ~30, LoRA on query/value; about 1.05x with LoRA on
+every linear layer, a classifier's default), with the same validation loss to 3 digits
 (master weights and optimizer states stay fp32; only the products run in bf16).
 """
 
