@@ -113,6 +113,40 @@ class LoopTimer(TrainerCallback):
         self.cpu_seconds = time.process_time() - self.cpu_started
 
 
+def loop_figures(counting: CountingCollator, timer: LoopTimer, steps: int, batch_size: int,
+                 peak_mb: float) -> dict:
+    """The training loop's figures of a Trainer-based side (this script, bench/trl_sft.py):
+    tokens and samples of the ``steps`` trained batches (the dataloader may have built batches
+    beyond the last step: only the trained ones count), their rates per second of wall clock and
+    of CPU time, and the peak memory with what training added to it."""
+    real = sum(counting.real_tokens[:steps])
+    padded = sum(counting.padded_tokens[:steps])
+    samples = steps * batch_size
+    return {
+        "train_seconds": timer.seconds,
+        "steps": steps,
+        "samples": samples,
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "padding_efficiency": real / padded,
+        "real_tokens_per_second": real / timer.seconds,
+        "samples_per_second": samples / timer.seconds,
+        "train_cpu_seconds": timer.cpu_seconds,
+        "real_tokens_per_cpu_second": real / timer.cpu_seconds,
+        "mean_sequence_tokens": real / samples,
+        "peak_rss_mb": peak_mb,
+        # What training added on top of the loaded model, libraries and data.
+        "peak_above_start_mb": peak_mb - timer.rss_at_start_mb,
+    }
+
+
+def write_result(out: Path, result: dict) -> None:
+    """A side's result: out/result.json (read by bench/throughput.py), and one line to stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "model_shape"}))
+
+
 def current_rss_mb() -> float:
     import psutil
 
@@ -235,38 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set,
                       data_collator=counting, callbacks=[timer])
     trainer.train()
-    seconds = timer.seconds
     peak = peak_rss_mb()  # before validation, as on the tunesmith side
 
-    # The dataloader may have built batches beyond the last step; count only the trained ones.
-    steps = args.max_steps
-    real = sum(counting.real_tokens[:steps])
-    padded = sum(counting.padded_tokens[:steps])
-    samples = steps * args.batch_size
     result = {
         "side": "plain",
-        "train_seconds": seconds,
-        "steps": steps,
-        "samples": samples,
-        "real_tokens": real,
-        "padded_tokens": padded,
-        "padding_efficiency": real / padded,
-        "real_tokens_per_second": real / seconds,
-        "samples_per_second": samples / seconds,
-        "train_cpu_seconds": timer.cpu_seconds,
-        "real_tokens_per_cpu_second": real / timer.cpu_seconds,
-        "mean_sequence_tokens": real / samples,
+        **loop_figures(counting, timer, args.max_steps, args.batch_size, peak),
         "val_loss": validation_loss(model, val_set, collator),
-        "peak_rss_mb": peak,
-        # What training added on top of the loaded model, libraries and data.
-        "peak_above_start_mb": peak - timer.rss_at_start_mb,
         "threads": torch.get_num_threads(),
         "model_shape": model_shape(model),
         "pid": os.getpid(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "model_shape"}))
+    write_result(args.out, result)
     return 0
 
 

@@ -45,7 +45,6 @@ The result (speed, peak memory, validation loss by ``plain_trainer.validation_lo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -92,10 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         CountingCollator,
         LoopTimer,
         encode_chat,
+        loop_figures,
         model_shape,
         peak_rss_mb,
         read_jsonl,
         validation_loss,
+        write_result,
     )
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq
     from trl import SFTConfig, SFTTrainer
@@ -150,37 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train()
     peak = peak_rss_mb()  # before validation, as on the other sides
 
-    steps = args.max_steps
-    real = sum(collator.real_tokens[:steps])
-    padded = sum(collator.padded_tokens[:steps])
-    samples = steps * args.batch_size
     model = trainer.model
     result = {
         "side": f"trl-{args.setting}",
         "setting": {k: getattr(config, k) for k in ("bf16", "gradient_checkpointing", "packing",
                                                     "padding_free", "max_length")},
-        "train_seconds": timer.seconds,
-        "steps": steps,
-        "samples": samples,
-        "real_tokens": real,
-        "padded_tokens": padded,
-        "padding_efficiency": real / padded,
-        "real_tokens_per_second": real / timer.seconds,
-        "samples_per_second": samples / timer.seconds,
-        "train_cpu_seconds": timer.cpu_seconds,
-        "real_tokens_per_cpu_second": real / timer.cpu_seconds,
-        "mean_sequence_tokens": real / samples,
+        **loop_figures(collator, timer, args.max_steps, args.batch_size, peak),
         "val_loss": validation_loss(
             model, val_set, DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)),
-        "peak_rss_mb": peak,
-        "peak_above_start_mb": peak - timer.rss_at_start_mb,
         "threads": threads or torch.get_num_threads(),
         "model_shape": model_shape(model),
         "pid": os.getpid(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "model_shape"}))
+    write_result(args.out, result)
     return 0
 
 
