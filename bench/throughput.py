@@ -434,17 +434,22 @@ def print_summary(name: str, result: dict) -> None:
         print(f"{name}: tunesmith / {side} = {other['real_tokens_per_second']:.2f}x real tokens/s "
               f"({other['real_tokens_per_cpu_second']:.2f}x per CPU second), "
               f"{other['peak_rss_mb']:.2f}x peak memory, val loss {other['val_loss']:.3f}x", flush=True)
-    if "goal_met" in result:
-        met = result["goal_met"]
-        print(f"{name}: against the plain script: tokens/s goal >= 1.5x "
-              f"{'met' if met['real_tokens_per_second'] else 'MISSED'}, peak memory <= 0.8x "
-              f"{'met' if met['peak_rss_mb'] else 'MISSED'}, val loss within 2% "
-              f"{'met' if met['val_loss'] else 'MISSED'}", flush=True)
-    if "goal_met_trl" in result:
-        met = result["goal_met_trl"]
-        print(f"{name}: against TRL's best setting: tokens/s goal >= 2x "
-              f"{'met' if met['real_tokens_per_second'] else 'MISSED'}, peak memory <= 0.7x "
-              f"{'met' if met['peak_rss_mb'] else 'MISSED'}", flush=True)
+    for key, against, goals in (("goal_met", "the plain script", GOALS),
+                                ("goal_met_trl", "TRL's best setting", GOALS_TRL)):
+        if key in result:
+            print(f"{name}: against {against}: {goal_verdicts(goals, result[key])}", flush=True)
+
+
+def goal_verdicts(goals: dict, met: dict) -> str:
+    """'tokens/s goal >= 1.5x met, peak memory <= 0.8x MISSED, ...' for the goals in ``goals``."""
+    def verdict(key: str) -> str:
+        return "met" if met[key] else "MISSED"
+
+    parts = [f"tokens/s goal >= {goals['real_tokens_per_second']:g}x {verdict('real_tokens_per_second')}",
+             f"peak memory <= {goals['peak_rss_mb']:g}x {verdict('peak_rss_mb')}"]
+    if "val_loss_within" in goals:
+        parts.append(f"val loss within {goals['val_loss_within']:.0%} {verdict('val_loss')}")
+    return ", ".join(parts)
 
 
 def sides_for(name: str, sides: list[str]) -> list[str]:
