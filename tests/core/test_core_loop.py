@@ -308,36 +308,22 @@ def test_gradient_checkpointing_recomputes_activations_and_trains_the_same(metho
         torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-4, atol=1e-6)
 
 
-_PRECISION = """
-import json, math, sys
-import torch
-from core_tiny import finetune_cfg, tiny_bert, tokenizer, toy_data
-from tunesmith.methods import apply_method
-from tunesmith.train.loop import fit
-from tunesmith.train.objectives import ClassificationObjective
-cfg = finetune_cfg(max_steps=2, precision=sys.argv[1])
-model = apply_method(tiny_bert(0, 0.0), cfg, task="classification")
-seen = set()
-model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
-    lambda _m, _i, out: seen.add(str(out.dtype)))
-result = fit(model, toy_data(16), objective=ClassificationObjective(), cfg=cfg,
-             pad_token_id=tokenizer().pad_token_id, progress=False)
-print(json.dumps({"forward": sorted(seen),
-                  "weights": sorted({str(p.dtype) for p in model.parameters()}),
-                  "finite": all(math.isfinite(r["loss"]) for r in result.history if r["kind"] == "train")}))
-"""
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_mixed_precision_runs_the_forward_pass_in_the_chosen_dtype(precision):
     """finetune.precision bf16 autocasts the forward pass to bfloat16 (here on CPU) while the
-    weights stay float32; fp32 keeps float32. In a child process: Accelerate allows one mixed
-    precision setting per process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", _PRECISION, precision], env=env,
-                          capture_output=True, text=True, timeout=240, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    weights stay float32; fp32 keeps float32. In this process: the loop resets accelerate's
+    one-precision-per-process state when a fit asks for another (tested below)."""
+    import math
+
+    cfg = finetune_cfg(max_steps=2, precision=precision)
+    model = _model(dropout=0.0, cfg=cfg)
+    seen: set[str] = set()
+    model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+        lambda _m, _i, out: seen.add(str(out.dtype)))
+    fitted = _fit(model, toy_data(16), cfg)
+    result = {"forward": sorted(seen),
+              "weights": sorted({str(p.dtype) for p in model.parameters()}),
+              "finite": all(math.isfinite(r["loss"]) for r in fitted.history if r["kind"] == "train")}
     expected = {"fp32": "torch.float32", "bf16": "torch.bfloat16"}[precision]
     assert result == {"forward": [expected], "weights": ["torch.float32"], "finite": True}
 
