@@ -337,6 +337,12 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert [precision.autocast_for(p, cuda=False) for p in ("auto", "fp32", "bf16")] == ["bf16", "no", "bf16"]
     monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: False)
     assert [precision.autocast_for(p, cuda=False) for p in ("auto", "fp32", "bf16")] == ["no", "no", "bf16"]
+    assert precision.cpu_autocast_note("auto") is None
+    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: True)
+    if not torch.cuda.is_available():  # the run says what auto chose, and how to turn it off
+        assert "bf16 autocast" in precision.cpu_autocast_note("auto")
+        assert "finetune.precision=fp32" in precision.cpu_autocast_note("auto")
+    assert precision.cpu_autocast_note("fp32") is None
 
 
 def test_fits_with_different_precisions_in_one_process_each_run_in_their_own():

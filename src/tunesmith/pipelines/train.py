@@ -34,7 +34,7 @@ from tunesmith.records import Record
 from tunesmith.train import causal
 from tunesmith.train.classification import classification_labels, classification_plan
 from tunesmith.train.plan import TaskPlan
-from tunesmith.train.precision import autocast_for
+from tunesmith.train.precision import cpu_autocast_note
 from tunesmith.train.prompts import CLASSIFICATION_AS_INSTRUCTION, GENERATIVE_TASKS
 
 
@@ -129,12 +129,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def environment() -> dict[str, Any]:
@@ -326,9 +320,9 @@ def train(
         run_meta["mlflow_run_id"] = tracker.run_id
     write_json(run_json_path, run_meta)
 
-    if cfg.finetune.precision == "auto" and not _cuda() and autocast_for("auto", cuda=False) == "bf16":
-        log("precision: bf16 autocast (auto: this CPU multiplies bf16 matrices on its AMX units; "
-            "weights and optimizer states stay fp32; finetune.precision=fp32 turns it off)")
+    precision_note = cpu_autocast_note(cfg.finetune.precision)
+    if precision_note:
+        log(precision_note)
     status = "FAILED"
     try:
         # On a CPU that other jobs share: torch's threads fitted to the free cores (threads.py).

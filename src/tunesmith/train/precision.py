@@ -43,3 +43,14 @@ def autocast_for(precision: str, *, cuda: bool) -> Autocast:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if cpu_has_amx_bf16() else "no"
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]  # type: ignore[return-value]
+
+
+def cpu_autocast_note(precision: str) -> str | None:
+    """The line a run logs when ``auto`` chose bf16 autocast on this CPU; None otherwise (a GPU,
+    a CPU without AMX-BF16, or a precision the user set)."""
+    import torch
+
+    if precision != "auto" or torch.cuda.is_available() or not cpu_has_amx_bf16():
+        return None
+    return ("precision: bf16 autocast (auto: this CPU multiplies bf16 matrices on its AMX units; "
+            "weights and optimizer states stay fp32; finetune.precision=fp32 turns it off)")
