@@ -15,6 +15,9 @@ RUN_META = "run.json"
 HISTORY = "history.jsonl"
 # The baseline, the finetuned model and their difference (and the train section).
 METRICS = "metrics.json"
+# A classifier's baseline probe, fitted before training on the frozen base (numbers, JSON):
+# evaluation reuses it instead of embedding the train split again.
+PROBE = "probe.json"
 SAMPLES = "samples.jsonl"  # generation samples (generative tasks)
 ERRORS = "errors.jsonl"  # the worst classification errors
 REPORT_HTML = "report.html"

@@ -106,6 +106,33 @@ def test_a_near_constant_embedding_dimension_gets_no_giant_head_weight():
     assert logits.argmax(1).tolist() == probe.predict(features)
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_the_probe_fits_what_scikit_learns_logistic_regression_fits(classes):
+    """The probe's own L-BFGS fit (no scikit-learn import in a run) against scikit-learn's
+    StandardScaler + LogisticRegression, the probe it replaces: same coefficients on the
+    standardised features, same probabilities, same predictions."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(classes)
+    labels = rng.integers(0, classes, size=300)
+    centers = rng.normal(size=(classes, 16))
+    spreads = np.array([1.0] * 8 + [3.0] * 8)  # unequal spreads and offsets: the scaler matters
+    features = (centers[labels] * 0.6 + rng.normal(size=(300, 16)) * spreads
+                + np.linspace(-2, 5, 16))  # float64: scikit-learn fits float32 input in float32
+    probe = probe_from_features(features, labels.tolist())
+    scaler = StandardScaler().fit(features)
+    reference = LogisticRegression(max_iter=5000, tol=1e-10).fit(scaler.transform(features), labels)
+    assert probe.classes == list(range(classes))
+    assert probe.coef.shape == reference.coef_.shape  # one score row for two classes
+    assert probe.coef == pytest.approx(reference.coef_, abs=1e-4)
+    assert probe.predict_proba(features) == pytest.approx(
+        reference.predict_proba(scaler.transform(features)), abs=1e-4)
+    assert probe.predict(features) == reference.predict(scaler.transform(features)).tolist()
+    assert 0.6 < np.mean(np.array(probe.predict(features)) == labels) < 1.0  # not trivial
+
+
 def test_the_head_has_its_own_learning_rate_group():
     for method in ("full", "lora"):
         cfg = FinetuneConfig(method=method, learning_rate=2e-4, head_learning_rate=3e-3)

@@ -93,3 +93,32 @@ def test_imbalanced_labels_make_macro_f1_the_headline_with_pr_auc_of_the_rare_cl
     out = capsys.readouterr().out
     assert "on the headline metric" in out and "macro F1" in out
     assert "accuracy" not in out.split("headline metric")[1].split("\n")[0]
+
+
+def test_the_evaluation_reuses_the_probe_training_fitted_and_scores_the_baseline_the_same(in_tmp):
+    """Training saves the classifier's baseline probe (probe.json, fitted on the frozen base);
+    the evaluation reuses it instead of embedding the train split again: the same baseline as a
+    probe fitted afresh, and a fresh fit when the saved one was fitted on other examples."""
+    lines: list[str] = []
+    result = run(load_config(None, _setup(in_tmp)), out_dir="runs/probe", progress=False,
+                 log=lines.append)
+    folder = Path("runs/probe")
+    assert (folder / "probe.json").is_file()
+    assert any("reused from probe.json" in line for line in lines if line.startswith("baseline:"))
+
+    saved = (folder / "probe.json").read_text()
+    (folder / "probe.json").unlink()
+    again: list[str] = []
+    fresh = evaluate(folder, log=again.append)
+    assert not any("reused" in line for line in again)
+    assert fresh.metrics["baseline"] == result.metrics["baseline"]
+
+    # A probe fitted on other examples is not reused: the evaluation fits its own.
+    stale = json.loads(saved)
+    stale["fitted_on"] = "0" * 64
+    stale["intercept"] = [50.0]  # a probe that would predict one class everywhere
+    (folder / "probe.json").write_text(json.dumps(stale))
+    again.clear()
+    refit = evaluate(folder, log=again.append)
+    assert not any("reused" in line for line in again)
+    assert refit.metrics["baseline"] == result.metrics["baseline"]

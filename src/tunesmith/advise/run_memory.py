@@ -5,7 +5,8 @@ gradients, optimizer states, activations): the guide's accounting. A process tha
 more, and on CPU it is the process's resident memory (RSS) that must fit:
 
 - **fixed cost**: the interpreter with torch, transformers, PEFT (which imports bitsandbytes),
-  accelerate, MLflow, scikit-learn and matplotlib imported. It depends on the installed
+  accelerate, MLflow and matplotlib imported (not scikit-learn: the probe fits its logistic
+  regression itself, :mod:`tunesmith.train.probe`). It depends on the installed
   libraries, not on the model, so it is measured once per machine and library versions in a
   subprocess (:func:`fixed_cost`, about 10-60 s) and cached as JSON under
   ``$TUNESMITH_HOME/memory/``, in two parts. Its **private** part (the interpreter's heap and
@@ -72,7 +73,7 @@ LOAD_COPIES = 1.0
 # What a run imports (the measurement's program): the libraries, then tunesmith's modules that
 # import more of them at module level.
 _IMPORTS = (
-    "import torch, transformers, peft, accelerate, mlflow, sklearn, matplotlib.pyplot\n"
+    "import torch, transformers, peft, accelerate, mlflow, matplotlib.pyplot\n"
     "import tunesmith.pipelines.run, tunesmith.train.loop, tunesmith.methods\n"
     "import tunesmith.evaluate.classification, tunesmith.evaluate.generation\n"
     "import tunesmith.track.experiment\n"
@@ -136,9 +137,12 @@ def record_run_peak(metrics_path: Path) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
+    import hashlib
     from importlib import metadata
 
-    out = {"python": sys.version.split()[0]}
+    # The measuring program is part of the key: a cache written by another list of imports is stale.
+    out = {"python": sys.version.split()[0],
+           "program": hashlib.sha256(_PROGRAM.encode()).hexdigest()[:12]}
     for name in ("torch", "transformers", "peft", "accelerate", "mlflow", "bitsandbytes"):
         try:
             out[name] = metadata.version(name)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,15 @@ from tunesmith.evaluate.metrics import (
 from tunesmith.records import ClassificationRecord, Record
 from tunesmith.train.encoding import EncodedDataset, collate
 from tunesmith.train.plan import TaskPlan
-from tunesmith.train.probe import EVAL_BATCH_SIZE, embed, fit_probe, length_sorted_batches
-
-# The probe is fitted on at most this many train examples (sampled with the seed): embedding
-# them is the probe's cost, and on rotten-tomatoes 10k examples gave 0.741 against 0.731 for 2k.
-PROBE_MAX_TRAIN = 10_000
+from tunesmith.train.probe import (
+    EVAL_BATCH_SIZE,
+    Probe,
+    embed,
+    fingerprint,
+    fit_probe,
+    length_sorted_batches,
+    probe_rows,
+)
 
 
 @dataclass
@@ -97,16 +100,20 @@ def probe_baseline(
     *,
     seed: int = 42,
     positive: int | None = None,
+    probe: Probe | None = None,
 ) -> tuple[dict[str, Any], list[int]]:
     """The frozen model's score: a logistic-regression probe fitted on ``train`` embeddings.
 
-    Call it before any finetuning method changes ``model``. Returns the metrics (with
-    ``majority_rate``, ``kind: "probe"`` and, for a ``positive`` class index, its ``pr_auc``)
-    and the probe's test predictions.
+    Call it before any finetuning method changes ``model``. ``probe``: one already fitted on
+    exactly ``train`` (:func:`~tunesmith.train.probe.fingerprint`), e.g. the one training saved;
+    then ``train`` is not embedded again. Returns the metrics (with ``majority_rate``, ``kind:
+    "probe"`` and, for a ``positive`` class index, its ``pr_auc``) and the probe's test
+    predictions.
     """
     y_train = [e["label"] for e in train.examples]
     y_test = [e["label"] for e in test.examples]
-    probe = fit_probe(model, train, pad_token_id, seed=seed)
+    if probe is None or probe.fitted_on != fingerprint(train):
+        probe = fit_probe(model, train, pad_token_id, seed=seed)
     test_features = embed(model, test, pad_token_id)
     predictions = probe.predict(test_features)
     metrics: dict[str, Any] = classification_metrics(
@@ -115,7 +122,7 @@ def probe_baseline(
     metrics["majority_rate"] = majority_rate(y_train, y_test)
     metrics["kind"] = "probe"
     if positive is not None:
-        column = list(probe.pipeline.classes_).index(positive)
+        column = probe.classes.index(positive)
         metrics["pr_auc"] = average_precision(
             [y == positive for y in y_test], probe.predict_proba(test_features)[:, column].tolist())
     return metrics, predictions
@@ -187,7 +194,9 @@ def evaluate_run(
 
     Returns the metrics.json sections (``plan``: the metric plan; ``baseline``, ``finetuned``,
     ``delta``, ``confusion_matrix``) and the most confident errors. Cost: one forward pass over
-    (at most :data:`PROBE_MAX_TRAIN` of) the train split and two over the test split.
+    (at most :data:`~tunesmith.train.probe.PROBE_MAX_TRAIN` of) the train split, unless the
+    probe training saved (probe.json) was fitted on those very examples, and two over the test
+    split.
     """
     from tunesmith.data.validate import read_records
     from tunesmith.evaluate.metric_plan import plan_for_records, select
@@ -203,8 +212,7 @@ def evaluate_run(
     for line in plan.lines():
         log(line)
     positive = labels.index(plan.positive_label) if plan.positive_label in labels else None
-    if len(train_records) > PROBE_MAX_TRAIN:
-        train_records = random.Random(cfg.prepare.seed).sample(train_records, PROBE_MAX_TRAIN)
+    train_records = [train_records[i] for i in probe_rows(len(train_records), cfg.prepare.seed)]
     test_records = cast(list[ClassificationRecord], read_records(test_file, task="classification"))
     # A QLoRA adapter was trained on the NF4 base: score it on that base.
     qlora = run_meta.get("method") == "qlora"
@@ -215,10 +223,15 @@ def evaluate_run(
     test_enc = encode_classification(test_records, loaded.tokenizer, labels, max_length)
     pad = loaded.tokenizer.pad_token_id
 
+    # Training fitted the same probe on the frozen base before it trained (probe.json): reused
+    # when it was fitted on exactly these examples, so the train split is not embedded again.
+    saved = Probe.load(run_dir / runfiles.PROBE)
+    reused = saved is not None and saved.fitted_on == fingerprint(train_enc)
     log(f"baseline: logistic-regression probe on the frozen {run_meta['model']} embeddings "
-        f"({len(train_enc)} train, {len(test_enc)} test examples)")
+        f"({len(train_enc)} train, {len(test_enc)} test examples"
+        + ("; fitted before training, reused from " + runfiles.PROBE if reused else "") + ")")
     baseline, _ = probe_baseline(loaded.model, train_enc, test_enc, pad, seed=cfg.prepare.seed,
-                                 positive=positive)
+                                 positive=positive, probe=saved if reused else None)
     model = load_adapter(loaded.model, run_dir / runfiles.ADAPTER_DIR)
     scores = score(model, test_enc, pad)
     if positive is not None:

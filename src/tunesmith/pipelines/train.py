@@ -267,6 +267,8 @@ def train(
         plan = spec.validation(plan, train_records, cfg, loaded.tokenizer.pad_token_id)
     for note in plan.notes:
         log(note)
+    if plan.probe is not None:  # a classifier's baseline probe: the evaluation reuses it
+        plan.probe.save(out / runfiles.PROBE)
     cfg, chosen = resolve_defaults(cfg, plan.max_length, task)
     for note in chosen:
         log(note)

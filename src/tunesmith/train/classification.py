@@ -13,6 +13,7 @@ records trains there ("classification as instruction").
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ from tunesmith.records import ClassificationRecord, Record
 from tunesmith.train.encoding import collate, encode_classification, label_list
 from tunesmith.train.objectives import ClassificationObjective
 from tunesmith.train.plan import TaskPlan
-from tunesmith.train.probe import embed, fit_probe, init_head_from_probe
+from tunesmith.train.probe import embed, fit_probe, init_head_from_probe, probe_rows
 
 
 def classification_labels(records: Sequence[Record]) -> list[str]:
@@ -71,7 +72,7 @@ def classification_plan(
     The plan's validation (the scorer of the test split, and the metric that picks the best
     checkpoint) is the evaluation side's:
     :func:`tunesmith.evaluate.classification.with_validation` completes it. Costs: tokenizing
-    both splits, one forward pass over them for the probe (no backward) and its sklearn fit.
+    both splits, one forward pass over them for the probe (no backward) and its fit.
     Raises DataError for labels the training split lacks.
     """
     # The classification family reads with task="classification": every record is one.
@@ -96,7 +97,13 @@ def classification_plan(
                           truncation_note(val_data, "val", max_length)) if n]
     # LP-FT (Kumar et al., ICLR 2022): start the head at the baseline probe, so finetuning
     # starts where the frozen encoder already is instead of from a random head.
-    probe = fit_probe(loaded.model, train_data, pad, seed=cfg.finetune.seed)
+    # Fitted on the examples the evaluation's baseline probe uses (probe_rows): the run folder
+    # keeps it (probe.json) and the evaluation reuses it instead of embedding them again.
+    rows = probe_rows(len(train_data), cfg.prepare.seed)
+    probe_data = train_data if len(rows) == len(train_data) else dataclasses.replace(
+        train_data, examples=[train_data.examples[i] for i in rows],
+        lengths=[train_data.lengths[i] for i in rows])
+    probe = fit_probe(loaded.model, probe_data, pad, seed=cfg.finetune.seed)
     temperature = probe.temperature(embed(loaded.model, val_data, pad),
                                     [e["label"] for e in val_data.examples], len(labels))
     if init_head_from_probe(loaded.model, probe, temperature):
@@ -112,4 +119,4 @@ def classification_plan(
         weights = [total / (len(labels) * counts.get(label, 1)) for label in labels]
     return TaskPlan(train_data, ClassificationObjective(weights), collate, evaluate=None,
                     best_metric="loss", notes=notes, max_length=max_length, evaluate_first=True,
-                    val_data=val_data)
+                    val_data=val_data, probe=probe)

@@ -39,3 +39,6 @@ class TaskPlan:
     packing: PackingPlan | None = None
     # The encoded validation split, for a validation the evaluation side supplies.
     val_data: EncodedDataset | None = None
+    # Classifiers: the baseline probe fitted on the frozen base (train.probe.Probe), saved in the
+    # run folder for the evaluation to reuse.
+    probe: Any = None
