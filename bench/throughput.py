@@ -104,6 +104,9 @@ IDEAS = {
                      "without tunesmith's fitting of the threads to the free cores",
     "bf16": "finetune.precision=bf16: bf16 autocast on the CPU (oneDNN runs bf16 matmuls on AMX "
             "where the CPU has it) instead of the CPU default fp32",
+    "frozen-fp32": "the frozen linear weights kept in fp32 under bf16 autocast (cast to bf16 on "
+                   "every forward pass), as before train.precision.FrozenWeightsInBf16: "
+                   "(b) against it shows what holding them in bf16 pays",
     "micro-half": "micro-batches of half the batch with 2 accumulation steps (same effective step): "
                   "(b) against it shows what the larger micro-batch pays",
 }
@@ -205,6 +208,17 @@ def apply_idea(idea: str | None, overrides: list[str], case: dict) -> None:
         os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     elif idea == "bf16":
         overrides.append("finetune.precision=bf16")
+    elif idea == "frozen-fp32":
+        import tunesmith.train.precision as precision
+
+        class KeepFp32:  # holds nothing, restores nothing
+            def __init__(self, model) -> None:
+                pass
+
+            def restore(self) -> None:
+                pass
+
+        precision.FrozenWeightsInBf16 = KeepFp32  # type: ignore[misc,assignment]
     elif idea == "micro-half":
         overrides += [f"finetune.batch_size={case['batch_size'] // 2}",
                       "finetune.gradient_accumulation_steps=2"]

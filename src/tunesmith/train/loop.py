@@ -26,6 +26,7 @@ process RSS on CPU (sampled every step) and ``torch.cuda.max_memory_allocated`` 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -36,7 +37,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, cast
 
 from tunesmith import runfiles
 from tunesmith.config import FinetuneConfig
@@ -45,6 +46,8 @@ from tunesmith.train import encoding
 from tunesmith.train.encoding import EncodedDataset, batch_order
 from tunesmith.train.objectives import Objective
 from tunesmith.train.precision import autocast_for
+
+P = ParamSpec("P")
 
 EvalFn = Callable[[Any], dict[str, float]]
 
@@ -203,6 +206,33 @@ def default_param_groups(model: Any, cfg: FinetuneConfig) -> list[dict[str, Any]
     return optimizer_param_groups(model, cfg)
 
 
+def _frozen_weights_in_bf16(fit: Callable[P, FitResult]) -> Callable[P, FitResult]:
+    """Run ``fit`` with the model's frozen linear weights held in bf16 when it trains under bf16
+    autocast (:class:`~tunesmith.train.precision.FrozenWeightsInBf16`: no per-step casts of
+    them); the exact fp32 weights are back when it returns or raises. Not under FSDP or
+    DeepSpeed, which flatten parameters into buffers of one dtype."""
+
+    @functools.wraps(fit)
+    def held_fit(*args: P.args, **kwargs: P.kwargs) -> FitResult:
+        model = args[0] if args else kwargs["model"]
+        cfg = cast(FinetuneConfig, kwargs["cfg"])
+        sharded = any(os.environ.get(k, "").lower() == "true"
+                      for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+        held = None
+        if mixed_precision(cfg.precision) == "bf16" and not sharded:
+            from tunesmith.train.precision import FrozenWeightsInBf16
+
+            held = FrozenWeightsInBf16(model)
+        try:
+            return fit(*args, **kwargs)
+        finally:
+            if held is not None:
+                held.restore()
+
+    return held_fit
+
+
+@_frozen_weights_in_bf16
 def fit(
     model: Any,
     train_data: EncodedDataset,
