@@ -122,3 +122,22 @@ def test_the_evaluation_reuses_the_probe_training_fitted_and_scores_the_baseline
     refit = evaluate(folder, log=again.append)
     assert not any("reused" in line for line in again)
     assert refit.metrics["baseline"] == result.metrics["baseline"]
+
+
+def test_classification_evaluation_batches_are_the_training_micro_batch(in_tmp, monkeypatch):
+    """The probe's embeddings and the test scores are computed in batches of the micro-batch
+    that trained (config.yaml), not a fixed 64: on CPU, glibc reuses the blocks training's
+    batches freed for same-sized ones, where larger batches grew the run's peak."""
+    import tunesmith.evaluate.classification as classification
+    import tunesmith.train.probe as probe
+
+    cfg = load_config(None, [*_setup(in_tmp), "finetune.batch_size=4"])
+    run(cfg, out_dir="runs/batches", progress=False, log=lambda _: None)
+    (Path("runs/batches") / "probe.json").unlink()  # the train split is embedded again too
+    sizes: list[int] = []
+    for module in (classification, probe):
+        real = module.collate
+        monkeypatch.setattr(module, "collate",
+                            lambda examples, pad, real=real: sizes.append(len(examples)) or real(examples, pad))
+    evaluate(Path("runs/batches"), log=lambda _: None)
+    assert max(sizes) == 4 and sum(sizes) == 48 + 6 + 6  # train (probe), test (probe), test (scores)

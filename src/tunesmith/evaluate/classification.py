@@ -101,6 +101,7 @@ def probe_baseline(
     seed: int = 42,
     positive: int | None = None,
     probe: Probe | None = None,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> tuple[dict[str, Any], list[int]]:
     """The frozen model's score: a logistic-regression probe fitted on ``train`` embeddings.
 
@@ -113,8 +114,8 @@ def probe_baseline(
     y_train = [e["label"] for e in train.examples]
     y_test = [e["label"] for e in test.examples]
     if probe is None or probe.fitted_on != fingerprint(train):
-        probe = fit_probe(model, train, pad_token_id, seed=seed)
-    test_features = embed(model, test, pad_token_id)
+        probe = fit_probe(model, train, pad_token_id, seed=seed, batch_size=batch_size)
+    test_features = embed(model, test, pad_token_id, batch_size)
     predictions = probe.predict(test_features)
     metrics: dict[str, Any] = classification_metrics(
         y_test, predictions, list(range(len(test.labels)))
@@ -178,7 +179,10 @@ def with_validation(plan: TaskPlan, train_records: Sequence[Record], cfg: Any,
                      "headline" + (" (macro F1: the labels are imbalanced)" if best == "f1" else
                                    " (the labels are balanced)"))
     val_data = plan.val_data
-    evaluate = (lambda model: score(model, val_data, pad_token_id).metrics) if val_data else None
+    # Batches of the training micro-batch: on CPU, glibc reuses the blocks training's batches
+    # freed for same-sized ones, where batches of 64 grew the run's peak (docs/performance.md).
+    batch = cfg.finetune.batch_size
+    evaluate = (lambda model: score(model, val_data, pad_token_id, batch).metrics) if val_data else None
     return dataclasses.replace(plan, evaluate=evaluate, best_metric=best, notes=notes)
 
 
@@ -230,10 +234,14 @@ def evaluate_run(
     log(f"baseline: logistic-regression probe on the frozen {run_meta['model']} embeddings "
         f"({len(train_enc)} train, {len(test_enc)} test examples"
         + ("; fitted before training, reused from " + runfiles.PROBE if reused else "") + ")")
+    # Batches of the micro-batch that trained (config.yaml, after the preflight): what the
+    # machine was sized for, and on CPU what glibc holds freed blocks for (with_validation).
+    batch = cfg.finetune.batch_size
     baseline, _ = probe_baseline(loaded.model, train_enc, test_enc, pad, seed=cfg.prepare.seed,
-                                 positive=positive, probe=saved if reused else None)
+                                 positive=positive, probe=saved if reused else None,
+                                 batch_size=batch)
     model = load_adapter(loaded.model, run_dir / runfiles.ADAPTER_DIR)
-    scores = score(model, test_enc, pad)
+    scores = score(model, test_enc, pad, batch)
     if positive is not None:
         truth = [e["label"] == positive for e in test_enc.examples]
         scores.metrics["pr_auc"] = average_precision(truth, scores.probabilities[:, positive].tolist())

@@ -103,8 +103,9 @@ def classification_plan(
     probe_data = train_data if len(rows) == len(train_data) else dataclasses.replace(
         train_data, examples=[train_data.examples[i] for i in rows],
         lengths=[train_data.lengths[i] for i in rows])
-    probe = fit_probe(loaded.model, probe_data, pad, seed=cfg.finetune.seed)
-    temperature = probe.temperature(embed(loaded.model, val_data, pad),
+    batch = cfg.finetune.batch_size  # the evaluation's batches too (with_validation says why)
+    probe = fit_probe(loaded.model, probe_data, pad, seed=cfg.finetune.seed, batch_size=batch)
+    temperature = probe.temperature(embed(loaded.model, val_data, pad, batch),
                                     [e["label"] for e in val_data.examples], len(labels))
     if init_head_from_probe(loaded.model, probe, temperature):
         notes.append("head: initialised from the logistic-regression probe on the frozen "

@@ -192,14 +192,15 @@ class Probe:
         return min(np.logspace(-1, 2, 61), key=nll)
 
 
-def fit_probe(model: Any, train: EncodedDataset, pad_token_id: int, *, seed: int = 42) -> Probe:
+def fit_probe(model: Any, train: EncodedDataset, pad_token_id: int, *, seed: int = 42,
+              batch_size: int = EVAL_BATCH_SIZE) -> Probe:
     """Fit the logistic-regression probe on ``train``'s mean-pooled embeddings of ``model``
     (standardised; near-constant dimensions, see :data:`CONSTANT_SPREAD`, left out).
 
     Cost: one forward pass over ``train`` plus the fit (seconds for a few thousand
     examples). Deterministic for a given model, data and seed.
     """
-    probe = probe_from_features(embed(model, train, pad_token_id),
+    probe = probe_from_features(embed(model, train, pad_token_id, batch_size),
                                 [e["label"] for e in train.examples], seed=seed)
     probe.fitted_on = fingerprint(train)
     return probe
