@@ -382,37 +382,36 @@ def test_fp16_needs_a_gpu():
         _fit(_model(), toy_data(16), finetune_cfg(max_steps=1, precision="fp16"))
 
 
-def test_frozen_linear_weights_train_in_bf16_and_come_back_exactly():
+@pytest.mark.parametrize("failing", [False, True])
+def test_frozen_linear_weights_train_in_bf16_and_come_back_exactly(failing):
     """Under bf16 autocast the frozen linear weights are held in bf16 while fit runs (no
     per-step casts); when it returns, or raises, each is its exact fp32 self again, and the
     weights that train stay fp32 throughout."""
     from tunesmith.train.loop import Callback
 
-    for failing in (False, True):
-        cfg = finetune_cfg(method="lora", max_steps=2, precision="bf16")
-        model = _model(dropout=0.0, cfg=cfg)
-        frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-        linears = [m for m in model.modules()
-                   if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
-        assert linears
-        during: set[str] = set()
-        for module in linears:
-            module.register_forward_hook(lambda m, _i, _o: during.add(str(m.weight.dtype)))
-        trained: set[str] = set()
-        model.register_forward_hook(lambda m, _i, _o: trained.update(
-            str(p.dtype) for p in m.parameters() if p.requires_grad))
+    cfg = finetune_cfg(method="lora", max_steps=2, precision="bf16")
+    model = _model(dropout=0.0, cfg=cfg)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    linears = [m for m in model.modules()
+               if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
+    assert linears
+    during: set[str] = set()
+    for module in linears:
+        module.register_forward_hook(lambda m, _i, _o: during.add(str(m.weight.dtype)))
+    trained: set[str] = set()
+    model.register_forward_hook(lambda m, _i, _o: trained.update(
+        str(p.dtype) for p in m.parameters() if p.requires_grad))
 
-        class Stop(Callback):
-            def on_micro_batch(self, step, batch):
-                if failing and step >= 1:
-                    raise RuntimeError("stopped on purpose")
+    class Stop(Callback):
+        def on_micro_batch(self, step, batch):
+            if failing and step >= 1:
+                raise RuntimeError("stopped on purpose")
 
-        if failing:
-            with pytest.raises(RuntimeError, match="on purpose"):
-                _fit(model, toy_data(16), cfg, callbacks=[Stop()])
-        else:
-            _fit(model, toy_data(16), cfg)
-        assert during == {"torch.bfloat16"} and trained == {"torch.float32"}
-        after = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-        assert all(after[n].dtype == torch.float32 and torch.equal(after[n], v)
-                   for n, v in frozen.items()), failing
+    if failing:
+        with pytest.raises(RuntimeError, match="on purpose"):
+            _fit(model, toy_data(16), cfg, callbacks=[Stop()])
+    else:
+        _fit(model, toy_data(16), cfg)
+    assert during == {"torch.bfloat16"} and trained == {"torch.float32"}
+    after = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    assert all(after[n].dtype == torch.float32 and torch.equal(after[n], v) for n, v in frozen.items())
