@@ -133,6 +133,16 @@ def test_the_probe_fits_what_scikit_learns_logistic_regression_fits(classes):
     assert 0.6 < np.mean(np.array(probe.predict(features)) == labels) < 1.0  # not trivial
 
 
+def test_a_probe_trained_on_one_label_predicts_that_label():
+    import numpy as np
+
+    features = np.random.default_rng(0).normal(size=(20, 6))
+    probe = probe_from_features(features, [1] * 20)
+    assert probe.predict(features) == [1] * 20
+    weight, bias = probe.linear_head(3)
+    assert (features @ weight.T + bias).argmax(1).tolist() == [1] * 20
+
+
 def test_the_head_has_its_own_learning_rate_group():
     for method in ("full", "lora"):
         cfg = FinetuneConfig(method=method, learning_rate=2e-4, head_learning_rate=3e-3)

@@ -71,20 +71,26 @@ class FrozenWeightsInBf16:
     """
 
     def __init__(self, model: Any) -> None:
+        import sys
+
         import torch
 
+        self._held: list[tuple[Any, Any]] = []  # (parameter, its lower 16 bits)
+        if sys.byteorder != "little":  # the halves below are read in little-endian order
+            return
         counts: dict[int, int] = {}
         for _, param in model.named_parameters(remove_duplicate=False):
             counts[id(param)] = counts.get(id(param), 0) + 1
-        self._held: list[tuple[Any, Any]] = []  # (parameter, its lower 16 bits)
         for module in model.modules():
             weight = getattr(module, "weight", None)
             if (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
                     and not weight.requires_grad and weight.dtype == torch.float32
                     and counts.get(id(weight), 0) == 1 and weight.is_contiguous()):
-                bits = weight.data.view(torch.int32)
-                low = (bits & 0xFFFF).to(torch.int16)
-                weight.data = (bits >> 16).to(torch.int16).view(torch.bfloat16)
+                # Each fp32 number is two 16-bit halves, the lower first; copying each half out
+                # makes the two new tensors and nothing else (no 32-bit temporaries).
+                halves = weight.data.view(torch.int16).view(*weight.shape, 2)
+                low = halves[..., 0].clone()
+                weight.data = halves[..., 1].clone().view(torch.bfloat16)
                 self._held.append((weight, low))
 
     @property
@@ -96,6 +102,9 @@ class FrozenWeightsInBf16:
         import torch
 
         for weight, low in self._held:
-            high = weight.data.view(torch.int16).to(torch.int32) << 16
-            weight.data = (high | (low.to(torch.int32) & 0xFFFF)).view(torch.float32)
+            whole = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+            halves = whole.view(torch.int16).view(*weight.shape, 2)
+            halves[..., 0] = low
+            halves[..., 1] = weight.data.view(torch.int16)
+            weight.data = whole
         self._held = []

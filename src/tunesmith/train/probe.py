@@ -132,6 +132,8 @@ class Probe:
         """``[n, len(classes)]`` probabilities, columns in the order of :attr:`classes`."""
         import numpy as np
 
+        if len(self.classes) == 1:  # one label in training: it is the only answer
+            return np.ones((len(features), 1))
         z = (np.asarray(features, dtype=np.float64)[:, self.kept] - self.mean) / self.scale
         scores = z @ self.coef.T + self.intercept
         if self.coef.shape[0] == 1:
@@ -238,6 +240,8 @@ def fit_logistic(x: Any, y: Any, num_classes: int, c: float = 1.0,
 
     n, d = x.shape
     rows = 1 if num_classes <= 2 else num_classes
+    if num_classes < 2:  # nothing to separate
+        return np.zeros((1, d)), np.zeros(1)
     onehot = np.zeros((n, rows))
     if rows == 1:
         target = (y == 1).astype(np.float64)
