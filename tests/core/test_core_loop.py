@@ -415,3 +415,23 @@ def test_frozen_linear_weights_train_in_bf16_and_come_back_exactly(failing):
     assert during == {"torch.bfloat16"} and trained == {"torch.float32"}
     after = {n: p for n, p in model.named_parameters() if not p.requires_grad}
     assert all(after[n].dtype == torch.float32 and torch.equal(after[n], v) for n, v in frozen.items())
+
+
+def test_frozen_weights_loaded_from_a_checkpoint_file_come_back_from_its_memory_map(tmp_path):
+    """Weights safetensors left in the file's memory map keep their fp32 numbers there while
+    their bf16 copies train (no second copy in memory), and are given back exactly."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.train.precision import FrozenWeightsInBf16
+
+    tiny_bert().save_pretrained(tmp_path)
+    cfg = finetune_cfg(method="lora", max_steps=1, precision="bf16")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    model = apply_method(loaded, cfg, task="classification")
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    held = FrozenWeightsInBf16(model)
+    assert held.count > 0 and held.from_file == held.count  # every one still in the file's map
+    held.restore()
+    _fit(model, toy_data(16), cfg)
+    after = dict(model.named_parameters())
+    assert all(after[n].dtype == torch.float32 and torch.equal(after[n], v) for n, v in frozen.items())

@@ -56,18 +56,38 @@ def cpu_autocast_note(precision: str) -> str | None:
             "weights and optimizer states stay fp32; finetune.precision=fp32 turns it off)")
 
 
+def _file_mapped_ranges() -> list[tuple[int, int]]:
+    """The address ranges of this process's memory that map files (Linux: /proc/self/maps);
+    empty where that cannot be read."""
+    ranges = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].strip().startswith("/"):
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    ranges.append((start, end))
+    except OSError:
+        pass
+    return ranges
+
+
 class FrozenWeightsInBf16:
     """Under bf16 autocast, a frozen linear weight is cast to bf16 on every forward pass (autocast
     caches casts only of weights that require a gradient) and the copy is kept for the backward
     pass. This holds such weights in bf16 for the duration of training instead: no per-step
-    casts, no copies beside them. Measured on SmolLM2-135M chat LoRA (2-core AMX Xeon,
-    docs/performance.md): see the figures there.
+    casts, no copies beside them (docs/performance.md has what it measured).
 
     Only ``torch.nn.Linear`` weights that are frozen, fp32 and not shared with another module
     (a tied LM head shares the embedding's) are held; everything else is left alone. The fp32
-    values come back exactly on :meth:`restore`: each weight is split into its upper 16 bits (a
-    bf16 number: the fp32 value truncated to bf16's 8-bit mantissa) and its lower 16 bits, kept
-    as int16, so holding costs no more memory than fp32 did and restoring loses nothing.
+    values come back exactly on :meth:`restore`:
+
+    - a weight that still lives in the checkpoint file's memory map (safetensors loads that way;
+      its pages are the page cache's, which the kernel can drop and read again) is kept as it
+      is, beside its bf16 copy, and given back;
+    - any other weight is split into its upper 16 bits (a bf16 number: the fp32 value truncated
+      to bf16's 8-bit mantissa) and its lower 16 bits, kept as int16: holding costs no more
+      memory than fp32 did.
     """
 
     def __init__(self, model: Any) -> None:
@@ -75,36 +95,53 @@ class FrozenWeightsInBf16:
 
         import torch
 
-        self._held: list[tuple[Any, Any]] = []  # (parameter, its lower 16 bits)
+        # (parameter, its fp32 tensor from the file's map, or its lower 16 bits)
+        self._held: list[tuple[Any, Any]] = []
         if sys.byteorder != "little":  # the halves below are read in little-endian order
             return
         counts: dict[int, int] = {}
         for _, param in model.named_parameters(remove_duplicate=False):
             counts[id(param)] = counts.get(id(param), 0) + 1
+        mapped = _file_mapped_ranges()
         for module in model.modules():
             weight = getattr(module, "weight", None)
-            if (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
+            if not (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
                     and not weight.requires_grad and weight.dtype == torch.float32
                     and counts.get(id(weight), 0) == 1 and weight.is_contiguous()):
-                # Each fp32 number is two 16-bit halves, the lower first; copying each half out
-                # makes the two new tensors and nothing else (no 32-bit temporaries).
-                halves = weight.data.view(torch.int16).view(*weight.shape, 2)
-                low = halves[..., 0].clone()
-                weight.data = halves[..., 1].clone().view(torch.bfloat16)
-                self._held.append((weight, low))
+                continue
+            # Each fp32 number is two 16-bit halves, the lower first; copying a half out makes
+            # the new tensor and nothing else (no 32-bit temporaries).
+            halves = weight.data.view(torch.int16).view(*weight.shape, 2)
+            address = weight.data.data_ptr()
+            if weight.device.type == "cpu" and any(a <= address < b for a, b in mapped):
+                keep = weight.data
+            else:
+                keep = halves[..., 0].clone()
+            weight.data = halves[..., 1].clone().view(torch.bfloat16)
+            self._held.append((weight, keep))
 
     @property
     def count(self) -> int:
         return len(self._held)
 
+    @property
+    def from_file(self) -> int:
+        """How many of the held weights keep their fp32 numbers in the checkpoint's memory map."""
+        import torch
+
+        return sum(keep.dtype == torch.float32 for _, keep in self._held)
+
     def restore(self) -> None:
         """Give every held weight its exact fp32 value back."""
         import torch
 
-        for weight, low in self._held:
+        for weight, keep in self._held:
+            if keep.dtype == torch.float32:  # the file's own numbers
+                weight.data = keep
+                continue
             whole = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
             halves = whole.view(torch.int16).view(*weight.shape, 2)
-            halves[..., 0] = low
+            halves[..., 0] = keep
             halves[..., 1] = weight.data.view(torch.int16)
             weight.data = whole
         self._held = []
