@@ -13,6 +13,20 @@ from tunesmith.errors import ConfigError, UsageError
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _threads_held():
+    """A run fits torch's thread count to the cores other jobs leave free (train/threads.py), and
+    a product summed over another number of threads rounds differently: under bf16 autocast
+    enough to move a validation loss by 5e-4 (A on 2 threads, B on 1, seen on CI under
+    pytest-xdist's other worker). These tests compare two runs' numbers, so every run here
+    keeps the count this process has: OMP_NUM_THREADS set means the user chose it."""
+    import torch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+        yield
+
+
 def _config(tracking=None, **prepare):
     from tunesmith.config import validate_config
 
