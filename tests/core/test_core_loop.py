@@ -435,3 +435,46 @@ def test_frozen_weights_loaded_from_a_checkpoint_file_come_back_from_its_memory_
     _fit(model, toy_data(16), cfg)
     after = dict(model.named_parameters())
     assert all(after[n].dtype == torch.float32 and torch.equal(after[n], v) for n, v in frozen.items())
+
+
+def _resident_kb(path) -> int:
+    """The kB of ``path``'s pages this process holds in memory (its mappings' Rss in smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps", encoding="utf-8") as fh:
+        for line in fh:
+            fields = line.split()
+            if fields and "-" in fields[0] and ":" not in fields[0]:  # a mapping's header line
+                inside = line.rstrip().endswith(str(path))
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
+def test_frozen_weights_in_the_memory_map_leave_memory_while_held(tmp_path):
+    """While their bf16 copies train, the fp32 numbers in the checkpoint's memory map are handed
+    back to the kernel (the process's resident pages of the file fall to almost nothing); the
+    first use after restore reads them again, unchanged."""
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    from tunesmith.train.precision import FrozenWeightsInBf16
+
+    # Weights of 256 kB and 1 MB: whole pages (tiny_bert's 4 kB ones may fit in none).
+    config = BertConfig(vocab_size=tokenizer().vocab_size, hidden_size=256, num_hidden_layers=4,
+                        num_attention_heads=4, intermediate_size=1024, num_labels=2)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path)
+    cfg = finetune_cfg(method="lora", max_steps=1, precision="bf16")
+    model = apply_method(AutoModelForSequenceClassification.from_pretrained(tmp_path), cfg,
+                         task="classification")
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    file = tmp_path / "model.safetensors"
+    before = _resident_kb(file)
+    held = FrozenWeightsInBf16(model)
+    held_kb = sum(keep.numel() * 4 for _, keep in held._held) / 1024
+    assert held.from_file == held.count > 0 and before > 0.9 * held_kb
+    assert held.paged_out > 0.9 * held_kb * 1024
+    assert _resident_kb(file) < before - 0.9 * held_kb  # out of this process's memory
+    held.restore()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[n], v) for n, v in frozen.items())  # read again, unchanged
+    assert _resident_kb(file) > before - 0.1 * held_kb
