@@ -29,9 +29,9 @@ The sides (``--sides``):
   checkpointing) / the same in fp32 / with SFTConfig's defaults (c). TRL is a bench-only extra:
   ``pip install -c constraints.txt -e ".[bench]"``. ``trl-defaults`` runs bf16 autocast and activation
   checkpointing (issue 17 saw about 7 real tokens/s), so it trains ``--trl-defaults-steps`` steps only;
-- ``tunesmith+IDEA``: side (b) with one speed (or memory) idea applied, to measure it against
-  (b) in the same interleaved run (``IDEAS`` below: ``compile``, ``threads1``,
-  ``threads-torch``, ``bf16``, ``frozen-fp32``, ``mapped-resident``, ``micro-half``).
+- ``tunesmith+IDEA``: side (b) with one speed idea applied, to measure it against (b) in the
+  same interleaved run (``IDEAS`` below: ``compile``, ``threads1``, ``threads-torch``,
+  ``bf16``, ``micro-half``).
 
 For each case it prints the medians over rounds and the ratios of tunesmith over each other
 side against the goals: at least 1.5x the plain script's real tokens/s, validation loss within
@@ -107,9 +107,6 @@ IDEAS = {
     "frozen-fp32": "the frozen linear weights kept in fp32 under bf16 autocast (cast to bf16 on "
                    "every forward pass), as before train.precision.FrozenWeightsInBf16: "
                    "(b) against it shows what holding them in bf16 pays",
-    "mapped-resident": "the held weights' fp32 numbers left in memory in the checkpoint's map "
-                       "(no madvise(MADV_PAGEOUT), as before train.precision.page_out): "
-                       "(b) against it shows what handing them back saves",
     "micro-half": "micro-batches of half the batch with 2 accumulation steps (same effective step): "
                   "(b) against it shows what the larger micro-batch pays",
 }
@@ -222,10 +219,6 @@ def apply_idea(idea: str | None, overrides: list[str], case: dict) -> None:
                 pass
 
         precision.FrozenWeightsInBf16 = KeepFp32  # type: ignore[misc,assignment]
-    elif idea == "mapped-resident":
-        import tunesmith.train.precision as precision
-
-        precision.page_out = lambda tensors: 0  # hands nothing back
     elif idea == "micro-half":
         overrides += [f"finetune.batch_size={case['batch_size'] // 2}",
                       "finetune.gradient_accumulation_steps=2"]

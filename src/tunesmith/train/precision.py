@@ -72,53 +72,6 @@ def _file_mapped_ranges() -> list[tuple[int, int]]:
     return ranges
 
 
-# Held weights closer than this in the address space are handed back as one range, the small
-# tensors between them (biases, norms) included: the kernel keeps a page cache folio (up to
-# megabytes on a recent kernel) that reaches outside the range given, so each range's two ends
-# stay in memory, and fewer ranges leave fewer of them (on a 2-layer BERT: 83% of the held
-# bytes handed back one tensor at a time).
-PAGE_OUT_GAP = 1 << 20
-
-
-def page_out(tensors: list[Any]) -> int:
-    """Hand the memory pages of these file-mapped CPU tensors back to the kernel
-    (``madvise(MADV_PAGEOUT)``, Linux 5.4+): a clean page of a file mapping is dropped and read
-    from the file again when next touched, so no number changes (a page written since it was
-    mapped is the process's own memory, which the kernel swaps out if it can and never
-    discards). Tensors less than :data:`PAGE_OUT_GAP` apart go as one range, what lies between
-    them included (read again when used). Returns the bytes of the ranges handed back (0 where
-    the call is not available); raises nothing."""
-    import ctypes
-    import mmap
-    import sys
-
-    # Python's mmap module names it only where its build's headers had it; Linux's value is 21
-    # (an older kernel answers EINVAL, and nothing is given).
-    advice = getattr(mmap, "MADV_PAGEOUT", 21 if sys.platform == "linux" else None)
-    if not tensors or advice is None:
-        return 0
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return 0
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    spans: list[list[int]] = []
-    for start, end in sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size())
-                             for t in tensors):
-        if spans and start - spans[-1][1] <= PAGE_OUT_GAP:
-            spans[-1][1] = max(spans[-1][1], end)
-        else:
-            spans.append([start, end])
-    page = mmap.PAGESIZE
-    given = 0
-    for start, end in spans:  # whole pages inside the range only
-        first, last = -(-start // page) * page, end // page * page
-        if last > first and madvise(first, last - first, advice) == 0:
-            given += last - first
-    return given
-
-
 class FrozenWeightsInBf16:
     """Under bf16 autocast, a frozen linear weight is cast to bf16 on every forward pass (autocast
     caches casts only of weights that require a gradient) and the copy is kept for the backward
@@ -131,10 +84,7 @@ class FrozenWeightsInBf16:
 
     - a weight that still lives in the checkpoint file's memory map (safetensors loads that way;
       its pages are the page cache's, which the kernel can drop and read again) is kept as it
-      is, beside its bf16 copy, and given back. Its pages are handed back to the kernel while
-      training runs (``madvise(MADV_PAGEOUT)``, :func:`page_out`): the numbers stay in the
-      file, the process no longer holds them in memory, and the first use after
-      :meth:`restore` reads them again;
+      is, beside its bf16 copy, and given back;
     - any other weight is split into its upper 16 bits (a bf16 number: the fp32 value truncated
       to bf16's 8-bit mantissa) and its lower 16 bits, kept as int16: holding costs no more
       memory than fp32 did.
@@ -147,7 +97,6 @@ class FrozenWeightsInBf16:
 
         # (parameter, its fp32 tensor from the file's map, or its lower 16 bits)
         self._held: list[tuple[Any, Any]] = []
-        self.paged_out = 0  # bytes of the file's fp32 numbers handed back to the kernel
         if sys.byteorder != "little":  # the halves below are read in little-endian order
             return
         counts: dict[int, int] = {}
@@ -170,9 +119,6 @@ class FrozenWeightsInBf16:
                 keep = halves[..., 0].clone()
             weight.data = halves[..., 1].clone().view(torch.bfloat16)
             self._held.append((weight, keep))
-        # After every copy is made (each read its fp32 pages): the file's numbers need no memory
-        # until restore().
-        self.paged_out = page_out([keep for _, keep in self._held if keep.dtype == torch.float32])
 
     @property
     def count(self) -> int:
