@@ -1,16 +1,14 @@
 """Hand the C heap's free memory back to the system between the phases of a run.
 
 On Linux, glibc keeps the blocks a process frees (training's activations, gradients, the
-optimizer's temporaries: gigabytes on a causal LM) in its heap for later allocations, so the
-process's resident memory stays near training's high-water mark after training. The
-evaluation that follows in the same process (``tunesmith run``) then adds its own on top: the
-model loaded again (its pages read as the first forward pass touches them) and batches of
-another shape and precision (fp32, not bf16 autocast), which fit few of the kept blocks. On
-SmolLM2 chat LoRA, 4 x 512, the process held 3,057 MB when the evaluation began and peaked at
-3,728 MB in it, above training's own peak. :func:`trim_heap` returns the free blocks first
-(``malloc_trim(0)``, which also gives back free pages inside the heap): the same run held 754 MB
-when the evaluation began and peaked at 1,940 MB in it, so the run's peak was training's
-(docs/performance.md).
+optimizer's temporaries) in its heap for later allocations, so the process's resident memory
+stays near training's high-water mark after training. The evaluation that follows in the same
+process (``tunesmith run``) loads the model again and computes in fp32 in other batch shapes
+than bf16-autocast training, which fit few of the kept blocks, and grows the heap on top of
+them. :func:`trim_heap` returns the free blocks first (``malloc_trim(0)``, which also gives back
+free pages inside the heap), so the evaluation grows from what is really in use. Measured on
+whole default runs (``bench/memory_run.py lean``, docs/performance.md): MiniLM LoRA 1,126 ->
+1,066 MB; SmolLM2 chat LoRA 4 x 512, whose peak is in training, 3,374 / 3,383 MB (no change).
 
 Trimming before training does not lower the peak (training reuses the blocks glibc kept; tried
 and measured on 2026-12-01): it pays between phases that allocate differently.
