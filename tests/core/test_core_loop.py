@@ -435,3 +435,69 @@ def test_frozen_weights_loaded_from_a_checkpoint_file_come_back_from_its_memory_
     _fit(model, toy_data(16), cfg)
     after = dict(model.named_parameters())
     assert all(after[n].dtype == torch.float32 and torch.equal(after[n], v) for n, v in frozen.items())
+
+
+def _resident_weight_file_bytes() -> int:
+    """The resident bytes of this process's mappings of .safetensors files (/proc/self/smaps)."""
+    total, weights = 0, False
+    with open("/proc/self/smaps", encoding="utf-8") as fh:
+        for line in fh:
+            fields = line.split()
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):
+                weights = fields[-1].endswith(".safetensors")
+            elif weights and fields[0] == "Rss:":
+                total += int(fields[1]) * 1024
+    return total
+
+
+def _minilm_with_lora():
+    from tunesmith.models.loader import load_model
+
+    cfg = finetune_cfg(method="lora", max_steps=1, precision="bf16")
+    loaded = load_model("minilm", task="classification", labels=["fresh", "rotten"])
+    return apply_method(loaded.model, cfg, task="classification")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads Linux's /proc/self/smaps")
+def test_held_weights_pages_leave_the_process_while_bf16_copies_train():
+    """MiniLM's frozen linear weights stay in the checkpoint's memory map while their bf16
+    copies train: their pages are handed back to the page cache, not kept resident beside the
+    copies, and the fp32 numbers are read back exactly when the hold ends."""
+    from tunesmith.train.precision import FrozenWeightsInBf16
+
+    model = _minilm_with_lora()
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    # The encoder's 36 linear layers come from the file (the classifier's frozen original
+    # beside its trained copy was made in memory).
+    mapped_bytes = sum(m.weight.numel() * 4 for name, m in model.named_modules()
+                       if isinstance(m, torch.nn.Linear) and ".encoder." in f".{name}"
+                       and not m.weight.requires_grad)
+    resident = _resident_weight_file_bytes()  # the clones above read every page
+    held = FrozenWeightsInBf16(model)
+    assert held.from_file == 36
+    # Only the pages straddling two tensors may stay (one or two per weight).
+    assert held.released_bytes > 0.95 * mapped_bytes > 30e6
+    assert resident - _resident_weight_file_bytes() > 0.95 * mapped_bytes
+    held.restore()
+    after = dict(model.named_parameters())
+    assert all(after[n].dtype == torch.float32 and torch.equal(after[n], v) for n, v in frozen.items())
+
+
+def test_a_weight_written_in_its_memory_map_is_not_handed_back():
+    """A weight changed in place after loading (e.g. an adapter merged into it) lives in a page
+    the process copied from the file: handing that page back would bring the file's old
+    numbers back. The hold keeps such a mapping resident, and the changed weight returns as
+    it was changed."""
+    from tunesmith.train.precision import FrozenWeightsInBf16
+
+    model = _minilm_with_lora()
+    target = next(m.weight for m in model.modules()
+                  if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad)
+    with torch.no_grad():
+        target.add_(1.0)
+    changed = target.detach().clone()
+    held = FrozenWeightsInBf16(model)
+    from_file = held.from_file
+    held.restore()
+    assert torch.equal(target, changed)
+    assert from_file == 36 and held.released_bytes == 0

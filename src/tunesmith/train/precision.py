@@ -56,20 +56,60 @@ def cpu_autocast_note(precision: str) -> str | None:
             "weights and optimizer states stay fp32; finetune.precision=fp32 turns it off)")
 
 
-def _file_mapped_ranges() -> list[tuple[int, int]]:
-    """The address ranges of this process's memory that map files (Linux: /proc/self/maps);
-    empty where that cannot be read."""
-    ranges = []
+def _file_mappings() -> list[tuple[int, int, bool]]:
+    """This process's memory that maps files (Linux: /proc/self/smaps): ``(start, end,
+    written)`` per mapping, where ``written`` says whether any of its pages was written since it
+    was mapped (a private mapping copies a page on its first write: smaps counts those copies as
+    ``Anonymous``). Empty where that cannot be read."""
+    mappings: list[tuple[int, int, bool]] = []
+    current: list[Any] | None = None
     try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 fields = line.split(maxsplit=5)
-                if len(fields) == 6 and fields[5].strip().startswith("/"):
-                    start, end = (int(x, 16) for x in fields[0].split("-"))
-                    ranges.append((start, end))
-    except OSError:
-        pass
-    return ranges
+                if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's head
+                    current = None
+                    if len(fields) == 6 and fields[5].strip().startswith("/"):
+                        start, end = (int(x, 16) for x in fields[0].split("-"))
+                        current = [start, end, False]
+                        mappings.append(current)  # type: ignore[arg-type]
+                elif current is not None and fields[:1] == ["Anonymous:"] and int(fields[1]) > 0:
+                    current[2] = True
+    except (OSError, ValueError):
+        return []
+    return [(int(a), int(b), bool(w)) for a, b, w in mappings]
+
+
+def _release_file_pages(tensors: list[Any], mappings: list[tuple[int, int, bool]]) -> int:
+    """Unmap from this process the pages of ``tensors`` (each in an unwritten file mapping)
+    that lie wholly inside one of them (Linux ``madvise(MADV_DONTNEED)``); returns the bytes
+    released. The pages stay in the kernel's page cache, and the next read of such a tensor maps
+    them again (or reads them from the file, where the kernel dropped them): the same numbers,
+    because nothing in that mapping was written. Where a mapping holds a written page, which
+    MADV_DONTNEED would throw away, it is left alone; 0 where madvise is not available."""
+    import ctypes
+    import ctypes.util
+    import mmap
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
+        return 0
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    dontneed = getattr(mmap, "MADV_DONTNEED", 4)
+    page = mmap.PAGESIZE
+    released = 0
+    for tensor in tensors:
+        start = tensor.data_ptr()
+        end = start + tensor.numel() * tensor.element_size()
+        if not any(a <= start and end <= b and not written for a, b, written in mappings):
+            continue
+        first, last = -(-start // page) * page, end // page * page  # whole pages inside it
+        if last > first and madvise(first, last - first, dontneed) == 0:
+            released += last - first
+    return released
 
 
 class FrozenWeightsInBf16:
@@ -84,7 +124,12 @@ class FrozenWeightsInBf16:
 
     - a weight that still lives in the checkpoint file's memory map (safetensors loads that way;
       its pages are the page cache's, which the kernel can drop and read again) is kept as it
-      is, beside its bf16 copy, and given back;
+      is, beside its bf16 copy, and given back. Making the copy reads all its pages into the
+      process, so they are unmapped from it again at once (``madvise(MADV_DONTNEED)``, only in
+      mappings none of whose pages was written, :func:`_release_file_pages`): while training,
+      the process holds the bf16 copy alone, and the fp32 pages come back from the page cache
+      (or the file) when the weight is next read. SmolLM2-135M: 415 MB of the process's
+      resident memory;
     - any other weight is split into its upper 16 bits (a bf16 number: the fp32 value truncated
       to bf16's 8-bit mantissa) and its lower 16 bits, kept as int16: holding costs no more
       memory than fp32 did.
@@ -97,12 +142,13 @@ class FrozenWeightsInBf16:
 
         # (parameter, its fp32 tensor from the file's map, or its lower 16 bits)
         self._held: list[tuple[Any, Any]] = []
+        self.released_bytes = 0  # file-mapped pages handed back to the page cache
         if sys.byteorder != "little":  # the halves below are read in little-endian order
             return
         counts: dict[int, int] = {}
         for _, param in model.named_parameters(remove_duplicate=False):
             counts[id(param)] = counts.get(id(param), 0) + 1
-        mapped = _file_mapped_ranges()
+        mappings = _file_mappings()
         for module in model.modules():
             weight = getattr(module, "weight", None)
             if not (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
@@ -113,12 +159,17 @@ class FrozenWeightsInBf16:
             # the new tensor and nothing else (no 32-bit temporaries).
             halves = weight.data.view(torch.int16).view(*weight.shape, 2)
             address = weight.data.data_ptr()
-            if weight.device.type == "cpu" and any(a <= address < b for a, b in mapped):
+            if weight.device.type == "cpu" and any(a <= address < b for a, b, _ in mappings):
                 keep = weight.data
             else:
                 keep = halves[..., 0].clone()
             weight.data = halves[..., 1].clone().view(torch.bfloat16)
             self._held.append((weight, keep))
+        # Copying the upper halves read every page of the file-mapped weights into this
+        # process; hand those pages back (the page cache keeps them), so that while training
+        # only the bf16 copies are resident.
+        self.released_bytes = _release_file_pages(
+            [keep for _, keep in self._held if keep.dtype == torch.float32], mappings)
 
     @property
     def count(self) -> int:
