@@ -108,6 +108,28 @@ def test_small_default_run_peaks_within_15_percent_of_its_estimate(tmp_path, cac
     assert "peak memory: measured / estimated" in report
 
 
+@pytest.mark.integration
+def test_chat_lora_run_where_training_sets_the_peak_is_within_15_percent_of_its_estimate(tmp_path):
+    """SmolLM2 chat LoRA, 4 x 256: training sets this run's peak, and under bf16 autocast the
+    frozen linear weights' fp32 pages (425 MB) leave the process while their bf16 copies train.
+    An estimate that still counts them is 20% high here (measured: 2,480 against 2,972 MB)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(Path(run_memory.__file__).resolve().parents[2])
+    env.pop("TUNESMITH_SET", None)
+    settings = ["prepare.dataset=chitchat", "prepare.limit=60", "prepare.max_length=256",
+                "finetune.model=smollm2-135m-instruct", "finetune.method=lora",
+                "finetune.batch_size=4", "finetune.max_steps=3", "finetune.precision=bf16",
+                "evaluation.generation_limit=2", "evaluation.max_new_tokens=8",
+                "evaluation.forgetting_text=null"]
+    command = [sys.executable, "-m", "tunesmith.cli.main", "run", "--no-progress", "--out", "run"]
+    for item in settings:
+        command += ["--set", item]
+    subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=900)
+    train = json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]
+    assert "activations" in train["estimate_dominant"]
+    assert train["estimate_run_mb"] == pytest.approx(train["peak_run_mb"], rel=TOLERANCE)
+
+
 @pytest.mark.integration  # measures the libraries' fixed cost once (10-60 s)
 def test_estimate_memory_names_the_largest_terms_and_the_preflights_checkpointing(deep_llama_config):
     """`estimate-memory --device cpu` on a SmolLM2-shaped model at 4 x 512: activations lead the

@@ -186,6 +186,10 @@ class MemoryEstimate:
     trainable_params: int
     parts: list[MemoryPart]
     notes: list[str] = field(default_factory=list)
+    # Bytes of fp32 weights the weights part leaves out because the process hands their pages
+    # back while training (CPU, bf16 autocast, frozen linear weights from a safetensors map);
+    # they are resident again when the model is loaded and evaluated.
+    released_bytes: float = 0.0
 
     @property
     def total_bytes(self) -> float:
@@ -647,6 +651,7 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     if batch_size < 1 or max_length < 1:
         raise UsageError("--batch-size and --max-length must be at least 1.")
     sizes = dict(_BYTES[precision])
+    released = 0.0
     if precision == "mixed" and device == "cpu":
         sizes["act"] = CPU_AUTOCAST_ACT_BYTES
     trainable, trainable_text, notes = trainable_params(shape, a)
@@ -678,6 +683,15 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
         if sizes["extra_weight_copy"]:
             weight_bytes += total * sizes["extra_weight_copy"]
             weight_text += f" + bf16 autocast copy {total:,} x {sizes['extra_weight_copy']} bytes"
+            if device == "cpu" and method != "full" and shape.linears:
+                # The loop holds frozen linear weights in bf16 and hands the pages of their fp32
+                # numbers, which a safetensors checkpoint leaves in its file map, back to the
+                # page cache while training (tunesmith.train.precision.FrozenWeightsInBf16).
+                released = sum(i * o for _, i, o in shape.linears) * sizes["weight"]
+                weight_bytes -= released
+                weight_text += (f" - {released / sizes['weight']:,.0f} frozen linear weights x "
+                                f"{sizes['weight']} bytes left in the checkpoint's page cache "
+                                "while their bf16 copies train")
     if keep_best_copy and trainable:
         weight_bytes += trainable * sizes["weight"]
         weight_text += f" + best-checkpoint copy {trainable:,} x {sizes['weight']} bytes"
@@ -705,7 +719,7 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     return MemoryEstimate(
         shape=shape, method=method, batch_size=batch_size, max_length=max_length,
         precision=precision, optimizer=optimizer, gradient_checkpointing=gradient_checkpointing,
-        trainable_params=trainable, parts=parts, notes=notes,
+        trainable_params=trainable, parts=parts, notes=notes, released_bytes=released,
     )
 
 

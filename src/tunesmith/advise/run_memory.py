@@ -307,7 +307,9 @@ def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = N
                           f"{format_bytes(measured.library_pages)} (these vary with the page "
                           "cache)")
     weights = train.part("weights")
-    load = LOAD_COPIES * (weights.bytes if weights else 0.0)
+    # Loading (and the evaluation after training) has every weight's fp32 pages resident,
+    # including those training hands back (``released_bytes``).
+    load = LOAD_COPIES * ((weights.bytes if weights else 0.0) + train.released_bytes)
     act = train.part("activations")
     grads = train.part("gradients")
     slack = max(0.0, (ACTIVATION_SLACK - 1) * (act.bytes if act else 0.0)
