@@ -107,6 +107,9 @@ IDEAS = {
     "frozen-fp32": "the frozen linear weights kept in fp32 under bf16 autocast (cast to bf16 on "
                    "every forward pass), as before train.precision.FrozenWeightsInBf16: "
                    "(b) against it shows what holding them in bf16 pays",
+    "torch-dropout": "torch.nn.Dropout's own bernoulli_ masks instead of tunesmith's CPU dropout "
+                     "(train.dropout.CpuDropout, uniform draws): (b) against it shows what the "
+                     "swap pays",
     "micro-half": "micro-batches of half the batch with 2 accumulation steps (same effective step): "
                   "(b) against it shows what the larger micro-batch pays",
 }
@@ -219,6 +222,12 @@ def apply_idea(idea: str | None, overrides: list[str], case: dict) -> None:
                 pass
 
         precision.FrozenWeightsInBf16 = KeepFp32  # type: ignore[misc,assignment]
+    elif idea == "torch-dropout":
+        import contextlib
+
+        import tunesmith.train.dropout as dropout
+
+        dropout.cpu_dropout = lambda model: contextlib.nullcontext(0)  # type: ignore[assignment]
     elif idea == "micro-half":
         overrides += [f"finetune.batch_size={case['batch_size'] // 2}",
                       "finetune.gradient_accumulation_steps=2"]

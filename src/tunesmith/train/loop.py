@@ -232,6 +232,22 @@ def _frozen_weights_in_bf16(fit: Callable[P, FitResult]) -> Callable[P, FitResul
     return held_fit
 
 
+def _cpu_dropout(fit: Callable[P, FitResult]) -> Callable[P, FitResult]:
+    """Run ``fit`` with the model's ``nn.Dropout`` modules drawing their masks from uniform
+    numbers on the CPU (:mod:`tunesmith.train.dropout`: the same distribution at about half
+    the cost of ``bernoulli_``); the original modules are back when it returns or raises."""
+
+    @functools.wraps(fit)
+    def fit_with_cpu_dropout(*args: P.args, **kwargs: P.kwargs) -> FitResult:
+        from tunesmith.train.dropout import cpu_dropout
+
+        with cpu_dropout(args[0] if args else kwargs["model"]):
+            return fit(*args, **kwargs)
+
+    return fit_with_cpu_dropout
+
+
+@_cpu_dropout
 @_frozen_weights_in_bf16
 def fit(
     model: Any,
