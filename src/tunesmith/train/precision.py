@@ -88,12 +88,10 @@ def _release_file_pages(tensors: list[Any], mappings: list[tuple[int, int, bool]
     because nothing in that mapping was written. Where a mapping holds a written page, which
     MADV_DONTNEED would throw away, it is left alone; 0 where madvise is not available."""
     import ctypes
-    import ctypes.util
     import mmap
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        madvise = libc.madvise
+        madvise = ctypes.CDLL(None).madvise  # the C library already loaded into this process
     except (OSError, AttributeError):
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
