@@ -28,11 +28,14 @@ def _threads_held():
 
 
 def _config(tracking=None, **prepare):
+    """4 LoRA steps at a classifier's default learning rate (2e-3). At 5e-3 whether A's 4 steps
+    beat its start on this 12-example validation split was a coin flip over seeds (2 of 3 with
+    nn.Dropout's masks, 1 of 3 with CpuDropout's); at 2e-3 A beat it with 4 of 4 seeds."""
     from tunesmith.config import validate_config
 
     return validate_config({
         "prepare": {"dataset": "rotten-tomatoes", "limit": 120, "max_length": 48, **prepare},
-        "finetune": {"model": "minilm", "method": "lora", "learning_rate": 5e-3, "batch_size": 8,
+        "finetune": {"model": "minilm", "method": "lora", "learning_rate": 2e-3, "batch_size": 8,
                      "max_steps": 4, "eval_every": 4, "warmup_ratio": 0.0, "logging_steps": 2},
         "tracking": tracking or {"enabled": False},
     })
