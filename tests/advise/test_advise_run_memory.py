@@ -14,6 +14,7 @@ from tunesmith.advise import run_memory
 from tunesmith.advise.memory import MemoryArgs, estimate_memory
 from tunesmith.advise.run_memory import estimate_run
 from tunesmith.train import objectives
+from tunesmith.train.precision import cpu_has_amx_bf16
 
 TOLERANCE = 0.15
 
@@ -108,14 +109,8 @@ def test_small_default_run_peaks_within_15_percent_of_its_estimate(tmp_path, cac
     assert "peak memory: measured / estimated" in report
 
 
-def _cpu_autocasts_bf16() -> bool:
-    from tunesmith.train.precision import cpu_has_amx_bf16
-
-    return cpu_has_amx_bf16()
-
-
 @pytest.mark.integration
-@pytest.mark.skipif(not _cpu_autocasts_bf16(), reason="precision auto is bf16 autocast only on a "
+@pytest.mark.skipif(not cpu_has_amx_bf16(), reason="precision auto is bf16 autocast only on a "
                     "CPU with AMX-BF16 (elsewhere bf16 is emulated: minutes for this run)")
 def test_chat_lora_run_where_training_sets_the_peak_is_within_15_percent_of_its_estimate(tmp_path):
     """SmolLM2 chat LoRA, 4 x 256, a default run: training sets its peak, and under bf16

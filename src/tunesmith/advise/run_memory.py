@@ -102,20 +102,10 @@ def library_pages_bytes() -> float:
     """This process's resident pages of mapped files other than model weights (shared
     libraries, extension modules, the interpreter): the library-pages part of the fixed cost as
     this process has it now. Reads /proc/self/smaps (a few ms); 0 where it is missing."""
-    total = 0.0
-    mapped = ""
-    try:
-        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                head, _, rest = line.partition(" ")
-                if not head.endswith(":"):  # a mapping's header: address perms offset dev inode path
-                    fields = line.split(None, 5)
-                    mapped = fields[5].strip() if len(fields) > 5 else ""
-                elif head == "Rss:" and mapped.startswith("/") and not mapped.endswith(_WEIGHT_SUFFIXES):
-                    total += float(rest.split()[0]) * 1024
-    except OSError:
-        return 0.0
-    return total
+    from tunesmith.train.precision import file_mappings
+
+    return float(sum(m.resident_bytes for m in file_mappings()
+                     if not m.path.endswith(_WEIGHT_SUFFIXES)))
 
 
 def process_peak_bytes() -> float:

@@ -16,6 +16,7 @@ every linear layer, a classifier's default), with the same validation loss to 3 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Autocast = Literal["no", "bf16", "fp16"]
@@ -56,31 +57,50 @@ def cpu_autocast_note(precision: str) -> str | None:
             "weights and optimizer states stay fp32; finetune.precision=fp32 turns it off)")
 
 
-def _file_mappings() -> list[tuple[int, int, bool]]:
-    """This process's memory that maps files (Linux: /proc/self/smaps): ``(start, end,
-    written)`` per mapping, where ``written`` says whether any of its pages was written since it
-    was mapped (a private mapping copies a page on its first write: smaps counts those copies as
-    ``Anonymous``). Empty where that cannot be read."""
-    mappings: list[tuple[int, int, bool]] = []
-    current: list[Any] | None = None
+@dataclass(frozen=True)
+class FileMapping:
+    """One mapping of a file into this process's memory, as /proc/self/smaps describes it."""
+
+    start: int
+    end: int
+    path: str
+    resident_bytes: int
+    # Pages of a private mapping the process wrote, which the kernel copied on the first write
+    # (smaps' ``Anonymous``): the file no longer holds their numbers.
+    written_bytes: int
+
+
+def file_mappings() -> list[FileMapping]:
+    """This process's mappings of files (Linux: /proc/self/smaps, a few ms); empty where that
+    cannot be read."""
+    found: list[FileMapping] = []
+    head: list[Any] | None = None  # start, end, path, Rss, Anonymous of the mapping being read
+
+    def close() -> None:
+        if head is not None:
+            found.append(FileMapping(*head))
+
     try:
         with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 fields = line.split(maxsplit=5)
                 if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's head
-                    current = None
+                    close()
+                    head = None
                     if len(fields) == 6 and fields[5].strip().startswith("/"):
                         start, end = (int(x, 16) for x in fields[0].split("-"))
-                        current = [start, end, False]
-                        mappings.append(current)  # type: ignore[arg-type]
-                elif current is not None and fields[:1] == ["Anonymous:"] and int(fields[1]) > 0:
-                    current[2] = True
+                        head = [start, end, fields[5].strip(), 0, 0]
+                elif head is not None and fields[:1] == ["Rss:"]:
+                    head[3] = int(fields[1]) * 1024
+                elif head is not None and fields[:1] == ["Anonymous:"]:
+                    head[4] = int(fields[1]) * 1024
+        close()
     except (OSError, ValueError):
         return []
-    return [(int(a), int(b), bool(w)) for a, b, w in mappings]
+    return found
 
 
-def _release_file_pages(tensors: list[Any], mappings: list[tuple[int, int, bool]]) -> int:
+def _release_file_pages(tensors: list[Any], mappings: list[FileMapping]) -> int:
     """Unmap from this process the pages of ``tensors`` (each in an unwritten file mapping)
     that lie wholly inside one of them (Linux ``madvise(MADV_DONTNEED)``); returns the bytes
     released. The pages stay in the kernel's page cache, and the next read of such a tensor maps
@@ -102,7 +122,7 @@ def _release_file_pages(tensors: list[Any], mappings: list[tuple[int, int, bool]
     for tensor in tensors:
         start = tensor.data_ptr()
         end = start + tensor.numel() * tensor.element_size()
-        if not any(a <= start and end <= b and not written for a, b, written in mappings):
+        if not any(m.start <= start and end <= m.end and not m.written_bytes for m in mappings):
             continue
         first, last = -(-start // page) * page, end // page * page  # whole pages inside it
         if last > first and madvise(first, last - first, dontneed) == 0:
@@ -146,7 +166,7 @@ class FrozenWeightsInBf16:
         counts: dict[int, int] = {}
         for _, param in model.named_parameters(remove_duplicate=False):
             counts[id(param)] = counts.get(id(param), 0) + 1
-        mappings = _file_mappings()
+        mappings = file_mappings()
         for module in model.modules():
             weight = getattr(module, "weight", None)
             if not (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
@@ -157,7 +177,7 @@ class FrozenWeightsInBf16:
             # the new tensor and nothing else (no 32-bit temporaries).
             halves = weight.data.view(torch.int16).view(*weight.shape, 2)
             address = weight.data.data_ptr()
-            if weight.device.type == "cpu" and any(a <= address < b for a, b, _ in mappings):
+            if weight.device.type == "cpu" and any(m.start <= address < m.end for m in mappings):
                 keep = weight.data
             else:
                 keep = halves[..., 0].clone()
