@@ -221,6 +221,10 @@ def plain_run(row: tuple, steps: int) -> dict:
             # instrumentation, batches of 16 with full logits) is not what a user's script pays.
             result = json.loads((work / "out" / "result.json").read_text())
             out["peak_before_validation_mb"] = round(result["peak_rss_mb"], 1)
+            # The same split as tunesmith's metrics.json: resident memory when training began
+            # (imports, model, data) and what training added above it.
+            out["before_train_mb"] = round(result["peak_rss_mb"] - result["peak_above_start_mb"], 1)
+            out["train_added_mb"] = round(result["peak_above_start_mb"], 1)
         return out
 
 
@@ -486,7 +490,28 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(entry)
             print_row(entry)
             save(path, rows, args.mode)
+        print_split(name, [r for r in rows if r["case"] == name])
     return 0
+
+
+def print_split(case: str, rows: list[dict]) -> None:
+    """One case's sides: the whole-run peak against the plain script's, and its two parts (held
+    when training began, added by training)."""
+    plain = next((r for r in rows if r["side"] == "plain" and "error" not in r), None)
+    for row in rows:
+        if "error" in row:
+            continue
+        recorded = row.get("recorded") or {}
+        added = row.get("train_added_mb", recorded.get("train_added_mb"))
+        began = row.get("before_train_mb")
+        if began is None and added is not None and "peak_memory_mb" in recorded:
+            began = recorded["peak_memory_mb"] - added  # tunesmith: its training peak less that
+        ratio = f"{row['peak_mb'] / plain['peak_mb']:.2f}x plain" if plain else ""
+        if added is None or began is None:
+            print(f"  {case} {row['side']}: {row['peak_mb']:.0f} MB {ratio}")
+            continue
+        print(f"  {case} {row['side']}: {row['peak_mb']:.0f} MB {ratio}; when training began "
+              f"{began:.0f} MB, training added {added:.0f} MB")
 
 
 if __name__ == "__main__":

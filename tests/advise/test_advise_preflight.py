@@ -111,3 +111,22 @@ def test_check_memory_records_the_preflights_checkpointing_choice(deep_llama_con
         update={"gradient_checkpointing": True})})
     again = check_memory(asked, model, seq_len=512, log=lambda _: None).record(0.0)
     assert (again["gradient_checkpointing"], again["gradient_checkpointing_by"]) == (True, "config")
+
+
+def test_what_starts_between_the_preflight_and_the_loop_is_not_counted_as_trainings():
+    """The tracker starts after the preflight (MLflow: 170 MB on some machines); the RSS that
+    training's memory is measured from is taken when training starts, not at the preflight."""
+    import psutil
+
+    from tunesmith.advise.preflight import MemoryCheck
+    from tunesmith.config import Config
+
+    check = MemoryCheck(Config(), None, float(psutil.Process().memory_info().rss))
+    held = bytearray(200 * 2**20)  # a 200 MB import, touched page by page
+    held[::4096] = b"\x01" * len(held[::4096])
+    check.training_starts()
+    rss_mb = psutil.Process().memory_info().rss / 2**20
+    recorded = check.record(train_peak_mb=rss_mb + 10)  # training itself added 10 MB
+    assert recorded["train_added_mb"] == pytest.approx(10, abs=5)
+    assert recorded["train_start_mb"] == pytest.approx(rss_mb, abs=5)
+    del held

@@ -102,6 +102,8 @@ def test_small_default_run_peaks_within_15_percent_of_its_estimate(tmp_path, cac
     train = json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]
     assert train["estimate_run_mb"] > train["estimate_train_mb"] > 0
     assert 0 < train["train_added_mb"] < train["peak_run_mb"]
+    # The two parts of training's peak: memory when the loop began, and what it added.
+    assert train["train_start_mb"] + train["train_added_mb"] == pytest.approx(train["peak_memory_mb"], abs=0.2)
     assert train["estimate_run_mb"] == pytest.approx(train["peak_run_mb"], rel=TOLERANCE)
     assert train["gradient_checkpointing"] is False  # activations do not dominate this run
     assert "imported libraries" in train["estimate_dominant"]

@@ -172,6 +172,16 @@ class MemoryCheck:
 
     # Whether gradient checkpointing trains, and who chose it: "config" or "preflight".
     checkpointing_by: str = "config"
+    # The process's RSS when training began (:meth:`training_starts`); 0 until then.
+    rss_training_bytes: float = 0.0
+
+    def training_starts(self) -> None:
+        """Note the process's RSS now, right before the training loop: what was started between
+        the preflight and the loop (the MLflow tracker: its import and store, 170 MB on the
+        2026-12-02 EPYC machine, ``bench/import_costs.py``) is then not counted as training's."""
+        import psutil
+
+        self.rss_training_bytes = float(psutil.Process().memory_info().rss)
 
     def summary(self) -> str | None:
         """One line naming what changed ("finetune.batch_size 8 -> 2, ..."), None if nothing."""
@@ -181,7 +191,8 @@ class MemoryCheck:
 
     def record(self, train_peak_mb: float) -> dict[str, Any]:
         """metrics.json's memory keys: the process's whole peak so far (``peak_run_mb``, the
-        kernel's high-water mark), what training added over the RSS before it
+        kernel's high-water mark), the RSS when training began (``train_start_mb``: at
+        :meth:`training_starts`, else at the preflight), what training added over it
         (``train_added_mb``, from the loop's sampled peak) and the estimates beside them.
         MB = 2**20 bytes, as ``peak_memory_mb``."""
         from tunesmith.advise.run_memory import process_peak_bytes
@@ -190,8 +201,10 @@ class MemoryCheck:
         peak = process_peak_bytes()
         if peak:
             out["peak_run_mb"] = round(peak / 2**20, 1)
-        if self.rss_before_bytes and train_peak_mb:
-            out["train_added_mb"] = round(max(0.0, train_peak_mb - self.rss_before_bytes / 2**20), 1)
+        start = self.rss_training_bytes or self.rss_before_bytes
+        if start and train_peak_mb:
+            out["train_start_mb"] = round(start / 2**20, 1)
+            out["train_added_mb"] = round(max(0.0, train_peak_mb - start / 2**20), 1)
         if self.estimate is not None:
             out["estimate_run_mb"] = round(self.estimate.total_bytes / 2**20, 1)
             out["estimate_train_mb"] = round(self.estimate.train.total_bytes / 2**20, 1)

@@ -326,6 +326,7 @@ def train(
     if precision_note:
         log(precision_note)
     status = "FAILED"
+    memory_check.training_starts()  # after the tracker's start, which is not training's memory
     try:
         # On a CPU that other jobs share: torch's threads fitted to the free cores (threads.py).
         with cpu_threads(log) as threads:
