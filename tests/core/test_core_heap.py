@@ -7,7 +7,7 @@ import sys
 import psutil
 import pytest
 
-from tunesmith.train.heap import trim_heap
+from tunesmith.models.pages import trim_heap
 
 
 def _rss_mb() -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from methods_tiny import outputs, save_tiny_base, train_steps
@@ -76,3 +78,57 @@ def test_qlora_classification_keeps_the_new_head_trainable(tmp_path):
     save_adapter(model, tmp_path / "adapter",
                  {"base_model": base, "task": "classification", "labels": ["neg", "pos"]})
     assert merge_adapter_dir(tmp_path / "adapter", tmp_path / "merged").max_abs_diff < 1e-4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps and madvise: Linux")
+def test_a_4bit_load_hands_back_the_checkpoints_pages_and_the_model_reads_them_again():
+    """Quantising reads every fp32 weight from the checkpoint's memory map; those pages leave
+    the process after the load, and the weights that stayed unquantised read theirs again."""
+    from pathlib import Path
+
+    from tunesmith.models.loader import resolve_model_path
+    from tunesmith.models.pages import file_mappings, release_checkpoint_pages
+
+    folder = Path(resolve_model_path("minilm")[0]).resolve()
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+
+    def resident() -> int:
+        return sum(m.resident_bytes for m in file_mappings()
+                   if m.path.startswith(str(folder)) and m.path.endswith(".safetensors"))
+
+    loaded = load_model("minilm", task="classification", labels=["neg", "pos"], load_in_4bit=True)
+    assert resident() < 0.1 * size  # without the release: all of the file (90 MB)
+    ids = torch.randint(1000, 20000, (4, 12), generator=torch.Generator().manual_seed(0))
+    model = loaded.model.eval()
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    assert resident() > 0  # the embeddings and norms read their pages again
+    assert release_checkpoint_pages(folder) > 0
+    assert resident() == 0
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps and madvise: Linux")
+def test_a_checkpoint_map_with_a_written_page_is_not_handed_back():
+    """A weight changed in place lives in a page the process wrote: the file no longer has its
+    numbers, so that mapping keeps its pages (releasing them would bring the file's back)."""
+    from pathlib import Path
+
+    from tunesmith.models.loader import resolve_model_path
+    from tunesmith.models.pages import file_mappings, release_checkpoint_pages
+
+    folder = Path(resolve_model_path("minilm")[0]).resolve()
+    model = load_model("minilm", task="classification", labels=["neg", "pos"]).model
+    weight = model.bert.encoder.layer[0].attention.self.query.weight
+    with torch.no_grad():
+        weight[0, :8] = 7.0  # in the checkpoint's memory map: a private, copied page now
+
+    def its_mapping():  # the mapping this weight lives in (other loads may map the file too)
+        return next(m for m in file_mappings() if m.start <= weight.data_ptr() < m.end)
+
+    held = its_mapping()
+    assert held.written_bytes > 0 and held.resident_bytes > 0
+    release_checkpoint_pages(folder)
+    assert its_mapping().resident_bytes == held.resident_bytes
+    assert torch.all(weight[0, :8] == 7.0)

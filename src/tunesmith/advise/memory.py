@@ -81,12 +81,12 @@ LOGIT_CHUNK_ELEMENTS = 2**24
 # NF4 with double quantisation: 4 bits per weight, an 8-bit absmax per 64 weights and a 32-bit
 # constant per 256 absmax blocks (QLoRA paper, section 2).
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
-# QLoRA on CPU: bitsandbytes' CPU path holds, besides the 4-bit weights, working memory the size
-# of the quantised weights in fp32 (measured, not a Python tensor: after loading SmolLM2 in 4-bit
-# the live tensors held 168 MB and the process ~500 MB more; bench/memory_accuracy.py's QLoRA
-# rows were short by about fp32 x the linear weights until this term was added). On CUDA the
-# dequantisation is per layer and transient, and no such term applies.
-QLORA_CPU_EXTRA_BYTES_PER_PARAM = 4.0
+# QLoRA on CPU counted, until 2026-12-02, an fp32 copy of the quantised weights held beside
+# the 4-bit ones: that was the checkpoint's fp32 pages, which quantising read into the process,
+# and the quantisation's freed temporaries (SmolLM2-135M: 405 + 366 MB). The loader hands both
+# back now (tunesmith.models.pages), and the term is gone; what a QLoRA run still holds beyond
+# the other terms is a small slack on the activations in the whole-run estimate
+# (advise/run_memory.py, QLORA_CPU_ACTIVATION_SLACK).
 DEVICES: tuple[str, ...] = ("cuda", "cpu")
 # Bytes per activation element under bf16 autocast on a CPU (precision auto on a CPU with
 # AMX-BF16): not 2 as on a GPU, because CPU autocast runs the norms, softmax and the loss in fp32
@@ -632,9 +632,8 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     ``args`` (default :meth:`MemoryArgs.defaults`) with ``changes`` applied on top (keyword
     shorthand: ``estimate_memory(shape, method="full")``). ``keep_best_copy`` adds the copy of
     the trainable weights that tunesmith's loop keeps for the best checkpoint (counted with the
-    weights). ``device`` ("cuda" or "cpu") matters for QLoRA only: on CPU bitsandbytes holds
-    fp32-sized working memory for the quantised weights (see
-    :data:`QLORA_CPU_EXTRA_BYTES_PER_PARAM`). Cost: arithmetic only. Raises UsageError for
+    weights). ``device`` ("cuda" or "cpu") decides the default precision and, for QLoRA under
+    bf16 autocast, whether the casts of the dequantised weights count. Cost: arithmetic only. Raises UsageError for
     unknown choices or argument names.
     """
     # Without args the defaults follow the device asked for (precision auto: see config_precision).
@@ -671,10 +670,9 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
         weight_text = (f"{quantised:,} linear weights x {NF4_BYTES_PER_PARAM:.4f} bytes (NF4) + "
                        f"{rest + added:,} others x {sizes['weight']} bytes")
         if device == "cpu":
-            weight_bytes += quantised * QLORA_CPU_EXTRA_BYTES_PER_PARAM
-            weight_text += (f" + bitsandbytes' CPU working copy {quantised:,} x "
-                            f"{QLORA_CPU_EXTRA_BYTES_PER_PARAM:g} bytes")
-            if sizes["extra_weight_copy"]:  # autocast's bf16 copy of that working copy
+            # bf16 autocast casts each dequantised weight: counted as a held bf16 copy (measured
+            # on the AMX machine before the loader's release; not measured again since).
+            if sizes["extra_weight_copy"]:
                 weight_bytes += quantised * sizes["extra_weight_copy"]
                 weight_text += f" + bf16 autocast copy {quantised:,} x {sizes['extra_weight_copy']} bytes"
     else:

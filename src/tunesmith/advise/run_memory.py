@@ -68,6 +68,14 @@ from tunesmith.advise.memory import (
 # the table and the rows measured after the fit, which check it).
 RUN_EXTRA_BYTES = 160e6
 ACTIVATION_SLACK = 1.4
+# QLoRA on CPU: what whole runs held beyond the other terms, as a fraction of the activations,
+# once the loader hands back the checkpoint's pages (bitsandbytes dequantises each 4-bit weight
+# to fp32 in the forward and again in the backward pass, and glibc keeps those blocks among the
+# activations' own). The minimax of the relative error over the 8 QLoRA rows of the grid
+# measured on 2026-12-02 (fp32, an AMD EPYC; docs/performance.md): 0.027, every row within
+# 14.7%. Small: the extra showed only at 4 x 256 on SmolLM2 (+16% without it), and the same fit
+# holds the interior rows that overestimate (MiniLM 8 x 128: training reused the probe's blocks).
+QLORA_CPU_ACTIVATION_SLACK = 0.03
 LOAD_COPIES = 1.0
 
 # What a run imports (the measurement's program): the libraries, then tunesmith's modules that
@@ -102,7 +110,7 @@ def library_pages_bytes() -> float:
     """This process's resident pages of mapped files other than model weights (shared
     libraries, extension modules, the interpreter): the library-pages part of the fixed cost as
     this process has it now. Reads /proc/self/smaps (a few ms); 0 where it is missing."""
-    from tunesmith.train.precision import file_mappings
+    from tunesmith.models.pages import file_mappings
 
     return float(sum(m.resident_bytes for m in file_mappings()
                      if not m.path.endswith(_WEIGHT_SUFFIXES)))
@@ -231,6 +239,7 @@ class RunEstimate:
         # glibc keeps the freed activation blocks; the gradients, allocated as the backward pass
         # frees activations, fill part of them (full finetuning: most), so only the rest adds.
         slack = max(0.0, (ACTIVATION_SLACK - 1) * activations - gradients)
+        slack += self.measured_parts.get("qlora_slack", 0.0)
         training += [("best-weights copy", self.measured_parts.get("best_copy", 0.0)),
                      ("allocator slack", slack)]
         peak = ([("loading the weights", self.loading_bytes)]
@@ -307,7 +316,10 @@ def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = N
     # The loop keeps a copy of the best trainable weights (counted once: the preflight's
     # arguments already include it in the weights).
     best = 0.0 if args.keep_best_copy else train.trainable_params * 4.0
-    parts = {"fixed": fixed, "extra": RUN_EXTRA_BYTES, "slack": slack, "best_copy": best}
+    qlora_slack = (QLORA_CPU_ACTIVATION_SLACK * (act.bytes if act else 0.0)
+                   if train.method == "qlora" else 0.0)
+    parts = {"fixed": fixed, "extra": RUN_EXTRA_BYTES, "slack": slack, "best_copy": best,
+             **({"qlora_slack": qlora_slack} if qlora_slack else {})}
     formulas = {
         "fixed": f"the libraries a run imports, {where}",
         "extra": "tokenizer, data, MLflow store, bookkeeping and the evaluation's increment over "
@@ -315,6 +327,8 @@ def estimate_run(shape: ModelShape, args: MemoryArgs, *, fixed: float | None = N
         "best_copy": f"the loop's copy of the best weights: {train.trainable_params:,} x 4 bytes",
         "slack": f"glibc keeps freed activation blocks: activations x {ACTIVATION_SLACK - 1:g} "
                  "more, less what the gradients fill (fitted, glibc defaults)",
+        "qlora_slack": f"QLoRA on CPU: activations x {QLORA_CPU_ACTIVATION_SLACK:g} more "
+                       "(bitsandbytes' fp32 dequantised weights among them; fitted)",
     }
     notes = []
     if not fixed:

@@ -44,9 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     est.add_argument("--gradient-checkpointing", action="store_true", default=None,
                      help="default: finetune.gradient_checkpointing")
     est.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                     help="where it trains (default cuda); on cpu QLoRA adds bitsandbytes' "
-                     "fp32-sized working copy of the 4-bit weights, and the whole-run estimate "
-                     "adds this machine's fixed cost and allocator slack")
+                     help="where it trains (default cuda); on cpu the whole-run estimate adds "
+                     "this machine's fixed cost and allocator slack")
     est.add_argument("--lora-r", type=int, help="LoRA rank (default: finetune.lora_r)")
     est.add_argument("--freeze-layers", type=int,
                      help="the lowest N blocks do not train (full: frozen with the embeddings; "

@@ -82,8 +82,8 @@ def evaluate(
     if not (data / runfiles.split_file("train")).is_file():
         read_split(data, "train")  # the baselines learn from it; raises the DataError that says what to do
     # After training in the same process (`tunesmith run`): what training freed goes back to the
-    # system before the evaluation allocates its own (train/heap.py).
-    from tunesmith.train.heap import trim_heap
+    # system before the evaluation allocates its own (models/pages.py: trim_heap).
+    from tunesmith.models.pages import trim_heap
 
     trim_heap()
     results, errors = EVALUATORS[task](root, run_meta, cfg, data, test, log)

@@ -16,8 +16,9 @@ every linear layer, a classifier's default), with the same validation loss to 3 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from tunesmith.models.pages import file_mappings, release_tensor_pages
 
 Autocast = Literal["no", "bf16", "fp16"]
 
@@ -57,79 +58,6 @@ def cpu_autocast_note(precision: str) -> str | None:
             "weights and optimizer states stay fp32; finetune.precision=fp32 turns it off)")
 
 
-@dataclass(frozen=True)
-class FileMapping:
-    """One mapping of a file into this process's memory, as /proc/self/smaps describes it."""
-
-    start: int
-    end: int
-    path: str
-    resident_bytes: int
-    # Pages of a private mapping the process wrote, which the kernel copied on the first write
-    # (smaps' ``Anonymous``): the file no longer holds their numbers.
-    written_bytes: int
-
-
-def file_mappings() -> list[FileMapping]:
-    """This process's mappings of files (Linux: /proc/self/smaps, a few ms); empty where that
-    cannot be read."""
-    found: list[FileMapping] = []
-    head: list[Any] | None = None  # start, end, path, Rss, Anonymous of the mapping being read
-
-    def close() -> None:
-        if head is not None:
-            found.append(FileMapping(*head))
-
-    try:
-        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                fields = line.split(maxsplit=5)
-                if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's head
-                    close()
-                    head = None
-                    if len(fields) == 6 and fields[5].strip().startswith("/"):
-                        start, end = (int(x, 16) for x in fields[0].split("-"))
-                        head = [start, end, fields[5].strip(), 0, 0]
-                elif head is not None and fields[:1] == ["Rss:"]:
-                    head[3] = int(fields[1]) * 1024
-                elif head is not None and fields[:1] == ["Anonymous:"]:
-                    head[4] = int(fields[1]) * 1024
-        close()
-    except (OSError, ValueError):
-        return []
-    return found
-
-
-def _release_file_pages(tensors: list[Any], mappings: list[FileMapping]) -> int:
-    """Unmap from this process the pages of ``tensors`` (each in an unwritten file mapping)
-    that lie wholly inside one of them (Linux ``madvise(MADV_DONTNEED)``); returns the bytes
-    released. The pages stay in the kernel's page cache, and the next read of such a tensor maps
-    them again (or reads them from the file, where the kernel dropped them): the same numbers,
-    because nothing in that mapping was written. Where a mapping holds a written page, which
-    MADV_DONTNEED would throw away, it is left alone; 0 where madvise is not available."""
-    import ctypes
-    import mmap
-
-    try:
-        madvise = ctypes.CDLL(None).madvise  # the C library already loaded into this process
-    except (OSError, AttributeError):
-        return 0
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    dontneed = getattr(mmap, "MADV_DONTNEED", 4)
-    page = mmap.PAGESIZE
-    released = 0
-    for tensor in tensors:
-        start = tensor.data_ptr()
-        end = start + tensor.numel() * tensor.element_size()
-        if not any(m.start <= start and end <= m.end and not m.written_bytes for m in mappings):
-            continue
-        first, last = -(-start // page) * page, end // page * page  # whole pages inside it
-        if last > first and madvise(first, last - first, dontneed) == 0:
-            released += last - first
-    return released
-
-
 class FrozenWeightsInBf16:
     """Under bf16 autocast, a frozen linear weight is cast to bf16 on every forward pass (autocast
     caches casts only of weights that require a gradient) and the copy is kept for the backward
@@ -144,7 +72,7 @@ class FrozenWeightsInBf16:
       its pages are the page cache's, which the kernel can drop and read again) is kept as it
       is, beside its bf16 copy, and given back. Making the copy reads all its pages into the
       process, so they are unmapped from it again at once (``madvise(MADV_DONTNEED)``, only in
-      mappings none of whose pages was written, :func:`_release_file_pages`): while training,
+      mappings none of whose pages was written, :func:`tunesmith.models.pages.release_tensor_pages`): while training,
       the process holds the bf16 copy alone, and the fp32 pages come back from the page cache
       (or the file) when the weight is next read. SmolLM2-135M: 415 MB of the process's
       resident memory;
@@ -186,7 +114,7 @@ class FrozenWeightsInBf16:
         # Copying the upper halves read every page of the file-mapped weights into this
         # process; hand those pages back (the page cache keeps them), so that while training
         # only the bf16 copies are resident.
-        self.released_bytes = _release_file_pages(
+        self.released_bytes = release_tensor_pages(
             [keep for _, keep in self._held if keep.dtype == torch.float32], mappings)
 
     @property
