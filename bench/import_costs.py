@@ -90,24 +90,10 @@ def increments(process: list[dict]) -> list[dict]:
 
 
 def machine() -> dict:
-    import torch
-    import transformers
+    from memory_run import machine as memory_machine  # bench/ is on sys.path when run
 
-    return {"processor": platform.processor(), "cpu": _cpu_name(), "cpu_count": __import__("os").cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "mlflow": _version("mlflow"), "peft": _version("peft"),
-            "bitsandbytes": _version("bitsandbytes")}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return {**memory_machine(), "python": platform.python_version(), "mlflow": _version("mlflow"),
+            "peft": _version("peft"), "bitsandbytes": _version("bitsandbytes")}
 
 
 def _version(name: str) -> str | None:

@@ -357,6 +357,7 @@ def machine() -> dict:
 
     return {
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
@@ -365,6 +366,18 @@ def machine() -> dict:
         "transformers": transformers.__version__,
         "note": "measured while other jobs shared the CPU (memory is unaffected; no timing claims)",
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo): memory and speed differ between CPU kinds (AMX or
+    not), and ``platform.processor()`` says only x86_64."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def score(entry: dict) -> None:
@@ -501,11 +514,9 @@ def print_split(case: str, rows: list[dict]) -> None:
     for row in rows:
         if "error" in row:
             continue
-        recorded = row.get("recorded") or {}
+        recorded = row.get("recorded") or {}  # tunesmith's metrics.json (train_start_mb: a161f73)
         added = row.get("train_added_mb", recorded.get("train_added_mb"))
-        began = row.get("before_train_mb")
-        if began is None and added is not None and "peak_memory_mb" in recorded:
-            began = recorded["peak_memory_mb"] - added  # tunesmith: its training peak less that
+        began = row.get("before_train_mb", recorded.get("train_start_mb"))
         ratio = f"{row['peak_mb'] / plain['peak_mb']:.2f}x plain" if plain else ""
         if added is None or began is None:
             print(f"  {case} {row['side']}: {row['peak_mb']:.0f} MB {ratio}")

@@ -633,8 +633,8 @@ def estimate_memory(shape: ModelShape, args: MemoryArgs | None = None, **changes
     shorthand: ``estimate_memory(shape, method="full")``). ``keep_best_copy`` adds the copy of
     the trainable weights that tunesmith's loop keeps for the best checkpoint (counted with the
     weights). ``device`` ("cuda" or "cpu") decides the default precision and, for QLoRA under
-    bf16 autocast, whether the casts of the dequantised weights count. Cost: arithmetic only. Raises UsageError for
-    unknown choices or argument names.
+    bf16 autocast, whether the casts of the dequantised weights count. Cost: arithmetic only.
+    Raises UsageError for unknown choices or argument names.
     """
     # Without args the defaults follow the device asked for (precision auto: see config_precision).
     a = (args or MemoryArgs.defaults(device=changes.get("device", "cuda"))).replace(**changes)

@@ -155,6 +155,13 @@ def resident_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _rss_bytes() -> float:
+    """This process's resident memory now."""
+    import psutil
+
+    return float(psutil.Process().memory_info().rss)
+
+
 # The settings the preflight may change (finetune section), in the order it reports them.
 PREFLIGHT_KEYS = ("batch_size", "gradient_accumulation_steps", "gradient_checkpointing")
 
@@ -179,9 +186,7 @@ class MemoryCheck:
         """Note the process's RSS now, right before the training loop: what was started between
         the preflight and the loop (the MLflow tracker: its import and store, 170 MB on the
         2026-12-02 EPYC machine, ``bench/import_costs.py``) is then not counted as training's."""
-        import psutil
-
-        self.rss_training_bytes = float(psutil.Process().memory_info().rss)
+        self.rss_training_bytes = _rss_bytes()
 
     def summary(self) -> str | None:
         """One line naming what changed ("finetune.batch_size 8 -> 2, ..."), None if nothing."""
@@ -239,7 +244,7 @@ def check_memory(
     from tunesmith.advise.memory import model_shape
     from tunesmith.advise.run_memory import estimate_run
 
-    rss = float(psutil.Process().memory_info().rss)
+    rss = _rss_bytes()
     try:
         shape = model_shape(cfg.finetune.model)
     except (TunesmithError, OSError, ValueError, KeyError) as exc:

@@ -106,10 +106,10 @@ def release_checkpoint_pages(folder: str | Path) -> int:
     from the map) every page of the checkpoint is resident, though only the weights that stayed
     unquantised (embeddings, norms) still point into it: SmolLM2-135M, 405 MB of a 1,293 MB
     process. Those weights read their pages again when they are next used."""
-    root = str(Path(folder).resolve())
+    root = Path(folder).resolve()
     released = 0
     for mapping in file_mappings():
-        if (mapping.path.startswith(root) and mapping.path.endswith(".safetensors")
+        if (Path(mapping.path).is_relative_to(root) and mapping.path.endswith(".safetensors")
                 and not mapping.written_bytes and mapping.resident_bytes):
             released += release_range(mapping.start, mapping.end)
     return released
